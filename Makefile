@@ -1,0 +1,41 @@
+# The two set-up commands of the README: `make demo` (main job) and `make test`.
+# Each creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo pretrain-demo test lint ui benchmarks gpu-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: these builds are the ones provided locally on our machines.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e ".[sweeps,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: a short pretraining on synthetic data, then the demo study.
+demo: $(STAMP)
+	$(PY) -m vicreg pretrain --config experiments/pretrain_synthetic.yaml
+	@if [ -f sweeps/run.py ]; then $(PY) sweeps/run.py --study demo; fi
+
+test: $(STAMP)
+	$(PY) -m ruff check vicreg sweeps tests benchmarks
+	$(PY) -m pytest -q -x -p no:cacheprovider
+
+benchmarks: $(STAMP)
+	$(PY) benchmarks/throughput.py
+	$(PY) benchmarks/cache.py
+
+gpu-check:
+	bash benchmarks/gpu_check.sh
+
+ui: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:5000"
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf runs data/.cache

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny configs and a small synthetic DRAC22-format dataset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from vicreg.config import Config, load_config
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_config(tmp: Path | None = None, **sets: object) -> Config:
+    """A config small enough for a CPU test: 32 px, batch 16, expander 64-64."""
+    overrides = {
+        "data.image_size": 32, "data.batch_size": 16, "model.expander_hidden": 64,
+        "model.expander_out": 64, "model.expander_layers": 2, "optim.name": "adam",
+        "optim.lr": 1e-3, "optim.warmup_epochs": 0.0, "train.epochs": 2, "train.progress": False,
+    }
+    if tmp is not None:
+        overrides["data.cache_dir"] = str(tmp / "cache")
+    overrides.update(sets)
+    return load_config(None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 labelled + 20 test synthetic images of 96 px, made once per session."""
+    from vicreg.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("synthetic")
+    make_synthetic(root, count=60, size=96, seed=0, test_count=20)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_images(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The synthetic training set at 32 px as an ImageSet."""
+    from vicreg.data import load_datasets
+
+    cache = tmp_path_factory.mktemp("cache")
+    cfg = tiny_config(**{"data.dataset": "synthetic", "data.root": str(synthetic_root),
+                         "data.cache_dir": str(cache)})
+    return load_datasets(cfg.data)

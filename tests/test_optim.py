@@ -1,0 +1,69 @@
+"""LARS semantics and the warm-up + cosine schedule, against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vicreg.config import OptimConfig
+from vicreg.optim import LARS, build_optimizer, lr_at, param_groups
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
+
+
+def test_lars_one_step_matches_hand_computation() -> None:
+    m = _model()
+    lr, wd, eta = 0.5, 0.1, 0.02
+    opt = LARS(param_groups(m, wd), lr=lr, eta=eta, momentum=0.9)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    grads = {n: torch.randn_like(p) for n, p in m.named_parameters()}
+    for n, p in m.named_parameters():
+        p.grad = grads[n].clone()
+    opt.step()
+    for n, p in m.named_parameters():
+        p0, g = before[n], grads[n]
+        if p0.ndim == 1:
+            expected = p0 - lr * g  # 1-D: no decay, no adaptation
+        else:
+            g2 = g + wd * p0
+            q = eta * p0.norm() / g2.norm()
+            expected = p0 - lr * q * g2
+        torch.testing.assert_close(p.detach(), expected, msg=n)
+
+
+def test_lars_trust_ratio_is_one_for_zero_weights() -> None:
+    p = nn.Parameter(torch.zeros(3, 3))
+    opt = LARS([{"params": [p], "weight_decay": 0.0, "lars": True}], lr=1.0, eta=0.001)
+    p.grad = torch.ones(3, 3)
+    opt.step()
+    torch.testing.assert_close(p.detach(), -torch.ones(3, 3))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "lars"])
+def test_no_weight_decay_on_biases_and_norms(name: str) -> None:
+    m = _model()
+    opt = build_optimizer(m, OptimConfig(name=name, lr=0.1, weight_decay=0.5))
+    by_id = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    for p in m.parameters():
+        assert by_id[id(p)] == (0.0 if p.ndim == 1 else 0.5)
+
+
+def test_schedule_values() -> None:
+    peak, total, warm = 0.4, 100, 10
+    assert lr_at(0, total, warm, peak, 0.001) == pytest.approx(0.04)
+    assert lr_at(9, total, warm, peak, 0.001) == pytest.approx(0.4)
+    assert lr_at(10, total, warm, peak, 0.001) == pytest.approx(0.4)
+    mid = 10 + 45  # half-way through the cosine
+    end = peak * 0.001
+    assert lr_at(mid, total, warm, peak, 0.001) == pytest.approx(end + (peak - end) * 0.5)
+    assert lr_at(100, total, warm, peak, 0.001) == pytest.approx(end)
+    q = 10 + 18  # t = 18/90 = 0.2
+    assert lr_at(q, total, warm, peak, 0.001) == pytest.approx(
+        end + (peak - end) * 0.5 * (1 + math.cos(math.pi * 0.2)))
+    assert lr_at(0, 10, 0, 1.0, 0.0) == pytest.approx(1.0)  # no warm-up

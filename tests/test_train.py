@@ -1,0 +1,129 @@
+"""Pretraining behaviour: learning, early stopping, divergence, callbacks, exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vicreg.train as train_mod
+from tests.conftest import tiny_config
+from vicreg.train import load_encoder_checkpoint, pretrain
+
+
+def test_a_few_epochs_lower_the_loss_without_collapse(synthetic_images) -> None:
+    cfg = tiny_config(**{"train.epochs": 4, "optim.lr": 3e-3})
+    r = pretrain(cfg, synthetic_images.train.images)
+    assert r.status == "completed" and r.epochs == 4
+    losses = [h["loss"] for h in r.history]
+    assert losses[-1] < losses[0] - 0.5
+    assert all(h["std"] > 0.05 for h in r.history)
+    for key in ("loss", "invariance", "variance", "covariance", "lr", "std", "images_per_s"):
+        assert key in r.history[0]
+
+
+def test_early_stopping_fires_when_the_loss_stalls(synthetic_images) -> None:
+    # A learning rate of ~0 cannot lower the loss by min_delta=5.
+    cfg = tiny_config(**{"train.epochs": 10, "optim.lr": 1e-12, "train.patience": 2,
+                         "train.min_delta": 5.0})
+    r = pretrain(cfg, synthetic_images.train.images)
+    assert r.status == "early_stopped"
+    assert r.epochs == 3  # best at epoch 1, then 2 epochs without improvement
+    assert "did not improve" in r.reason
+
+
+def test_non_finite_loss_ends_the_run_as_diverged(synthetic_images, monkeypatch) -> None:
+    real = train_mod.vicreg_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # the 5th step (index 4), in epoch 2 (3 steps per epoch)
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(train_mod, "vicreg_loss", poisoned)
+    r = pretrain(tiny_config(**{"train.epochs": 4}), synthetic_images.train.images)
+    assert r.status == "diverged"
+    assert r.diverged_step == 4
+    assert r.epochs == 1 and "step 4" in r.reason
+
+
+def test_callbacks_see_each_epoch_and_can_stop(synthetic_images) -> None:
+    seen = []
+
+    def cb(report):
+        seen.append((report.kind, report.epoch, round(report.metrics["loss"], 6)))
+        return "pruned at epoch 2" if report.epoch == 1 else None
+
+    r = pretrain(tiny_config(**{"train.epochs": 5}), synthetic_images.train.images, [cb])
+    assert [s[:2] for s in seen] == [("epoch", 0), ("epoch", 1)]
+    assert r.status == "stopped" and r.reason == "pruned at epoch 2"
+
+
+def test_step_reports_when_asked(synthetic_images) -> None:
+    steps = []
+    cfg = tiny_config(**{"train.epochs": 1, "train.log_every_steps": 1})
+    def cb(report):
+        if report.kind == "step":
+            steps.append(report.step)
+
+    pretrain(cfg, synthetic_images.train.images, [cb])
+    assert steps == [1, 2, 3]
+
+
+def test_resume_after_a_crash_is_bit_identical(synthetic_images, tmp_path) -> None:
+    images = synthetic_images.train.images
+    cfg_a = tiny_config(**{"train.epochs": 3, "train.checkpoint_dir": str(tmp_path / "a")})
+    straight = pretrain(cfg_a, images)
+
+    def crash(report):
+        if report.epoch == 1:
+            raise KeyboardInterrupt  # dies before epoch 2's checkpoint is written
+
+    cfg = tiny_config(**{"train.epochs": 3, "train.checkpoint_dir": str(tmp_path / "b")})
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(cfg, images, [crash])
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["epoch"] == 0
+    resumed = pretrain(cfg, images)
+    assert resumed.epochs == 3
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert [h["loss"] for h in straight.history] == [h["loss"] for h in resumed.history]
+
+
+def test_resume_with_another_config_is_refused(synthetic_images, tmp_path) -> None:
+    images = synthetic_images.train.images
+    pretrain(tiny_config(**{"train.epochs": 1, "train.checkpoint_dir": str(tmp_path)}), images)
+    with pytest.raises(ValueError, match="different config.*optim"):
+        pretrain(tiny_config(**{"train.epochs": 1, "optim.lr": 0.5,
+                                "train.checkpoint_dir": str(tmp_path)}), images)
+
+
+def test_checkpoint_reloads_the_model(synthetic_images, tmp_path) -> None:
+    r = pretrain(tiny_config(**{"train.epochs": 1, "train.checkpoint_dir": str(tmp_path)}),
+                 synthetic_images.train.images)
+    raw, model = load_encoder_checkpoint(tmp_path / "last.pt")
+    assert raw["data"]["image_size"] == 32
+    for a, b in zip(r.model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("shape,dtype,match", [
+    ((40, 1, 32, 32), torch.float32, "uint8"),
+    ((40, 3, 32, 32), torch.uint8, "in_channels=1"),
+    ((40, 1, 64, 64), torch.uint8, "image_size=32"),
+    ((8, 1, 32, 32), torch.uint8, "fewer than data.batch_size=16"),
+])
+def test_bad_images_fail_before_training(shape, dtype, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        pretrain(tiny_config(), torch.zeros(shape, dtype=dtype))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_channels_last_run(synthetic_images) -> None:
+    cfg = tiny_config(**{"train.epochs": 2, "train.device": "cuda"})
+    r = pretrain(cfg, synthetic_images.train.images)
+    assert r.status == "completed" and r.device.startswith("cuda")
+    assert next(r.model.parameters()).is_cuda

@@ -1,0 +1,331 @@
+"""One typed config tree for a run, loaded from YAML with unknown keys rejected.
+
+The tree is plain dataclasses: ``Config(data, model, augment, loss, optim, train, eval)``.
+``load_config(path, overrides)`` reads a YAML file, applies ``section.key=value``
+overrides and checks every key and type, so a typo fails in a second with a line
+naming the file and the key instead of after an hour of training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad config file or override; the message is one line naming the key."""
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # drac22 | cifar10 | synthetic
+    root: str | None = None  # dataset folder (drac22/synthetic: the DRAC22 layout root)
+    test_root: str | None = None  # DRAC22 test set under its own root, if not under `root`
+    image_size: int = 64  # images are resized once to this and cached as uint8
+    batch_size: int = 32
+    include_test_in_pretrain: bool = False  # SSL uses no labels: the test images may join
+    cache_dir: str = "data/.cache"
+    skip_bad_images: bool = False  # undecodable images become a warning instead of an error
+    folds: int = 5
+    fold_seed: int = 0
+    folds_file: str | None = None  # CSV of the image->fold assignment, reused when present
+    # Only for dataset=synthetic when `root` does not exist yet: what to generate there.
+    synthetic_count: int = 611
+    synthetic_size: int = 256
+    synthetic_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet18"  # resnet18 | resnet34 | resnet50
+    weights: str | None = None  # local torchvision state-dict file; never downloaded
+    small_stem: bool | None = None  # 3x3 stride-1 stem, no max-pool; None: auto (<= 64 px)
+    in_channels: int = 1
+    expander_hidden: int = 2048
+    expander_layers: int = 3  # number of Linear layers in the expander
+    expander_out: int = 2048
+
+
+@dataclass
+class AugmentConfig:
+    """Strengths and probabilities of the VICReg recipe; pairs are (view 1, view 2)."""
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2  # ignored for 1-channel images
+    hue: float = 0.1  # ignored for 1-channel images
+    grayscale_p: float = 0.2  # ignored for 1-channel images
+    blur_p: tuple[float, float] = (1.0, 0.1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: tuple[float, float] = (0.0, 0.2)
+
+
+@dataclass
+class LossConfig:
+    sim_coeff: float = 25.0
+    std_coeff: float = 25.0
+    cov_coeff: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"  # lars | sgd | adam | adamw
+    lr: float = 0.3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd and lars
+    eta: float = 0.02  # LARS trust coefficient
+    betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw
+    scale_lr_by_batch: bool = False  # peak lr = lr * batch_size / 256
+    warmup_epochs: float = 10.0
+    final_lr_ratio: float = 0.001  # cosine decays to peak * this
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    patience: int = 5  # early stopping on the epoch's mean VICReg loss; 0 disables
+    min_delta: float = 0.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the model (CUDA only)
+    log_every_steps: int = 0  # also report every N steps (0: per epoch only)
+    checkpoint_dir: str | None = None  # a checkpoint per epoch; resumed from when present
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    protocol: str = "linear"  # linear | head | conv+head | full
+    epochs: int = 30
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.5
+    head_hidden: int = 256
+    patience: int = 5  # early stopping on validation kappa
+    batch_size: int = 32
+    oversample: bool = True  # class-balanced sampling of the minority grades
+    augment: bool = True  # light flips and crops while training the head
+    lr_decay: float = 0.5  # `full`: each earlier stage gets lr * lr_decay**depth
+    unfreeze_every: int = 2  # `full`: one more stage is unfrozen every N epochs
+    probe_every: int = 0  # pretraining epochs between cheap probes (0: never)
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; return it converted (int -> float, list -> tuple)."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            # PyYAML reads `1e-3` (no dot) as a string; accept any float literal.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown key '{key}' (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for name, value in raw.items():
+        key = f"{where}.{name}" if where else name
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    """Build a checked Config from a nested dict; errors are prefixed with `source`."""
+    try:
+        cfg = _build(Config, raw or {}, "")
+        validate(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Value checks that types alone cannot express."""
+    checks = [
+        (cfg.data.dataset in ("drac22", "cifar10", "synthetic"), "data.dataset",
+         "must be drac22, cifar10 or synthetic"),
+        (cfg.data.image_size >= 8, "data.image_size", "must be >= 8"),
+        (cfg.data.batch_size >= 2, "data.batch_size", "must be >= 2 (VICReg needs a batch)"),
+        (cfg.data.folds >= 2, "data.folds", "must be >= 2"),
+        (cfg.model.arch in ("resnet18", "resnet34", "resnet50"), "model.arch",
+         "must be resnet18, resnet34 or resnet50"),
+        (cfg.model.in_channels in (1, 3), "model.in_channels", "must be 1 or 3"),
+        (cfg.model.expander_layers >= 1, "model.expander_layers", "must be >= 1"),
+        (cfg.optim.name in ("lars", "sgd", "adam", "adamw"), "optim.name",
+         "must be lars, sgd, adam or adamw"),
+        (cfg.optim.lr > 0, "optim.lr", "must be > 0"),
+        (cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
+        (cfg.train.epochs >= 1, "train.epochs", "must be >= 1"),
+        (cfg.eval.protocol in ("linear", "head", "conv+head", "full"), "eval.protocol",
+         "must be linear, head, conv+head or full"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            value = get_key(cfg, key)
+            raise ConfigError(f"{key}={value!r} {msg}")
+    lo, hi = cfg.augment.crop_scale
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"augment.crop_scale={cfg.augment.crop_scale!r} must satisfy 0 < lo <= hi <= 1")
+
+
+def get_key(cfg: Any, dotted: str) -> Any:
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b=value` in a nested dict (creating sections), for overrides and sweeps."""
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"'{dotted}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`["optim.lr=0.01", "model.weights=null"]` -> [("optim.lr", 0.01), ...] (YAML values)."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        key, text = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(text) if text.strip() else None))
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
+    """Read YAML `path` (or defaults when None), apply `section.key=value` overrides, check."""
+    raw = read_yaml(path) if path is not None else {}
+    for key, value in parse_overrides(list(overrides)):
+        set_key(raw, key, value)
+    return config_from_dict(raw, source=str(path) if path is not None else "--set")
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists), suitable for YAML and MLflow."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def flatten(cfg: Config) -> dict[str, Any]:
+    """{'optim.lr': 0.3, ...}: every leaf with its dotted key."""
+    out: dict[str, Any] = {}
+    for section, values in to_dict(cfg).items():
+        for key, value in values.items():
+            out[f"{section}.{key}"] = value
+    return out
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temp file in the same folder and os.replace, so readers never see half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,0 +1,423 @@
+"""Datasets as uint8 tensors: DRAC22 Task 3, CIFAR-10 and the synthetic DRAC22-format set.
+
+Images are decoded and resized once per (dataset, image size) into a .npy file in the
+cache folder, written atomically under a file lock, and memory-mapped afterwards, so
+epochs, trials and worker processes share one decode. Layout facts: DRAC22 as
+distributed (grand-challenge), CIFAR-10 as `cifar-10-batches-py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import DataConfig
+
+TASK_DIR = "C. Diabetic Retinopathy Grading"
+TRAIN_DIR = Path("1. Original Images/a. Training Set")
+TEST_DIR = Path("1. Original Images/b. Testing Set")
+LABELS_CSV = Path("2. Groundtruths/a. DRAC2022_ Diabetic Retinopathy Grading_Training Labels.csv")
+NAME_COL, GRADE_COL = "image name", "DR grade"
+CACHE_VERSION = 1
+DEFAULT_SYNTHETIC_ROOT = "data/synthetic-drac22"
+
+
+class DataError(ValueError):
+    """A bad dataset; the message is one line naming the path and the problem."""
+
+
+@dataclass
+class ImageSet:
+    """uint8 images (N, C, H, W) with optional integer labels (N,), in name order."""
+
+    images: torch.Tensor
+    labels: np.ndarray | None
+    names: list[str]
+    name: str  # "drac22", "synthetic-drac22", "cifar10"
+    synthetic: bool = False
+    skipped: list[str] = field(default_factory=list)  # undecodable files left out
+
+
+@dataclass
+class Datasets:
+    train: ImageSet  # labelled
+    test: ImageSet | None  # unlabelled (DRAC22) or labelled (CIFAR-10 test batch)
+
+    def pretrain_images(self, include_test: bool) -> torch.Tensor:
+        """The images pretraining sees: the training set, plus the test set when asked."""
+        if include_test and self.test is not None:
+            return torch.cat([self.train.images, self.test.images])
+        return self.train.images
+
+
+# --- DRAC22 layout ------------------------------------------------------------------
+
+
+def find_task_dir(root: str | os.PathLike) -> Path:
+    """Accept the downloaded folder or `C. Diabetic Retinopathy Grading` itself."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DataError(f"{root}: data root does not exist")
+    if (root / TASK_DIR).is_dir():
+        return root / TASK_DIR
+    if (root / "1. Original Images").is_dir() or root.name == TASK_DIR:
+        return root
+    raise DataError(f"{root}: not a DRAC22 Task 3 layout (expected folder '{TASK_DIR}' or "
+                    f"'1. Original Images' inside)")
+
+
+def read_labels(csv_path: Path) -> tuple[list[tuple[str, int]], list[str]]:
+    """Rows of the labels CSV as (image name, grade), and one line per bad row."""
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path}: labels CSV missing")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+        if NAME_COL not in cols or GRADE_COL not in cols:
+            raise DataError(f"{csv_path}: expected columns '{NAME_COL}' and '{GRADE_COL}', "
+                            f"found {cols}")
+        rows, problems, seen = [], [], set()
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+            name, grade = row.get(NAME_COL, ""), row.get(GRADE_COL, "")
+            if grade not in ("0", "1", "2"):
+                problems.append(f"{csv_path}: row {line}: grade {grade!r} is not 0, 1 or 2")
+            elif name in seen:
+                problems.append(f"{csv_path}: row {line}: duplicate image name {name!r}")
+            else:
+                rows.append((name, int(grade)))
+            seen.add(name)
+    if not rows and not problems:
+        problems.append(f"{csv_path}: no rows")
+    return rows, problems
+
+
+@dataclass
+class Drac22Files:
+    train: list[Path]
+    grades: list[int]
+    test: list[Path]
+    problems: list[str]  # errors, one line each
+    warnings: list[str]
+
+    def raise_first(self) -> None:
+        if self.problems:
+            more = len(self.problems) - 1
+            tail = f" (and {more} more; see python -m vicreg check-data)" if more else ""
+            raise DataError(self.problems[0] + tail)
+
+
+def scan_drac22(root: str | os.PathLike, test_root: str | os.PathLike | None = None) -> Drac22Files:
+    """Check the layout and the CSV against the files (cheap: no decoding).
+
+    A broken layout raises at once; row-level problems are collected so that
+    `check-data` can list them all.
+    """
+    task = find_task_dir(root)
+    train_dir = task / TRAIN_DIR
+    if not train_dir.is_dir():
+        raise DataError(f"{task}: expected folder '{TRAIN_DIR}' is missing")
+    if not (task / LABELS_CSV).is_file():
+        raise DataError(f"{task / LABELS_CSV}: labels CSV missing")
+    rows, problems = read_labels(task / LABELS_CSV)
+    on_disk = {p.name for p in train_dir.glob("*.png")}
+    files, grades = [], []
+    for name, grade in rows:
+        path = train_dir / name
+        if name not in on_disk:
+            problems.append(f"{task / LABELS_CSV}: image {name!r} has a row but is not in "
+                            f"{train_dir}")
+            continue
+        if path.stat().st_size == 0:
+            problems.append(f"{path}: empty file")
+            continue
+        files.append(path)
+        grades.append(grade)
+    notes = []
+    extra = sorted(on_disk - {n for n, _ in rows})
+    if extra:
+        notes.append(f"{train_dir}: {len(extra)} image(s) with no CSV row, ignored "
+                     f"(first: {extra[0]})")
+    test_task = find_task_dir(test_root) if test_root else task
+    test_dir = test_task / TEST_DIR
+    test = sorted(test_dir.glob("*.png"), key=_name_key) if test_dir.is_dir() else []
+    if not test:
+        notes.append(f"{test_dir}: no test images found (only needed for predictions and "
+                     f"data.include_test_in_pretrain)")
+    return Drac22Files(files, grades, test, problems, notes)
+
+
+def check_drac22(root: str | os.PathLike, test_root: str | os.PathLike | None = None
+                 ) -> tuple[Drac22Files, list[str]]:
+    """Full check for users: the scan plus a decode check of every file (PIL verify).
+
+    Returns (scan, problems) with every problem as one line.
+    """
+    files = scan_drac22(root, test_root)
+    problems = list(files.problems)
+    for p in files.train + files.test:
+        if p.stat().st_size == 0:
+            problems.append(f"{p}: empty file")
+            continue
+        try:
+            with Image.open(p) as img:
+                img.verify()
+        except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+            problems.append(f"{p}: cannot decode image ({type(e).__name__})")
+    return files, problems
+
+
+def _name_key(p: Path) -> tuple[int, str]:
+    """Numeric order for names like '161.png' < '1312.png'."""
+    return (int(p.stem), p.name) if p.stem.isdigit() else (1 << 30, p.name)
+
+
+# --- decoding and the cache --------------------------------------------------------
+
+
+def decode_image(path: Path, size: int, channels: int = 1) -> tuple[np.ndarray, bool]:
+    """Decode one file and resize (antialiased) -> (uint8 (channels, size, size), was_rgb)."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            was_rgb = img.mode not in ("L", "I", "I;16", "I;16B", "P", "1")
+            if img.mode.startswith("I"):  # 16-bit PNG: scale to 8 bit
+                a = np.asarray(img, dtype=np.float32)
+                img = Image.fromarray((a / max(a.max(), 1) * 255).astype(np.uint8))
+            img = img.convert("L" if channels == 1 else "RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    arr = np.asarray(img, dtype=np.uint8)
+    arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr), was_rgb
+
+
+def _cache_key(label: str, files: list[Path], size: int, channels: int) -> str:
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, label, size, channels]).encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _atomic_save(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_images(label: str, files: list[Path], size: int, channels: int, cache_dir: str | Path,
+                  skip_bad: bool = False) -> tuple[np.ndarray, list[str], list[str]]:
+    """uint8 (N, channels, size, size) for `files`, decoded once and memory-mapped after.
+
+    Returns (images, names kept, names skipped). The cache file's name holds a hash of
+    every source file's name, size and mtime, so any change makes a new entry. A file
+    lock makes concurrent processes wait for one decode instead of all decoding.
+    """
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    stem = f"{label}-{size}px-c{channels}-{_cache_key(label, files, size, channels)}"
+    npy, meta = cache / f"{stem}.npy", cache / f"{stem}.json"
+    with open(cache / f"{stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (npy.is_file() and meta.is_file()):
+                arr, kept, skipped = _decode_all(files, size, channels, skip_bad)
+                # The manifest goes first; the .npy appearing is what marks the entry complete.
+                _atomic_save(meta, lambda t: Path(t).write_text(json.dumps(
+                    {"names": kept, "skipped": skipped})))
+                _atomic_save(npy, lambda t: np.save(open(t, "wb"), arr))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    info = json.loads(meta.read_text())
+    if info["skipped"] and not skip_bad:
+        raise DataError(f"{files[0].parent / info['skipped'][0]}: cannot decode image "
+                        f"(set data.skip_bad_images to skip it)")
+    return np.load(npy, mmap_mode="r"), info["names"], info["skipped"]
+
+
+def _decode_all(files: list[Path], size: int, channels: int, skip_bad: bool):
+    def one(p: Path):
+        try:
+            return decode_image(p, size, channels)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            return e
+
+    # PIL releases the GIL while inflating PNGs, so threads use every core.
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        results = list(pool.map(one, files))
+    kept, skipped, arrays, rgb = [], [], [], []
+    for p, r in zip(files, results):
+        if isinstance(r, DataError):
+            skipped.append(p.name)
+            continue
+        arrays.append(r[0])
+        kept.append(p.name)
+        if r[1]:
+            rgb.append(p.name)
+    if rgb and channels == 1:
+        warnings.warn(f"{files[0].parent}: {len(rgb)} colour image(s) converted to grayscale "
+                      f"(first: {rgb[0]})", stacklevel=3)
+    if skipped:
+        warnings.warn(f"{files[0].parent}: skipped {len(skipped)} undecodable image(s) "
+                      f"(first: {skipped[0]})", stacklevel=3)
+    if not arrays:
+        raise DataError(f"{files[0].parent}: no decodable images")
+    return np.stack(arrays), kept, skipped
+
+
+def _as_tensor(arr: np.ndarray) -> torch.Tensor:
+    with warnings.catch_warnings():  # the memmap is read-only and we never write to it
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(arr)
+
+
+# --- the datasets ------------------------------------------------------------------
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """Where the dataset is: `data.root`, else $DRAC22_ROOT (drac22), else the synthetic default."""
+    if cfg.root:
+        return Path(cfg.root).expanduser()
+    if cfg.dataset == "drac22":
+        env = os.environ.get("DRAC22_ROOT")
+        if env:
+            return Path(env).expanduser()
+        raise DataError("data.root is not set: point --data-root (or DRAC22_ROOT) at the DRAC22 "
+                        "download (drac22.grand-challenge.org), or try the synthetic set "
+                        "(dataset: synthetic)")
+    if cfg.dataset == "synthetic":
+        return Path(DEFAULT_SYNTHETIC_ROOT)
+    raise DataError("data.root is not set: point it at the folder holding cifar-10-batches-py")
+
+
+def load_drac22(cfg: DataConfig, synthetic: bool = False) -> Datasets:
+    root = data_root(cfg)
+    if synthetic and not root.exists():
+        from .synthetic import make_synthetic
+
+        make_synthetic(root, count=cfg.synthetic_count, size=cfg.synthetic_size,
+                       seed=cfg.synthetic_seed)
+    files = scan_drac22(root, cfg.test_root)
+    files.raise_first()
+    for note in files.warnings:
+        if files.test or cfg.include_test_in_pretrain or "no CSV row" in note:
+            warnings.warn(note, stacklevel=2)
+    if cfg.include_test_in_pretrain and not files.test:
+        raise DataError(f"{root}: data.include_test_in_pretrain is set but no test images found")
+    name = "synthetic-drac22" if synthetic else "drac22"
+    arr, kept, skipped = cached_images(f"{name}-train", files.train, cfg.image_size, 1,
+                                       cfg.cache_dir, cfg.skip_bad_images)
+    grade = {p.name: g for p, g in zip(files.train, files.grades)}
+    train = ImageSet(_as_tensor(arr), np.array([grade[n] for n in kept], dtype=np.int64), kept,
+                     name, synthetic, skipped)
+    test = None
+    if files.test:
+        arr, kept, skipped = cached_images(f"{name}-test", files.test, cfg.image_size, 1,
+                                           cfg.cache_dir, cfg.skip_bad_images)
+        test = ImageSet(_as_tensor(arr), None, kept, name, synthetic, skipped)
+    return Datasets(train, test)
+
+
+def _cifar_dir(root: Path) -> Path:
+    d = root if root.name == "cifar-10-batches-py" else root / "cifar-10-batches-py"
+    need = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in need if not (d / n).is_file()]
+    if missing:
+        raise DataError(f"{d}: CIFAR-10 not found (missing {', '.join(missing)}); put the "
+                        f"extracted 'cifar-10-batches-py' folder (data_batch_1..5, test_batch) "
+                        f"there, as torchvision's CIFAR10 reads it; it is never downloaded")
+    return d
+
+
+def _read_cifar_batches(d: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for n in names:
+        with open(d / n, "rb") as f:
+            try:
+                batch = pickle.load(f, encoding="latin1")
+            except Exception as e:  # noqa: BLE001
+                raise DataError(f"{d / n}: not a CIFAR-10 batch ({type(e).__name__})") from None
+        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def load_cifar10(cfg: DataConfig) -> Datasets:
+    d = _cifar_dir(data_root(cfg))
+    sets = []
+    for split, names in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        x, y = _read_cifar_batches(d, names)
+        t = torch.from_numpy(x)
+        if cfg.image_size != 32:
+            t = torch.nn.functional.interpolate(t.float(), size=cfg.image_size, mode="bilinear",
+                                                antialias=True).round().clamp(0, 255).to(torch.uint8)
+        sets.append(ImageSet(t, y, [f"{split}-{i:05d}" for i in range(len(y))], "cifar10"))
+    return Datasets(*sets)
+
+
+def load_datasets(cfg: DataConfig) -> Datasets:
+    """The configured dataset, checked and decoded (or read from the cache)."""
+    if cfg.dataset == "cifar10":
+        return load_cifar10(cfg)
+    return load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
+
+
+# --- folds -------------------------------------------------------------------------
+
+
+def make_folds(names: list[str], labels: np.ndarray, k: int, seed: int,
+               path: str | os.PathLike | None = None) -> np.ndarray:
+    """Fold index (N,) per image: stratified k-fold, stored as CSV at `path` and reused.
+
+    Reuse is what makes every trial of a study score on the same splits. A stored file
+    that no longer matches the images (names, labels or k) is an error, not silently redone.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    if path is not None and Path(path).is_file():
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        stored = {r["image name"]: (int(r["label"]), int(r["fold"])) for r in rows}
+        if set(stored) != set(names) or any(stored[n][0] != int(y) for n, y in zip(names, labels)):
+            raise DataError(f"{path}: stored folds do not match this dataset's images; delete it "
+                            f"or use another study")
+        folds = np.array([stored[n][1] for n in names], dtype=np.int64)
+        if folds.max() + 1 != k:
+            raise DataError(f"{path}: stored folds have {folds.max() + 1} folds, config asks {k}")
+        return folds
+    folds = np.zeros(len(names), dtype=np.int64)
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (_, val) in enumerate(skf.split(np.zeros(len(labels)), labels)):
+        folds[val] = i
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        lines = ["image name,label,fold"] + [f"{n},{int(y)},{f}" for n, y, f in zip(names, labels, folds)]
+        _atomic_save(Path(path), lambda t: Path(t).write_text("\n".join(lines) + "\n"))
+    return folds

@@ -1,0 +1,95 @@
+"""ResNet encoder + expander MLP (VICReg's joint-embedding branch, shared by both views)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .config import ModelConfig
+
+_FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
+
+
+def build_encoder(cfg: ModelConfig, image_size: int) -> nn.Module:
+    """torchvision ResNet without its classifier: (B, C, H, W) -> (B, feature_dim).
+
+    Randomly initialised with zero-init residuals (as the reference VICReg backbone), or
+    loaded from the local state-dict file `cfg.weights` (never downloaded). Inputs of
+    64 px and below get the CIFAR stem (3x3 stride-1 conv, no max-pool) unless
+    `cfg.small_stem` says otherwise, since a 7x7/2 conv + pool leaves a 32 px image 2x2
+    pixels by the last stage.
+    """
+    if cfg.arch not in _FEATURE_DIMS:
+        raise ValueError(f"model.arch={cfg.arch!r}: expected one of {sorted(_FEATURE_DIMS)}")
+    net = getattr(torchvision.models, cfg.arch)(weights=None, zero_init_residual=True)
+    if cfg.weights:
+        load_torchvision_weights(net, cfg.weights)
+    small = cfg.small_stem if cfg.small_stem is not None else image_size <= 64
+    old = net.conv1
+    if small:
+        net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()
+    elif cfg.in_channels != 3:
+        net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        if cfg.weights:
+            # Grey input: sum the RGB filters, the usual way to keep pretrained responses.
+            with torch.no_grad():
+                net.conv1.weight.copy_(old.weight.sum(dim=1, keepdim=True))
+    net.fc = nn.Identity()
+    return net
+
+
+def load_torchvision_weights(net: nn.Module, path: str) -> None:
+    """Load a torchvision ResNet state dict (the `fc.*` keys are ignored)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"model.weights: {p} does not exist (weights are never downloaded)")
+    state = torch.load(p, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise ValueError(
+            f"model.weights: {p} does not match the architecture "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
+def build_expander(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
+    """(B, in_dim) -> (B, out_dim): (layers-1) x [Linear-BN-ReLU], then a plain Linear.
+
+    As the reference "projector" spec `hidden-hidden-out`; the last Linear has no bias
+    (main_vicreg.py, Projector).
+    """
+    blocks: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(layers - 1):
+        blocks += [nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+        dim = hidden
+    blocks.append(nn.Linear(dim, out_dim, bias=False))
+    return nn.Sequential(*blocks)
+
+
+class VICRegModel(nn.Module):
+    """encoder -> expander. `forward(x)` returns the expander output z, shape (B, out_dim)."""
+
+    def __init__(self, encoder: nn.Module, expander: nn.Module, feature_dim: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.expander = expander
+        self.feature_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.expander(self.encoder(x))
+
+
+def build_model(cfg: ModelConfig, image_size: int) -> VICRegModel:
+    encoder = build_encoder(cfg, image_size)
+    dim = _FEATURE_DIMS[cfg.arch]
+    expander = build_expander(dim, cfg.expander_hidden, cfg.expander_layers, cfg.expander_out)
+    return VICRegModel(encoder, expander, dim)

@@ -1,0 +1,104 @@
+"""Optimisers (LARS, SGD, Adam, AdamW) and the per-step warm-up + cosine schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS as in facebookresearch/vicreg main_vicreg.py (You et al. 2017, arXiv:1708.03888).
+
+    For each parameter p with gradient g (in groups where `lars` is true):
+        g <- g + wd * p
+        q = eta * ||p|| / ||g||   (1 when either norm is 0)
+        g <- q * g
+        mu <- momentum * mu + g;  p <- p - lr * mu
+    Groups built by `param_groups` put 1-D parameters (biases, norm weights) in a group
+    with `weight_decay=0, lars=False`, so they get neither decay nor the adaptation.
+    """
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                 eta: float = 0.001) -> None:
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta, lars=True)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[override]
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                if group["lars"]:
+                    g = g.add(p, alpha=group["weight_decay"])
+                    p_norm = torch.norm(p)
+                    g_norm = torch.norm(g)
+                    # torch.where keeps this on the device: no host sync per parameter.
+                    one = torch.ones_like(p_norm)
+                    q = torch.where(
+                        p_norm > 0, torch.where(g_norm > 0, group["eta"] * p_norm / g_norm, one), one
+                    )
+                    g = g.mul(q)
+                state = self.state[p]
+                if "mu" not in state:
+                    state["mu"] = torch.zeros_like(p)
+                mu = state["mu"]
+                mu.mul_(group["momentum"]).add_(g)
+                p.add_(mu, alpha=-group["lr"])
+        return loss
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights (decayed, LARS-adapted) and 1-D params (neither)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lars": True},
+        {"params": no_decay, "weight_decay": 0.0, "lars": False},
+    ]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.name == "lars":
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.eta)
+    for g in groups:
+        g.pop("lars")
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    if cfg.name == "adam":
+        # torch's Adam adds wd*p to the gradient (L2); AdamW decouples it.
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    raise ValueError(f"optim.name={cfg.name!r}: expected lars, sgd, adam or adamw")
+
+
+def peak_lr(cfg: OptimConfig, batch_size: int) -> float:
+    return cfg.lr * batch_size / 256 if cfg.scale_lr_by_batch else cfg.lr
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, final_ratio: float) -> float:
+    """Linear warm-up from 0 over `warmup_steps`, then cosine from `peak` to `peak*final_ratio`.
+
+    As the reference `adjust_learning_rate` (main_vicreg.py), per step.
+    """
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / decay_steps)
+    end = peak * final_ratio
+    return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr

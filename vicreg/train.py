@@ -1,0 +1,260 @@
+"""VICReg pretraining: `pretrain(cfg, images, callbacks) -> PretrainResult`.
+
+One loop, read top to bottom. The dataset is a uint8 tensor (N, C, H, W) already at
+the run's image size; it is moved to the training device once, and each step draws a
+batch of indices and makes both views there (see augment.py). Per-step values are
+accumulated on the device and read back once per epoch, so the step loop has no host
+sync (the only exception is the optional every-N-steps report, which must read values).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .augment import TwoViews, channel_stats
+from .config import Config, to_dict
+from .loss import vicreg_loss
+from .model import VICRegModel, build_model
+from .optim import build_optimizer, lr_at, peak_lr, set_lr
+
+CHECKPOINT_NAME = "last.pt"
+METRIC_NAMES = ("loss", "invariance", "variance", "covariance", "std")
+
+
+@dataclass
+class Report:
+    """What a callback sees: `kind` is "epoch" (or "step" when train.log_every_steps > 0)."""
+
+    kind: str
+    epoch: int  # 0-based epoch
+    step: int  # optimizer steps done so far
+    metrics: dict[str, float]
+    model: VICRegModel
+
+
+# A callback returns None/False to go on, or True / a reason string to stop training.
+Callback = Callable[[Report], "bool | str | None"]
+
+
+@dataclass
+class PretrainResult:
+    model: VICRegModel
+    status: str  # completed | early_stopped | diverged | stopped
+    reason: str
+    epochs: int  # epochs completed (with finite loss)
+    steps: int
+    best_loss: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    diverged_step: int | None = None
+    checkpoint: Path | None = None
+    device: str = "cpu"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+    return dev
+
+
+def check_images(cfg: Config, images: torch.Tensor) -> None:
+    """Fail before any work if the tensor cannot be what this config trains on."""
+    size = cfg.data.image_size
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"pretrain expects uint8 images (N, C, H, W), got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    n, c, h, w = images.shape
+    if c != cfg.model.in_channels or (h, w) != (size, size):
+        raise ValueError(f"images are {tuple(images.shape[1:])} but the config says "
+                         f"model.in_channels={cfg.model.in_channels}, data.image_size={size}")
+    if n < cfg.data.batch_size:
+        raise ValueError(f"{n} images are fewer than data.batch_size={cfg.data.batch_size}")
+
+
+def _training_key(cfg: Config) -> dict[str, Any]:
+    """The parts of the config a checkpoint must agree with to be resumed."""
+    d = to_dict(cfg)
+    return {"model": d["model"], "augment": d["augment"], "loss": d["loss"], "optim": d["optim"],
+            "data.batch_size": cfg.data.batch_size, "data.image_size": cfg.data.image_size,
+            "train.seed": cfg.train.seed, "train.epochs": cfg.train.epochs}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """torch.save to a temp file in the same folder, then os.replace: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], VICRegModel]:
+    """Checkpoint written by `pretrain` -> (config dict, model with its weights, on CPU)."""
+    from .config import config_from_dict
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=False)
+        raw = state["config"]
+        weights = state["model"]
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"checkpoint {p} is not a VICReg checkpoint ({type(e).__name__})") from None
+    cfg = config_from_dict(raw, source=str(p))
+    model = build_model(cfg.model, cfg.data.image_size)
+    model.load_state_dict(weights)
+    return raw, model
+
+
+def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = ()) -> PretrainResult:
+    """Pretrain encoder + expander with VICReg on uint8 `images` (N, C, size, size).
+
+    Stops after `train.epochs`, when the epoch loss has not improved by `min_delta`
+    for `patience` epochs, when the loss becomes non-finite (status "diverged", not an
+    exception, so a sweep goes on), or when a callback asks. With
+    `train.checkpoint_dir` set, a checkpoint is written atomically after every epoch
+    and an existing one is resumed from (bit-identical on CPU with the same seed).
+    """
+    check_images(cfg, images)
+    tc, dc = cfg.train, cfg.data
+    device = resolve_device(tc.device)
+    cuda = device.type == "cuda"
+
+    # --- setup: model, views, optimiser, schedule -------------------------------------
+    torch.manual_seed(tc.seed)
+    model = build_model(cfg.model, dc.image_size).to(device)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    opt = build_optimizer(model, cfg.optim)
+    mean, std = channel_stats(images)
+    views = TwoViews(cfg.augment, dc.image_size, cfg.model.in_channels, mean, std).to(device)
+    images = images.to(device, non_blocking=True)  # once; batches are indexed on the device
+    n, bs = images.shape[0], dc.batch_size
+    steps_per_epoch = n // bs  # drop the last partial batch: VICReg statistics need full batches
+    total_steps = tc.epochs * steps_per_epoch
+    warmup_steps = min(total_steps, round(cfg.optim.warmup_epochs * steps_per_epoch))
+    peak = peak_lr(cfg.optim, bs)
+    forward = torch.compile(model) if (tc.compile and cuda) else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+
+    # --- resume -----------------------------------------------------------------------
+    start_epoch, step, best, wait, history = 0, 0, math.inf, 0, []
+    ckpt_path = Path(tc.checkpoint_dir) / CHECKPOINT_NAME if tc.checkpoint_dir else None
+    if ckpt_path is not None and ckpt_path.is_file():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["key"] != _training_key(cfg):
+            diff = [k for k in state["key"] if state["key"][k] != _training_key(cfg).get(k)]
+            raise ValueError(f"{ckpt_path} was written with a different config ({', '.join(diff)}); "
+                             "use another train.checkpoint_dir")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        best, wait, history = state["best"], state["wait"], state["history"]
+        if state.get("status"):  # the run had already ended; nothing more to do
+            return PretrainResult(model, state["status"], state["reason"], start_epoch, step, best,
+                                  history, None, ckpt_path, str(device))
+
+    status, reason, diverged_step = "completed", f"reached train.epochs={tc.epochs}", None
+    for epoch in range(start_epoch, tc.epochs):
+        # Reseeding per epoch makes a resumed run draw the same batches and views.
+        torch.manual_seed(tc.seed * 1_000_003 + epoch)
+        perm = torch.randperm(n).to(device)
+        sums = torch.zeros(len(METRIC_NAMES), device=device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        model.train()
+        t0 = time.perf_counter()
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
+                   disable=not tc.progress, dynamic_ncols=True)
+        for i in bar:
+            # --- one step: views on the device, forward both, loss in fp32, update ------
+            x = images[perm[i * bs:(i + 1) * bs]]
+            view_a, view_b = views(x)
+            if cuda:
+                view_a = view_a.contiguous(memory_format=torch.channels_last)
+                view_b = view_b.contiguous(memory_format=torch.channels_last)
+            lr = lr_at(step, total_steps, warmup_steps, peak, cfg.optim.final_lr_ratio)
+            set_lr(opt, lr)
+            with autocast:
+                z_a, z_b = forward(view_a), forward(view_b)
+            terms = vicreg_loss(z_a, z_b, cfg.loss.sim_coeff, cfg.loss.std_coeff, cfg.loss.cov_coeff)
+            opt.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            opt.step()
+            # --- bookkeeping on the device (no .item()): sums and first non-finite step --
+            with torch.no_grad():
+                emb_std = z_a.detach().float().std(dim=0).mean()
+                vals = torch.stack([terms.loss, terms.invariance, terms.variance,
+                                    terms.covariance, emb_std]).detach()
+                sums += vals
+                bad = ~torch.isfinite(terms.loss.detach())
+                first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step),
+                                        first_bad)
+            step += 1
+            if tc.log_every_steps and step % tc.log_every_steps == 0:
+                # Deliberate sync, only when the user asked for per-step reports.
+                m = dict(zip(METRIC_NAMES, vals.tolist())) | {"lr": lr}
+                for cb in callbacks:
+                    cb(Report("step", epoch, step, m, model))
+
+        # --- end of epoch: one sync to read the sums ----------------------------------
+        values = (sums / steps_per_epoch).tolist()
+        bad_step = int(first_bad)
+        elapsed = time.perf_counter() - t0
+        bar.close()
+        if bad_step >= 0 or not all(math.isfinite(v) for v in values):
+            diverged_step = bad_step if bad_step >= 0 else step
+            status, reason = "diverged", f"non-finite loss at step {diverged_step} (epoch {epoch + 1})"
+            break
+        metrics = dict(zip(METRIC_NAMES, values))
+        metrics |= {"lr": lr, "images_per_s": steps_per_epoch * bs / elapsed, "epoch_time_s": elapsed}
+        history.append({"epoch": epoch + 1, **metrics})
+        if metrics["loss"] < best - tc.min_delta:
+            best, wait = metrics["loss"], 0
+        else:
+            wait += 1
+        if tc.progress:
+            tqdm.write(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {metrics['loss']:.4f}  "
+                       f"inv {metrics['invariance']:.4f}  var {metrics['variance']:.4f}  "
+                       f"cov {metrics['covariance']:.4f}  lr {lr:.2e}  std {metrics['std']:.3f}  "
+                       f"{metrics['images_per_s']:.1f} img/s")
+
+        ended = None
+        if tc.patience and wait >= tc.patience:
+            ended = ("early_stopped", f"loss did not improve by {tc.min_delta} for "
+                     f"{tc.patience} epochs (best {best:.4f})")
+        for cb in callbacks:
+            answer = cb(Report("epoch", epoch, step, metrics, model))
+            if answer and ended is None:
+                ended = ("stopped", answer if isinstance(answer, str) else "stopped by a callback")
+        if ckpt_path is not None:
+            save_checkpoint(ckpt_path, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                "step": step, "best": best, "wait": wait, "history": history,
+                "key": _training_key(cfg), "config": to_dict(cfg),
+                "status": ended[0] if ended else None, "reason": ended[1] if ended else None,
+            })
+        if ended:
+            status, reason = ended
+            break
+
+    return PretrainResult(model=model, status=status, reason=reason, epochs=len(history),
+                          steps=step, best_loss=best, history=history,
+                          diverged_step=diverged_step, checkpoint=ckpt_path, device=str(device))
