@@ -250,7 +250,7 @@ def cached_images(label: str, files: list[Path], size: int, channels: int, cache
                 # The manifest goes first; the .npy appearing is what marks the entry complete.
                 _atomic_save(meta, lambda t: Path(t).write_text(json.dumps(
                     {"names": kept, "skipped": skipped})))
-                _atomic_save(npy, lambda t: np.save(open(t, "wb"), arr))
+                _atomic_save(npy, lambda t: _save_npy(t, arr))
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     info = json.loads(meta.read_text())
@@ -258,6 +258,11 @@ def cached_images(label: str, files: list[Path], size: int, channels: int, cache
         raise DataError(f"{files[0].parent / info['skipped'][0]}: cannot decode image "
                         f"(set data.skip_bad_images to skip it)")
     return np.load(npy, mmap_mode="r"), info["names"], info["skipped"]
+
+
+def _save_npy(path: str, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save(path) would append ".npy"
+        np.save(f, arr)
 
 
 def _decode_all(files: list[Path], size: int, channels: int, skip_bad: bool):

@@ -1,0 +1,1 @@
+"""The sweep harness: Optuna studies over the vicreg trainer, tracked in MLflow."""

@@ -1,0 +1,352 @@
+"""Datasets: the DRAC22 layout, the decode-once cache, folds, CIFAR-10 and every bad input."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import vicreg.data as data_mod
+from tests.conftest import tiny_config
+from vicreg.data import (
+    LABELS_CSV,
+    TASK_DIR,
+    TEST_DIR,
+    TRAIN_DIR,
+    DataError,
+    load_datasets,
+    make_folds,
+)
+from vicreg.synthetic import grade_counts, make_synthetic
+
+
+def _cfg(root: Path, tmp: Path, **sets):
+    return tiny_config(**{"data.dataset": "drac22", "data.root": str(root),
+                          "data.cache_dir": str(tmp / "cache"), **sets}).data
+
+
+@pytest.fixture()
+def root(synthetic_root: Path, tmp_path: Path) -> Path:
+    """A private copy of the synthetic dataset that a test may damage."""
+    dst = tmp_path / "drac"
+    shutil.copytree(synthetic_root, dst)
+    return dst
+
+
+def _task(root: Path) -> Path:
+    return root / TASK_DIR
+
+
+def _listing(root: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(root)), p.stat().st_mtime_ns) for p in root.rglob("*"))
+
+
+def _count_decodes(monkeypatch) -> dict:
+    calls = {"n": 0}
+    real = data_mod.decode_image
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(data_mod, "decode_image", counting)
+    return calls
+
+
+# --- layout ------------------------------------------------------------------------
+
+
+def test_reads_the_layout_from_either_root(root: Path, tmp_path: Path) -> None:
+    a = load_datasets(_cfg(root, tmp_path))
+    b = load_datasets(_cfg(_task(root), tmp_path))
+    assert a.train.images.shape == (60, 1, 32, 32) and a.train.images.dtype.is_floating_point is False
+    assert a.train.names == b.train.names and np.array_equal(a.train.labels, b.train.labels)
+    assert sorted(np.bincount(a.train.labels).tolist()) == sorted(grade_counts(60))
+    assert a.test is not None and len(a.test.names) == 20
+    assert a.pretrain_images(True).shape[0] == 80 and a.pretrain_images(False).shape[0] == 60
+    csv_rows = (_task(root) / LABELS_CSV).read_text().splitlines()[1:]
+    assert a.train.names == [r.split(",")[0] for r in csv_rows]
+
+
+def test_test_set_under_its_own_root(root: Path, tmp_path: Path) -> None:
+    test_root = tmp_path / "test-release"
+    (test_root / TASK_DIR / TEST_DIR).parent.mkdir(parents=True)
+    shutil.move(str(_task(root) / TEST_DIR), str(test_root / TASK_DIR / TEST_DIR))
+    d = load_datasets(_cfg(root, tmp_path, **{"data.test_root": str(test_root)}))
+    assert d.test is not None and len(d.test.names) == 20
+
+
+def test_test_names_sort_numerically(tmp_path: Path) -> None:
+    make_synthetic(tmp_path, count=6, size=16, seed=0, test_count=3)
+    test_dir = _task(tmp_path) / TEST_DIR
+    for p in list(test_dir.iterdir()):
+        p.unlink()
+    for n in ("1312.png", "161.png", "998.png"):
+        Image.new("L", (16, 16)).save(test_dir / n)
+    d = load_datasets(_cfg(tmp_path, tmp_path))
+    assert d.test.names == ["161.png", "998.png", "1312.png"]
+
+
+def test_colour_images_become_grey_with_one_warning(root: Path, tmp_path: Path) -> None:
+    train = _task(root) / TRAIN_DIR
+    for p in sorted(train.glob("*.png"))[:3]:
+        Image.open(p).convert("RGB").save(p)
+    with pytest.warns(UserWarning, match="3 colour image") as rec:
+        d = load_datasets(_cfg(root, tmp_path))
+    assert len([w for w in rec if "colour" in str(w.message)]) == 1
+    assert d.train.images.shape[1] == 1
+
+
+# --- the cache ---------------------------------------------------------------------
+
+
+def test_second_load_does_not_decode(root: Path, tmp_path: Path, monkeypatch) -> None:
+    calls = _count_decodes(monkeypatch)
+    first = load_datasets(_cfg(root, tmp_path))
+    assert calls["n"] == 80
+    second = load_datasets(_cfg(root, tmp_path))
+    assert calls["n"] == 80
+    assert np.array_equal(first.train.images.numpy(), second.train.images.numpy())
+    load_datasets(_cfg(root, tmp_path, **{"data.image_size": 48}))  # a new size decodes again
+    assert calls["n"] == 160
+
+
+def test_changed_source_file_invalidates_the_cache(root: Path, tmp_path: Path, monkeypatch) -> None:
+    calls = _count_decodes(monkeypatch)
+    before = load_datasets(_cfg(root, tmp_path))
+    p = _task(root) / TRAIN_DIR / before.train.names[0]
+    Image.new("L", (96, 96), color=255).save(p)
+    after = load_datasets(_cfg(root, tmp_path))
+    assert calls["n"] == 80 + 60  # the training set again, not the unchanged test set
+    assert after.train.images[0].float().mean() > 250
+    assert not np.array_equal(before.train.images[0].numpy(), after.train.images[0].numpy())
+
+
+def test_nothing_is_written_into_the_dataset_folder(root: Path, tmp_path: Path) -> None:
+    before = _listing(root)
+    d = load_datasets(_cfg(root, tmp_path, **{"data.folds_file": str(tmp_path / "folds.csv")}))
+    make_folds(d.train.names, d.train.labels, 5, 0, tmp_path / "folds.csv")
+    assert _listing(root) == before
+
+
+def _load_in_child(args) -> tuple[int, bytes]:
+    root, cache = args
+    calls = {"n": 0}
+    real = data_mod.decode_image
+
+    def counting(*a, **k):
+        calls["n"] += 1
+        return real(*a, **k)
+
+    data_mod.decode_image = counting
+    cfg = tiny_config(**{"data.dataset": "drac22", "data.root": root, "data.cache_dir": cache}).data
+    d = load_datasets(cfg)
+    return calls["n"], d.train.images.numpy().tobytes()
+
+
+def test_two_processes_share_one_atomic_decode(root: Path, tmp_path: Path) -> None:
+    cache = str(tmp_path / "cache")
+    with mp.get_context("spawn").Pool(2) as pool:
+        results = pool.map(_load_in_child, [(str(root), cache)] * 2)
+    decodes = sorted(n for n, _ in results)
+    assert decodes == [0, 80]  # one process decoded, the other waited and read the file
+    assert results[0][1] == results[1][1]
+    leftovers = [p.name for p in Path(cache).iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+# --- folds -------------------------------------------------------------------------
+
+
+def test_folds_are_stratified_stable_and_stored(synthetic_images, tmp_path: Path) -> None:
+    names, labels = synthetic_images.train.names, synthetic_images.train.labels
+    path = tmp_path / "study" / "folds.csv"
+    f1 = make_folds(names, labels, 5, seed=0, path=path)
+    assert path.is_file() and path.read_text().startswith("image name,label,fold\n")
+    # Reused from the file whatever the seed: every trial of a study sees the same folds.
+    f2 = make_folds(names, labels, 5, seed=123, path=path)
+    assert np.array_equal(f1, f2)
+    assert np.array_equal(make_folds(names, labels, 5, seed=0), f1)
+    for k in range(5):
+        val = f1 == k
+        assert set(np.flatnonzero(val)).isdisjoint(np.flatnonzero(~val))
+        counts = np.bincount(labels[val], minlength=3)
+        expected = np.bincount(labels, minlength=3) / 5
+        assert np.all(np.abs(counts - expected) <= 1)
+
+
+def test_stored_folds_that_do_not_match_are_an_error(synthetic_images, tmp_path: Path) -> None:
+    names, labels = synthetic_images.train.names, synthetic_images.train.labels
+    path = tmp_path / "folds.csv"
+    make_folds(names, labels, 5, 0, path)
+    with pytest.raises(DataError, match="do not match"):
+        make_folds(names[:-1], labels[:-1], 5, 0, path)
+    with pytest.raises(DataError, match="config asks 3"):
+        make_folds(names, labels, 3, 0, path)
+
+
+# --- CIFAR-10 ----------------------------------------------------------------------
+
+
+def _write_cifar(folder: Path, per_batch: int = 10) -> None:
+    d = folder / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, per_batch).tolist()}
+        with open(d / name, "wb") as f:
+            pickle.dump(batch, f)
+
+
+def test_cifar10_reads_the_python_batches(tmp_path: Path) -> None:
+    _write_cifar(tmp_path)
+    cfg = tiny_config(**{"data.dataset": "cifar10", "data.root": str(tmp_path)}).data
+    d = load_datasets(cfg)
+    assert d.train.images.shape == (50, 3, 32, 32) and d.test.images.shape == (10, 3, 32, 32)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        first = pickle.load(f)
+    assert np.array_equal(d.train.images[0].numpy().reshape(-1), first["data"][0])
+    assert d.train.labels[0] == first["labels"][0]
+
+
+def test_cifar10_missing_says_where_and_what(tmp_path: Path) -> None:
+    cfg = tiny_config(**{"data.dataset": "cifar10", "data.root": str(tmp_path)}).data
+    match = r"cifar-10-batches-py: CIFAR-10 not found .*data_batch_1.*never downloaded"
+    with pytest.raises(DataError, match=match):
+        load_datasets(cfg)
+
+
+# --- synthetic ---------------------------------------------------------------------
+
+
+def test_synthetic_layout_balance_and_determinism(tmp_path: Path) -> None:
+    make_synthetic(tmp_path / "a", count=611, size=16, seed=3)
+    make_synthetic(tmp_path / "b", count=611, size=16, seed=3)
+    make_synthetic(tmp_path / "c", count=611, size=16, seed=4)
+    task = _task(tmp_path / "a")
+    rows = (task / LABELS_CSV).read_text().splitlines()
+    assert rows[0] == "image name,DR grade"
+    grades = [int(r.split(",")[1]) for r in rows[1:]]
+    assert np.bincount(grades).tolist() == [329, 212, 70]
+    names = [r.split(",")[0] for r in rows[1:]]
+    assert all(len(n) == 7 and n.endswith(".png") for n in names)  # '001.png'
+    tests = sorted(p.name for p in (task / TEST_DIR).glob("*.png"))
+    assert len(tests) == 386 and set(tests).isdisjoint(names)
+    img = Image.open(task / TRAIN_DIR / names[0])
+    assert img.mode == "L" and img.size == (16, 16)
+    same = (tmp_path / "b" / TASK_DIR / TRAIN_DIR / names[0]).read_bytes()
+    assert (task / TRAIN_DIR / names[0]).read_bytes() == same
+    assert (task / LABELS_CSV).read_text() != (tmp_path / "c" / TASK_DIR / LABELS_CSV).read_text()
+
+
+def test_synthetic_grade_is_not_a_global_statistic(tmp_path: Path) -> None:
+    make_synthetic(tmp_path, count=150, size=64, seed=1, test_count=0)
+    task = _task(tmp_path)
+    rows = [r.split(",") for r in (task / LABELS_CSV).read_text().splitlines()[1:]]
+    grades = np.array([int(g) for _, g in rows])
+    imgs = np.stack([np.asarray(Image.open(task / TRAIN_DIR / n), dtype=np.float32) for n, _ in rows])
+    for stat in (imgs.mean(axis=(1, 2)), imgs.std(axis=(1, 2))):
+        assert abs(np.corrcoef(stat, grades)[0, 1]) < 0.25
+
+
+# --- bad input ---------------------------------------------------------------------
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:200])
+
+
+def _csv(root: Path) -> Path:
+    return _task(root) / LABELS_CSV
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda r: shutil.rmtree(r), r"data root does not exist"),
+    (lambda r: shutil.rmtree(_task(r)), r"not a DRAC22 Task 3 layout \(expected folder 'C. Diabetic"),
+    (lambda r: shutil.rmtree(_task(r) / TRAIN_DIR), r"expected folder '1. Original Images/a. Training Set'"),
+    (lambda r: _csv(r).unlink(), r"Training Labels.csv: labels CSV missing"),
+    (lambda r: _csv(r).write_text("name,grade\n001.png,0\n"),
+     r"expected columns 'image name' and 'DR grade', found \['name', 'grade'\]"),
+    (lambda r: _csv(r).write_text(_csv(r).read_text().replace(",1\n", ",3\n", 1)),
+     r"row \d+: grade '3' is not 0, 1 or 2"),
+    (lambda r: _csv(r).write_text(_csv(r).read_text().replace(",0\n", ",1.5\n", 1)),
+     r"row \d+: grade '1.5' is not 0, 1 or 2"),
+    (lambda r: _csv(r).write_text(_csv(r).read_text() + _csv(r).read_text().splitlines()[1] + "\n"),
+     r"row 62: duplicate image name"),
+    (lambda r: sorted((_task(r) / TRAIN_DIR).glob("*.png"))[0].unlink(), r"has a row but is not in"),
+    (lambda r: sorted((_task(r) / TRAIN_DIR).glob("*.png"))[0].write_bytes(b""), r"\.png: empty file"),
+    (lambda r: _truncate(sorted((_task(r) / TRAIN_DIR).glob("*.png"))[1]),
+     r"\.png: cannot decode image"),
+    (lambda r: sorted((_task(r) / TRAIN_DIR).glob("*.png"))[2].write_text("not a png at all"),
+     r"\.png: cannot decode image"),
+])
+def test_bad_input_is_one_clear_line_and_writes_nothing(root: Path, tmp_path: Path, damage,
+                                                        match: str) -> None:
+    damage(root)
+    with pytest.raises(DataError, match=match) as info:
+        load_datasets(_cfg(root, tmp_path))
+    assert "\n" not in str(info.value)
+    cache = tmp_path / "cache"
+    assert not cache.exists() or not list(cache.glob("*.npy"))
+
+
+def test_image_without_a_row_is_a_warning(root: Path, tmp_path: Path) -> None:
+    Image.new("L", (96, 96)).save(_task(root) / TRAIN_DIR / "999.png")
+    with pytest.warns(UserWarning, match="1 image\\(s\\) with no CSV row"):
+        d = load_datasets(_cfg(root, tmp_path))
+    assert "999.png" not in d.train.names
+
+
+def test_skip_bad_images_records_the_count(root: Path, tmp_path: Path) -> None:
+    bad = sorted((_task(root) / TRAIN_DIR).glob("*.png"))[:2]
+    for p in bad:
+        p.write_bytes(p.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="skipped 2 undecodable"):
+        d = load_datasets(_cfg(root, tmp_path, **{"data.skip_bad_images": True}))
+    assert d.train.skipped == [p.name for p in bad]
+    assert len(d.train.names) == 58 and len(d.train.labels) == 58
+
+
+def test_missing_drac22_root_points_to_the_data(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("DRAC22_ROOT", raising=False)
+    cfg = tiny_config(**{"data.dataset": "drac22"}).data
+    with pytest.raises(DataError, match="DRAC22_ROOT.*synthetic"):
+        load_datasets(cfg)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vicreg", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def test_check_data_cli(root: Path) -> None:
+    ok = _cli("check-data", "--data-root", str(root))
+    assert ok.returncode == 0, ok.stderr
+    counts = grade_counts(60)
+    expected = f"training images: 60 (grade 0: {counts[0]}, 1: {counts[1]}, 2: {counts[2]}); test images: 20"
+    assert expected in ok.stdout
+    train = sorted((_task(root) / TRAIN_DIR).glob("*.png"))
+    train[-1].write_bytes(b"")
+    train[-2].write_bytes(train[-2].read_bytes()[:50])  # rows late in the CSV: the bad grade is early
+    _csv(root).write_text(_csv(root).read_text().replace(",1\n", ",7\n", 1))
+    bad = _cli("check-data", "--data-root", str(root))
+    assert bad.returncode == 1
+    errors = [line for line in bad.stdout.splitlines() if line.startswith("error:")]
+    assert len(errors) == 3
+    missing = _cli("check-data", "--data-root", str(root / "nope"))
+    assert missing.returncode == 2 and "data root does not exist" in missing.stderr
+
+
+def test_make_synthetic_cli(tmp_path: Path) -> None:
+    r = _cli("make-synthetic", "--out", str(tmp_path), "--count", "12", "--size", "16", "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(list((_task(tmp_path) / TRAIN_DIR).glob("*.png"))) == 12
