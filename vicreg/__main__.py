@@ -7,22 +7,47 @@ user errors (bad config, bad dataset, missing checkpoint) print one line and exi
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import warnings
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config, save_config
+from .config import (
+    Config,
+    ConfigError,
+    atomic_write_text,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+    set_key,
+)
 from .data import DataError
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
+    """--config (or else `base`, e.g. a checkpoint's stored config), then --set overrides."""
     overrides = list(args.set or [])
     if getattr(args, "data_root", None):
         overrides.append(f"data.root={args.data_root}")
     if getattr(args, "test_root", None):
         overrides.append(f"data.test_root={args.test_root}")
-    return load_config(args.config, overrides)
+    if args.config or base is None:
+        return load_config(args.config, overrides)
+    raw = copy.deepcopy(base)
+    for key, value in parse_overrides(overrides):
+        set_key(raw, key, value)
+    return config_from_dict(raw, source=args.checkpoint)
+
+
+def _labelled_folds(cfg: Config, out: str | None):
+    from .data import load_datasets, make_folds
+
+    data = load_datasets(cfg.data)
+    folds_path = cfg.data.folds_file or (str(Path(out) / "folds.csv") if out else None)
+    folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, folds_path)
+    return data, folds
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
@@ -72,15 +97,55 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import run_evaluation_cli
+    from .evaluate import evaluate_with_baselines
+    from .plots import save_report_plots
+    from .train import load_encoder_checkpoint, resolve_device
 
-    return run_evaluation_cli(_config(args), args.checkpoint, args.out)
+    if args.config:  # a bad config file fails before the checkpoint is even read
+        _config(args)
+    raw, model = load_encoder_checkpoint(args.checkpoint)
+    cfg = _config(args, base=raw)
+    data, folds = _labelled_folds(cfg, args.out)
+    device = resolve_device(cfg.train.device)
+    reports = evaluate_with_baselines(model.encoder, cfg.model, cfg.data.image_size, data.train.images,
+                                      data.train.labels, folds, cfg.eval, device, seed=cfg.train.seed)
+    for r in reports:
+        print(r.table() + "\n")
+    for r in reports[1:]:
+        a, b = reports[0].summary, r.summary
+        print(f"vicreg vs {r.label}: kappa {a['kappa_mean']:.4f} +- {a['kappa_std']:.4f} vs "
+              f"{b['kappa_mean']:.4f} +- {b['kappa_std']:.4f} ({a['kappa_mean'] - b['kappa_mean']:+.4f})")
+    if args.out:
+        rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
+        for r in reports:
+            save_report_plots(r, args.out)
+            rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
+                     f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
+        atomic_write_text(Path(args.out) / "folds_scores.csv", "\n".join(rows) + "\n")
+        print(f"plots and per-fold scores in {args.out}")
+    return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .evaluate import run_predict_cli
+    from .evaluate import evaluate, write_submission
+    from .train import load_encoder_checkpoint, resolve_device
 
-    return run_predict_cli(_config(args), args.checkpoint, args.out)
+    if args.config:
+        _config(args)
+    raw, model = load_encoder_checkpoint(args.checkpoint)
+    cfg = _config(args, base=raw)
+    if cfg.data.dataset == "cifar10":
+        raise ConfigError("predict writes a DRAC22 submission; data.dataset is cifar10")
+    data, folds = _labelled_folds(cfg, None)
+    if data.test is None:
+        raise DataError("no test images found: point --test-root at the DRAC22 testing set")
+    report = evaluate(model.encoder, data.train.images, data.train.labels, folds, cfg.eval,
+                      resolve_device(cfg.train.device), "vicreg", data.test.images)
+    write_submission(data.test.names, report.test_probs, args.out)
+    s = report.summary
+    print(f"wrote {args.out}: {len(data.test.names)} test images, averaged over {len(report.folds)} fold "
+          f"models (cv kappa {s['kappa_mean']:.4f} +- {s['kappa_std']:.4f})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", help="YAML config (defaults when omitted)")
+        sp.add_argument("--config", help="YAML config (default: the checkpoint's own, or the defaults)")
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable)")
         sp.add_argument("--data-root", help="dataset folder (sets data.root)")

@@ -119,6 +119,8 @@ class EvalConfig:
     augment: bool = True  # light flips and crops while training the head
     lr_decay: float = 0.5  # `full`: each earlier stage gets lr * lr_decay**depth
     unfreeze_every: int = 2  # `full`: one more stage is unfrozen every N epochs
+    baselines: bool = True  # also score a random-init encoder (and ImageNet, if given)
+    imagenet_weights: str | None = None  # local torchvision ResNet weights for that baseline
     probe_every: int = 0  # pretraining epochs between cheap probes (0: never)
     seed: int = 0
 

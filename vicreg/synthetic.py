@@ -42,8 +42,8 @@ def _vessels(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) -> 
 
 def _non_perfusion(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, grade: int) -> None:
     """Dark blobs: capillary drop-out, more and larger with grade."""
-    count = [rng.integers(0, 2), rng.integers(2, 5), rng.integers(3, 6)][grade]
-    radius = [0.05, 0.09, 0.13][grade] * size
+    count = [0, rng.integers(2, 4), rng.integers(3, 6)][grade]
+    radius = [0.0, 0.11, 0.15][grade] * size
     for _ in range(int(count)):
         cx, cy = rng.uniform(0.15, 0.85, 2) * size
         r = radius * rng.uniform(0.6, 1.4)
@@ -56,13 +56,13 @@ def _tufts(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int, grade
     if grade < 2:
         return
     s = size / 256
-    for _ in range(int(rng.integers(2, 5))):
+    for _ in range(int(rng.integers(3, 6))):
         x, y = rng.uniform(0.2, 0.8, 2) * size
         a = rng.uniform(0, 2 * math.pi)
-        for _ in range(40):
+        for _ in range(60):
             a += rng.normal(0, 1.2)
-            nx, ny = x + math.cos(a) * 3 * s, y + math.sin(a) * 3 * s
-            draw.line([(x, y), (nx, ny)], fill=255, width=max(1, round(1.5 * s)))
+            nx, ny = x + math.cos(a) * 4 * s, y + math.sin(a) * 4 * s
+            draw.line([(x, y), (nx, ny)], fill=255, width=max(1, round(2 * s)))
             x, y = nx, ny
 
 
@@ -72,8 +72,8 @@ def synthetic_image(grade: int, size: int, rng: np.random.Generator) -> np.ndarr
     low = rng.normal(60, 25, (max(4, size // 8),) * 2).clip(0, 255).astype(np.uint8)
     img = Image.fromarray(low).resize((size, size), Image.Resampling.BICUBIC)
     draw = ImageDraw.Draw(img)
-    _non_perfusion(draw, rng, size, grade)
     _vessels(draw, rng, size)
+    _non_perfusion(draw, rng, size, grade)  # after the vessels: drop-out hides capillaries
     _tufts(draw, rng, size, grade)
     img = img.filter(ImageFilter.GaussianBlur(radius=max(0.5, size / 512)))
     a = np.asarray(img, dtype=np.float32) + rng.normal(0, 6, (size, size))

@@ -1,0 +1,205 @@
+"""Downstream evaluation: metrics by hand, folds, oversampling, what each protocol trains,
+the probe on a trained encoder, the submission file and the CLI's user errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import tiny_config
+from vicreg.augment import channel_stats
+from vicreg.data import load_datasets, make_folds
+from vicreg.evaluate import (
+    STAGES,
+    _balanced_indices,
+    _trainable_stages,
+    evaluate,
+    fit_fold,
+    probe_kappa,
+    scores,
+    write_submission,
+)
+from vicreg.model import build_encoder
+from vicreg.synthetic import make_synthetic
+from vicreg.train import pretrain
+
+Y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+P = np.array([[.7, .2, .1], [.5, .4, .1], [.2, .5, .3], [.3, .6, .1],
+              [.1, .3, .6], [.1, .2, .7], [.2, .3, .5], [.4, .4, .2]])
+
+
+def _qwk_by_hand(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    obs = np.zeros((k, k))
+    for a, b in zip(y, pred):
+        obs[a, b] += 1
+    w = np.array([[(i - j) ** 2 / (k - 1) ** 2 for j in range(k)] for i in range(k)])
+    exp = np.outer(obs.sum(1), obs.sum(0)) / obs.sum()
+    return 1 - (w * obs).sum() / (w * exp).sum()
+
+
+def _auc_pair(pos: np.ndarray, neg: np.ndarray) -> float:
+    """Mann-Whitney: P(score of a positive > score of a negative), ties count half."""
+    return np.mean([1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg])
+
+
+def test_scores_match_hand_computation() -> None:
+    m = scores(Y, P)
+    pred = P.argmax(1)  # [0 0 1 1 2 2 2 0] against Y = [0 0 0 1 1 2 2 2]
+    assert m["accuracy"] == pytest.approx(5 / 8)
+    assert m["kappa"] == pytest.approx(_qwk_by_hand(Y, pred, 3))
+    pairs = []
+    for i, j in itertools.combinations(range(3), 2):
+        # One-vs-one (Hand & Till 2001): class i's score among samples of classes i and j, both ways.
+        ai = _auc_pair(P[Y == i, i], P[Y == j, i])
+        aj = _auc_pair(P[Y == j, j], P[Y == i, j])
+        pairs.append((ai + aj) / 2)
+    assert m["auc"] == pytest.approx(np.mean(pairs))
+    assert m["recall"] == pytest.approx([2 / 3, 1 / 2, 2 / 3])
+    assert m["confusion"].tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 2]]
+
+
+def test_auc_is_nan_when_a_class_is_missing() -> None:
+    assert np.isnan(scores(np.array([0, 1, 0, 1]), P[:4])["auc"])
+
+
+def test_oversampling_balances_the_classes() -> None:
+    labels = np.array([0] * 700 + [1] * 200 + [2] * 100)
+    idx = _balanced_indices(labels, torch.Generator().manual_seed(0))
+    counts = np.bincount(labels[idx.numpy()], minlength=3)
+    assert len(idx) == 1000 and np.all(np.abs(counts - 1000 / 3) < 60)
+
+
+@pytest.fixture(scope="module")
+def small(synthetic_images):
+    images, labels = synthetic_images.train.images, synthetic_images.train.labels
+    folds = make_folds(synthetic_images.train.names, labels, 3, seed=0)
+    return images, labels, folds
+
+
+def _eval_cfg(**kw):
+    return dataclasses.replace(tiny_config().eval, **{"epochs": 2, "batch_size": 16, **kw})
+
+
+@pytest.mark.parametrize("protocol", ["linear", "head"])
+def test_frozen_protocols_score_every_image_once(small, protocol: str) -> None:
+    images, labels, folds = small
+    torch.manual_seed(0)
+    enc = build_encoder(tiny_config().model, 32)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    rep = evaluate(enc, images, labels, folds, _eval_cfg(protocol=protocol))
+    assert len(rep.folds) == 3
+    assert rep.confusion.sum() == len(labels)  # each image validated exactly once: no leak
+    assert rep.confusion.sum(1).tolist() == np.bincount(labels).tolist()
+    assert all(len(f.curves) >= 1 and {"train_accuracy", "val_kappa"} <= set(f.curves[0]) for f in rep.folds)
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())
+    s = rep.summary
+    assert -1 <= s["kappa_mean"] <= 1 and s["kappa_std"] >= 0 and "recall_2" in s
+
+
+def _fold_inputs(images, labels, folds):
+    mean, std = channel_stats(images)
+    tr, va = folds != 0, folds == 0
+    train = {"x": images[tr], "x_flip": images[tr], "y": labels[tr], "mean": mean, "std": std}
+    return train, {"x": images[va], "y": labels[va]}
+
+
+@pytest.mark.parametrize("protocol", ["conv+head", "full"])
+def test_unfrozen_protocols_train_only_their_stages(small, protocol: str) -> None:
+    images, labels, folds = small
+    torch.manual_seed(0)
+    enc = build_encoder(tiny_config().model, 32)
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    cfg = _eval_cfg(protocol=protocol, epochs=5, unfreeze_every=1, patience=0)
+    train, val = _fold_inputs(images, labels, folds)
+    res, _, trained, _ = fit_fold(enc, train, val, 3, cfg, protocol, torch.device("cpu"), 0)
+    stage = {"conv1": "stem", "bn1": "stem"}
+    moved = set()
+    for k, v in trained.state_dict().items():
+        if v.dtype.is_floating_point and not torch.equal(before[k], v):
+            moved.add(stage.get(k.split(".")[0], k.split(".")[0]))
+    if protocol == "conv+head":
+        assert moved == {"layer4"}
+    else:
+        # The kept model is the best epoch's: by then STAGES[:best_epoch] had been unfrozen.
+        assert moved == set(STAGES[:min(len(STAGES), res.best_epoch)])
+
+
+def test_gradual_unfreezing_schedule() -> None:
+    cfg = _eval_cfg(protocol="full", unfreeze_every=2)
+    got = [_trainable_stages("full", e, cfg) for e in range(10)]
+    assert got[0] == got[1] == ["layer4"]
+    assert got[2] == ["layer4", "layer3"]
+    assert got[8] == got[9] == list(STAGES)
+    assert _trainable_stages("conv+head", 7, cfg) == ["layer4"]
+    assert _trainable_stages("head", 7, cfg) == []
+
+
+def test_probe_of_a_pretrained_encoder_beats_chance(tmp_path) -> None:
+    make_synthetic(tmp_path / "d", count=150, size=96, seed=5, test_count=0)
+    cfg = tiny_config(tmp_path, **{"data.dataset": "synthetic", "data.root": str(tmp_path / "d"),
+                                   "train.epochs": 3, "optim.lr": 3e-3, "data.batch_size": 32})
+    d = load_datasets(cfg.data)
+    folds = make_folds(d.train.names, d.train.labels, 5, seed=0)
+    r = pretrain(cfg, d.train.images)
+    kappa = probe_kappa(r.model.encoder, d.train.images, d.train.labels, folds)
+    assert kappa > 0.3  # chance is 0
+
+
+def test_submission_file(tmp_path) -> None:
+    names = ["161.png", "268.png", "1312.png"]
+    probs = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05], [1, 1, 2]], dtype=float)
+    path = tmp_path / "sub.csv"
+    write_submission(names, probs, path)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "case,class,P0,P1,P2"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [r[0] for r in rows] == names
+    assert [int(r[1]) for r in rows] == [1, 0, 2]
+    for r in rows:
+        assert sum(float(x) for x in r[2:]) == pytest.approx(1.0, abs=1e-5)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vicreg", *args], capture_output=True, text=True)
+
+
+def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path) -> None:
+    ckpt_dir = tmp_path / "ckpt"
+    sets = ["--set", "data.dataset=synthetic", "--set", f"data.root={synthetic_root}",
+            "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.image_size=32",
+            "--set", "data.batch_size=16", "--set", "model.expander_hidden=64",
+            "--set", "model.expander_out=64", "--set", "train.epochs=1", "--set", "train.progress=false",
+            "--set", f"train.checkpoint_dir={ckpt_dir}", "--set", "optim.name=adam",
+            "--set", "optim.lr=0.001", "--set", "eval.epochs=2", "--set", "data.folds=3"]
+    r = _cli("pretrain", *sets)
+    assert r.returncode == 0, r.stderr
+    r = _cli("evaluate", "--checkpoint", str(ckpt_dir / "last.pt"), "--out", str(tmp_path / "eval"))
+    assert r.returncode == 0, r.stderr
+    assert "vicreg (linear)" in r.stdout and "random-init (linear)" in r.stdout
+    assert r.stdout.count("  mean ") == 2 and "vicreg vs random-init: kappa" in r.stdout
+    assert (tmp_path / "eval" / "vicreg_confusion.png").is_file()
+    assert (tmp_path / "eval" / "folds.csv").is_file()
+    sub = tmp_path / "sub.csv"
+    r = _cli("predict", "--checkpoint", str(ckpt_dir / "last.pt"), "--out", str(sub))
+    assert r.returncode == 0, r.stderr
+    rows = sub.read_text().splitlines()
+    test_names = sorted(p.name for p in synthetic_root.rglob("b. Testing Set/*.png"))
+    assert rows[0] == "case,class,P0,P1,P2" and sorted(x.split(",")[0] for x in rows[1:]) == test_names
+
+
+def test_cli_user_errors_are_one_line(tmp_path) -> None:
+    r = _cli("evaluate", "--checkpoint", str(tmp_path / "missing.pt"))
+    expected = f"error: checkpoint {tmp_path / 'missing.pt'} does not exist"
+    assert r.returncode == 2 and r.stderr.strip() == expected
+    r = _cli("evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--set", "eval.protocol=svm")
+    assert r.returncode == 2
+    (tmp_path / "c.yaml").write_text("eval:\n  protocol: svm\n")
+    r = _cli("evaluate", "--config", str(tmp_path / "c.yaml"), "--checkpoint", str(tmp_path / "x.pt"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "eval.protocol='svm' must be linear, head, conv+head or full" in r.stderr

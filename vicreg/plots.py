@@ -1,0 +1,82 @@
+"""PNG figures for runs: loss terms (the seed's figures 4-5), confusion matrix, train/val curves."""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+GRADES = ("0 Normal", "1 NPDR", "2 PDR")
+
+
+def plot_loss_terms(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
+    """Total VICReg loss and its three terms per epoch, one panel each."""
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    epochs = [h["epoch"] for h in history]
+    for ax, key in zip(axes, ("loss", "invariance", "variance", "covariance")):
+        ax.plot(epochs, [h[key] for h in history], marker="o", ms=3)
+        ax.set_title(key if key != "loss" else "total loss")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
+    """Summed confusion matrix over the folds (rows: true grade, columns: predicted)."""
+    n = matrix.shape[0]
+    names = GRADES if n == 3 else [str(i) for i in range(n)]
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2, 1.2 * n + 1.5))
+    ax.imshow(matrix, cmap="Blues")
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_xticks(range(n), names, rotation=30)
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: str = "") -> None:
+    """Train/validation accuracy, loss and kappa per epoch for every fold (the seed's figures 7-8)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for k, curves in enumerate(fold_curves):
+        if not curves:
+            continue
+        ep = [c["epoch"] for c in curves]
+        for ax, key in zip(axes, ("accuracy", "loss")):
+            line, = ax.plot(ep, [c[f"train_{key}"] for c in curves], alpha=0.8, label=f"fold {k} train")
+            ax.plot(ep, [c[f"val_{key}"] for c in curves], ls="--", color=line.get_color(),
+                    label=f"fold {k} val")
+        axes[2].plot(ep, [c["val_kappa"] for c in curves], label=f"fold {k}")
+    for ax, name in zip(axes, ("accuracy", "cross-entropy", "validation kappa")):
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def save_report_plots(report, folder: str | os.PathLike) -> list[str]:
+    """Confusion matrix and train/val curves of an EvalReport as PNGs in `folder`; returns paths."""
+    os.makedirs(folder, exist_ok=True)
+    title = f"{report.label} ({report.protocol}), kappa {report.summary['kappa_mean']:.3f}"
+    paths = [os.path.join(folder, f"{report.label}_confusion.png"),
+             os.path.join(folder, f"{report.label}_curves.png")]
+    plot_confusion(report.confusion, paths[0], title)
+    plot_curves([f.curves for f in report.folds], paths[1], title)
+    return paths
