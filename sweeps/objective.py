@@ -1,0 +1,233 @@
+"""One trial: sample -> resolved config -> MLflow child run -> pretrain (epoch logging and
+probe-based pruning on callbacks) -> evaluation on the study's folds -> metrics, artifacts."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+
+from vicreg.config import Config, flatten, save_config
+from vicreg.data import Datasets, load_datasets, make_folds
+from vicreg.evaluate import evaluate_with_baselines, probe_kappa
+from vicreg.plots import plot_loss_terms, save_report_plots
+from vicreg.train import Report, pretrain, resolve_device
+
+from .study import Study
+from .tracking import Tracking
+
+# Fixed settings worth seeing as MLflow params next to the swept ones.
+KEY_PARAMS = ("data.dataset", "data.image_size", "data.batch_size", "model.arch", "model.expander_hidden",
+              "model.expander_out", "optim.name", "optim.lr", "optim.weight_decay", "train.epochs",
+              "train.patience", "eval.protocol", "data.include_test_in_pretrain")
+SHORT = {"optim.lr": "lr", "data.batch_size": "bs", "model.expander_hidden": "hid", "optim.weight_decay": "wd",
+         "data.image_size": "px", "optim.name": "opt"}
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_name(number: int, values: dict[str, Any]) -> str:
+    """'trial-007 lr=3e-03 bs=32 hid=128 ...': readable in the MLflow UI's run list."""
+    parts = []
+    for key, value in values.items():
+        name = SHORT.get(key, key.split(".")[-1])
+        parts.append(f"{name}={value:.0e}" if isinstance(value, float) else f"{name}={value}")
+    return " ".join([f"trial-{number:03d}", *parts])
+
+
+@dataclass
+class SweepContext:
+    """What every trial of one worker shares: the study, tracking, and loaded data."""
+
+    study: Study
+    out_dir: Path  # runs/<study>: folds.csv, the embedded storage, the claim lock
+    overrides: dict[str, Any]  # data.root, train.device, ... applied over the sampled values
+    tracking: Tracking | None = None
+    parent_id: str | None = None
+    worker: int = 0
+    progress: bool = True
+    commit: str = field(default_factory=git_commit)
+    _data: dict[tuple, Datasets] = field(default_factory=dict)
+
+    def datasets(self, cfg: Config) -> Datasets:
+        """Each (dataset, size) is loaded once per worker and reused by its later trials."""
+        d = cfg.data
+        key = (d.dataset, d.root, d.test_root, d.image_size, d.cache_dir, d.skip_bad_images)
+        if key not in self._data:
+            self._data[key] = load_datasets(d)
+        return self._data[key]
+
+    def folds(self, cfg: Config, data: Datasets) -> np.ndarray:
+        """The study's folds, stored once in out_dir and reused by every trial and worker."""
+        path = cfg.data.folds_file or self.out_dir / "folds.csv"
+        return make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, path)
+
+
+INTERRUPTED = threading.Event()
+
+
+def on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C: remember it, then raise as Python's default handler does. The flag is checked
+    again at every epoch and between trials, so an interrupt that some library swallows
+    (a database driver mid-rollback, say) still stops the sweep at the next boundary."""
+    INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+    if INTERRUPTED.is_set():
+        raise KeyboardInterrupt
+
+
+class TrialFailed(RuntimeError):
+    """A trial that failed for a reason worth one line (out of memory, ...)."""
+
+
+def _probe_callback(trial: optuna.Trial, ctx: SweepContext, run_id: str | None, data: Datasets,
+                    folds: np.ndarray, device: torch.device):
+    every = ctx.study.probe_every
+
+    def callback(report: Report) -> str | None:
+        check_interrupted()
+        if report.kind != "epoch" or every <= 0 or (report.epoch + 1) % every:
+            return None
+        epoch = report.epoch + 1
+        kappa = probe_kappa(report.model.encoder, data.train.images, data.train.labels, folds, device)
+        trial.set_user_attr("probe_kappa", kappa)
+        if ctx.tracking and run_id:
+            ctx.tracking.log_metrics(run_id, {"probe_kappa": kappa}, step=epoch)
+        trial.report(kappa, epoch)
+        if trial.should_prune():
+            trial.set_user_attr("pruned_epoch", epoch)
+            return f"pruned at epoch {epoch} (probe kappa {kappa:.4f})"
+        return None
+
+    return callback
+
+
+def _epoch_logger(ctx: SweepContext, run_id: str):
+    def callback(report: Report) -> None:
+        if report.kind == "epoch":
+            ctx.tracking.log_metrics(run_id, report.metrics, step=report.epoch + 1)
+
+    return callback
+
+
+def _artifacts(ctx: SweepContext, run_id: str, cfg: Config, result, reports, folder: Path) -> None:
+    paths = [folder / "config.yaml", folder / "loss_terms.png"]
+    save_config(cfg, paths[0])
+    data_name = "synthetic DRAC22-format" if cfg.data.dataset == "synthetic" else cfg.data.dataset
+    plot_loss_terms(result.history, paths[1], f"VICReg loss terms ({data_name})")
+    for r in reports:
+        paths += [Path(p) for p in save_report_plots(r, folder)]
+    rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
+    for r in reports:
+        rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
+                 f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
+    (folder / "folds_scores.csv").write_text("\n".join(rows) + "\n")
+    paths.append(folder / "folds_scores.csv")
+    ctx.tracking.log_artifacts(run_id, paths)
+    if ctx.study.log_checkpoint:
+        ckpt = folder / "encoder.pt"
+        torch.save({"encoder": result.model.encoder.state_dict(), "config": flatten(cfg)}, ckpt)
+        ctx.tracking.log_artifacts(run_id, [ckpt], "checkpoint")
+
+
+def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
+    """Run one trial; returns the objective. Raises optuna.TrialPruned for pruned or diverged
+    trials, TrialFailed/other exceptions for failures (the MLflow run is closed either way)."""
+    study = ctx.study
+    values = {d.key: d.suggest(trial) for d in study.search}
+    cfg = study.config(values, {**ctx.overrides, "train.progress": ctx.progress})
+    trial.set_user_attr("config", flatten(cfg))
+    device = resolve_device(cfg.train.device)
+    tr = ctx.tracking
+    run_id = None
+    if tr is not None:
+        flat = flatten(cfg)
+        params = {**{k: flat[k] for k in KEY_PARAMS}, **values}
+        tags = {"vicreg.study": study.name, "vicreg.trial": str(trial.number),
+                "sampler": study.sampler["name"], "pruner": study.pruner["name"], "dataset": cfg.data.dataset,
+                "synthetic": str(cfg.data.dataset == "synthetic").lower(), "device": str(device),
+                "git_commit": ctx.commit, "worker": str(ctx.worker), "host": socket.gethostname()}
+        run_id = tr.start_trial(ctx.parent_id, run_name(trial.number, values), params, tags)
+        trial.set_user_attr("mlflow_run_id", run_id)
+    try:
+        data = ctx.datasets(cfg)
+        folds = ctx.folds(cfg, data)
+        images = data.pretrain_images(cfg.data.include_test_in_pretrain)
+        callbacks = [_probe_callback(trial, ctx, run_id, data, folds, device)]
+        if tr is not None:
+            callbacks.insert(0, _epoch_logger(ctx, run_id))
+        result = pretrain(cfg, images, callbacks)
+        if result.status in ("diverged", "stopped"):
+            trial.set_user_attr("reason", result.reason)
+            if tr is not None:
+                tags = {"reason": result.reason, "pruned_epoch": trial.user_attrs.get("pruned_epoch",
+                                                                                        result.epochs)}
+                tr.end(run_id, "KILLED", "PRUNED", tags)
+            raise optuna.TrialPruned(result.reason)
+        reports = evaluate_with_baselines(result.model.encoder, cfg.model, cfg.data.image_size,
+                                          data.train.images, data.train.labels, folds, cfg.eval, device,
+                                          seed=cfg.train.seed)
+        summary = reports[0].summary
+        for r in reports[1:]:
+            summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
+        summary["pretrain_epochs"] = result.epochs
+        summary["final_loss"] = result.history[-1]["loss"]
+        value = trial.user_attrs.get("probe_kappa") if study.metric == "probe_kappa" else summary[study.metric]
+        if value is None or not math.isfinite(value):
+            raise TrialFailed(f"objective {study.metric} is {value} (not a finite number)")
+        summary["objective"] = value
+        trial.set_user_attr("scores", summary)
+        if tr is not None:
+            tr.log_metrics(run_id, summary, step=result.epochs)
+            with tempfile.TemporaryDirectory() as tmp:
+                _artifacts(ctx, run_id, cfg, result, reports, Path(tmp))
+            tr.end(run_id, "FINISHED", "COMPLETE", {"stop_reason": result.reason})
+        return value
+    except optuna.TrialPruned:
+        raise
+    except KeyboardInterrupt:
+        if tr is not None:
+            tr.end(run_id, "KILLED", "INTERRUPTED", {"reason": "interrupted (Ctrl-C)"})
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure is recorded, then re-raised
+        reason = f"{type(e).__name__}: {e}".splitlines()[0]
+        if isinstance(e, torch.OutOfMemoryError):
+            reason = (f"CUDA out of memory at data.batch_size={cfg.data.batch_size}, "
+                      f"data.image_size={cfg.data.image_size}")
+        trial.set_user_attr("reason", reason)
+        if tr is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                tb = Path(tmp) / "traceback.txt"
+                tb.write_text(traceback.format_exc())
+                tr.log_artifacts(run_id, [tb])
+            tr.end(run_id, "FAILED", "FAILED", {"reason": reason[:4000]})
+        if reason != f"{type(e).__name__}: {e}".splitlines()[0]:
+            raise TrialFailed(reason) from e
+        raise
+
+
+def worker_threads(workers: int) -> None:
+    """On CPU, split the cores between workers instead of oversubscribing them."""
+    if not torch.cuda.is_available() and workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))

@@ -1,0 +1,307 @@
+"""Run an Optuna study over the VICReg trainer, tracked in MLflow.
+
+    python sweeps/run.py --study demo                  # experiments/demo.yaml
+    python sweeps/run.py --study drac22 --data-root /data/DRAC22 --trials 50 --workers 2
+    python sweeps/run.py --config my_study.yaml --storage postgresql://user@db/optuna \\
+        --tracking-uri http://mlflow:5000 --gpus 0,1,2,3
+    python sweeps/run.py --study demo --best            # print the best configurations
+
+Rerunning the same command resumes the study: --trials is the total wanted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import optuna  # noqa: E402
+import yaml  # noqa: E402
+
+from sweeps.objective import INTERRUPTED, SweepContext, on_sigint, worker_threads  # noqa: E402
+from sweeps.study import Study, load_study, study_path  # noqa: E402
+from sweeps.tracking import PARENT_ATTR, Tracking, mask_url  # noqa: E402
+from sweeps.worker import SweepStopped, best_path, counts, fail_stale, make_storage, run_worker  # noqa: E402
+from vicreg.config import ConfigError  # noqa: E402
+from vicreg.data import DataError, load_datasets  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--study", help="a study in experiments/ (demo, drac22, cifar10)")
+    src.add_argument("--config", help="a study file anywhere")
+    p.add_argument("--trials", type=int, help="total finished trials wanted (default: the study's budget)")
+    p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    p.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU")
+    p.add_argument("--storage", help="Optuna storage URL (default: an embedded journal file "
+                                     "in runs/<study>/); postgresql://... for many machines")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's, sqlite:///mlflow.db)")
+    p.add_argument("--data-root", help="dataset folder (or DRAC22_ROOT)")
+    p.add_argument("--test-root", help="DRAC22 test set under its own root")
+    p.add_argument("--out", help="study output folder (default runs/<study>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="fix a config value for every trial, e.g. train.device=cpu")
+    p.add_argument("--no-tracking", action="store_true", help="no MLflow (for benchmarks)")
+    p.add_argument("--best", action="store_true", help="print the best configurations and exit")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    from vicreg.config import parse_overrides
+
+    out = dict(parse_overrides(args.set))
+    if args.data_root:
+        out["data.root"] = args.data_root
+    if args.test_root:
+        out["data.test_root"] = args.test_root
+    return out
+
+
+def preflight(spec: Study, overrides: dict) -> None:
+    """Check the data before any long work: a bad dataset fails in seconds."""
+    cfg = spec.config({}, overrides)
+    if cfg.data.dataset == "drac22" and not cfg.data.root and not os.environ.get("DRAC22_ROOT"):
+        raise DataError(f"study '{spec.name}' needs the DRAC22 data: pass --data-root DIR (or set "
+                        f"DRAC22_ROOT) pointing at the download from drac22.grand-challenge.org; "
+                        f"to try the tool without it: python sweeps/run.py --study demo")
+    load_datasets(cfg.data)  # scans, checks and fills the cache (the synthetic set is made here)
+
+
+def print_best(spec: Study) -> int:
+    path = best_path(spec)
+    if not path.is_file():
+        print(f"no completed trials yet for study '{spec.name}' ({path} does not exist)")
+        return 1
+    doc = yaml.safe_load(path.read_text())
+    params = list(doc["top"][0]["params"])
+    print(f"study {doc['study']}: top {len(doc['top'])} by {doc['metric']} ({doc['direction']}), "
+          f"updated {doc['updated']}")
+    header = f"{'rank':>4} {'trial':>5} {'value':>8}  {'kappa':>17}  " + "  ".join(params)
+    print(header)
+    for e in doc["top"]:
+        vals = "  ".join(_fmt(e["params"][k]) for k in params)
+        print(f"{e['rank']:>4} {e['trial']:>5} {e['value']:8.4f}  {e['kappa']:>17}  {vals}")
+    print(f"rerun the best: {doc['rerun']}")
+    return 0
+
+
+def _fmt(v) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def study_plots(study: optuna.Study, tracking: Tracking, parent: str, out_dir: Path) -> None:
+    """Optuna's history, importances, parallel coordinates and slices as PNGs on the parent run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        return
+    folder = out_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = {"history": ovm.plot_optimization_history, "parallel_coordinates": ovm.plot_parallel_coordinate,
+             "slices": ovm.plot_slice, "importances": ovm.plot_param_importances}
+    paths = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+        for name, fn in plots.items():
+            if name == "importances" and len(done) < 3:
+                continue  # fANOVA needs a few completed trials
+            try:
+                ax = fn(study)
+                fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+                fig.set_size_inches(max(8, fig.get_figwidth()), 5)
+                fig.tight_layout()
+                fig.savefig(folder / f"{name}.png", dpi=80)
+                plt.close(fig)
+                paths.append(folder / f"{name}.png")
+            except (ValueError, RuntimeError) as e:  # e.g. a single distinct value
+                print(f"note: no {name} plot ({e})")
+    tracking.log_artifacts(parent, paths, "optuna")
+
+
+def open_study(spec: Study, args: argparse.Namespace, out_dir: Path, worker: int) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name=spec.name, storage=make_storage(args.storage, out_dir),
+                               direction=spec.direction, sampler=spec.make_sampler(worker),
+                               pruner=spec.make_pruner(), load_if_exists=True)
+
+
+def spawn_workers(args: argparse.Namespace, argv: list[str], n: int, gpus: list[str]) -> list[subprocess.Popen]:
+    """`n` copies of this command as workers (`argv` minus --workers/--gpus, plus --worker-index)."""
+    base = [sys.executable, str(Path(__file__).resolve())]
+    keep = argv
+    drop = {"--workers", "--gpus"}
+    passed, skip = [], False
+    for a in keep:  # the same arguments minus the worker-count flags
+        if skip:
+            skip = False
+            continue
+        if a in drop:
+            skip = True
+            continue
+        if a.split("=")[0] in drop:
+            continue
+        passed.append(a)
+    procs = []
+    for i in range(n):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
+        env["VICREG_SWEEP_WORKERS"] = str(n)
+        procs.append(subprocess.Popen([*base, *passed, "--worker-index", str(i)], env=env))
+    return procs
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        spec = load_study(args.config or study_path(args.study))
+        if args.best:
+            return print_best(spec)
+        overrides = overrides_from(args)
+        spec.config({}, overrides)  # --set values are checked like the study file
+        if args.trials is not None and args.trials < 1:
+            raise ConfigError("--trials must be >= 1")
+        target = args.trials or spec.trials
+        out_dir = Path(args.out or f"runs/{spec.name}")
+        if args.worker_index is None:
+            preflight(spec, overrides)
+    except (ConfigError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    INTERRUPTED.clear()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return _run(args, argv, spec, overrides, target, out_dir)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None, spec: Study, overrides: dict, target: int,
+         out_dir: Path) -> int:
+    worker = args.worker_index or 0
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
+    n_workers = len(gpus) or args.workers
+    study = open_study(spec, args, out_dir, worker)
+    tracking = None if args.no_tracking else Tracking.open(args.tracking_uri, spec.name)
+    deadline = time.time() + (args.timeout or spec.timeout_s) if (args.timeout or spec.timeout_s) else None
+
+    if args.worker_index is not None:  # a spawned worker: run trials, nothing else
+        worker_threads(int(os.environ.get("VICREG_SWEEP_WORKERS", "1")))
+        ctx = SweepContext(spec, out_dir, overrides, tracking, study.user_attrs.get(PARENT_ATTR), worker,
+                           progress=False)
+        try:
+            run_worker(study, ctx, target, deadline)
+        except SweepStopped as e:
+            print(f"worker {worker}: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+        return 0
+
+    parent = None
+    if tracking is not None:
+        parent = tracking.parent_run(spec.name, study.user_attrs.get(PARENT_ATTR), {
+            "sampler": spec.sampler["name"], "pruner": spec.pruner["name"], "metric": spec.metric,
+            "dataset": spec.config({}, overrides).data.dataset})
+        study.set_user_attr(PARENT_ATTR, parent)
+        tracking.log_params(parent, {"study_file": str(spec.path), "metric": spec.metric,
+                                     "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
+                                     "search": {d.key: d.choices or [d.low, d.high] for d in spec.search},
+                                     "storage": mask_url(args.storage) or "journal (embedded)"})
+    stale = fail_stale(study, tracking)
+    if stale:
+        print(f"trials {stale} were left running by a dead worker: marked failed, will be retried")
+    c = counts(study)
+    print(f"study '{spec.name}': {c['done']}/{target} trials finished"
+          + (f", resuming ({c['failed']} failed before)" if c["done"] or c["failed"] else "")
+          + (f"; MLflow experiment '{spec.name}', parent run {parent}" if parent else ""))
+
+    status, code = "FINISHED", 0
+    try:
+        if n_workers > 1:
+            procs = spawn_workers(args, argv if argv is not None else sys.argv[1:], n_workers, gpus)
+            _wait_with_progress(study, procs, target)
+            if any(p.returncode for p in procs):
+                status, code = "FAILED", 1
+        else:
+            from tqdm import tqdm
+
+            ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True)
+            bar = tqdm(total=target, initial=min(c["done"], target), desc="trials", position=0,
+                       dynamic_ncols=True)
+
+            def on_end(t: optuna.trial.FrozenTrial) -> None:
+                bar.n = min(counts(study)["done"], target)
+                try:
+                    bar.set_postfix(best=f"{study.best_value:.4f}")
+                except ValueError:
+                    pass
+                bar.write(f"trial {t.number}: {t.state.name.lower()}"
+                          + (f", {spec.metric} {t.value:.4f}" if t.value is not None else "")
+                          + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""))
+                bar.refresh()
+
+            run_worker(study, ctx, target, deadline, on_end)
+            bar.close()
+    except SweepStopped as e:
+        print(f"error: {e}", file=sys.stderr)
+        status, code = "FAILED", 1
+    except KeyboardInterrupt:
+        status, code = "KILLED", 130
+        print("\ninterrupted: the running trial is marked failed and its MLflow run ended; "
+              "run the same command again to resume", file=sys.stderr)
+    finally:
+        if tracking is not None and parent is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the parent's bookkeeping finish
+            if code == 0 and counts(study)["done"] < target:
+                status = "KILLED"  # stopped by --timeout before the target
+            study_plots(study, tracking, parent, out_dir)
+            tracking.end(parent, status, {"FINISHED": "COMPLETE"}.get(status, status))
+    if code in (0, 1):
+        summary(spec, args)
+    return code
+
+
+def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], target: int) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=target, desc="trials", dynamic_ncols=True)
+    try:
+        while any(p.poll() is None for p in procs):
+            bar.n = min(counts(study)["done"], target)
+            bar.refresh()
+            time.sleep(1.0)
+        bar.n = min(counts(study)["done"], target)
+        bar.close()
+    except KeyboardInterrupt:
+        for p in procs:  # they got the SIGINT too; wait for their cleanup
+            p.wait()
+        raise
+
+
+def summary(spec: Study, args: argparse.Namespace) -> None:
+    print()
+    if print_best(spec) == 0:
+        uri = args.tracking_uri or "sqlite:///mlflow.db"
+        print(f"MLflow UI on this store: mlflow ui --backend-store-uri {mask_url(uri)} "
+              f"--host 127.0.0.1 --port 5000  (or: make ui)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

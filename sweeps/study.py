@@ -1,0 +1,242 @@
+"""Study files (`experiments/<study>.yaml`): base config, search space, objective, budget.
+
+A study file is checked completely before any work starts; each error is one line
+naming the file and the entry. Example:
+
+    name: demo
+    base: {data: {...}, model: {...}, ...}        # the trainer's config tree
+    search:
+      optim.lr: {float: [1.0e-4, 0.1], log: true}
+      data.batch_size: {choice: [16, 32, 64]}
+      model.expander_hidden: {int: [64, 512], step: 64}
+    objective: {metric: kappa_mean, direction: maximize}
+    sampler: {name: tpe, seed: 0}
+    pruner: {name: hyperband, min_resource: 1}
+    budget: {trials: 8, timeout_s: null, epochs: 3}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from vicreg.config import Config, ConfigError, config_from_dict, get_key, read_yaml, set_key
+
+STUDY_KEYS = {"name", "description", "base", "search", "objective", "sampler", "pruner", "budget",
+              "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint"}
+METRICS = ("kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa")
+SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
+PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "threshold", "none")
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@dataclass
+class Dimension:
+    key: str  # dotted config key, e.g. "optim.lr"
+    kind: str  # float | int | choice
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] = field(default_factory=list)
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        return trial.suggest_categorical(self.key, self.choices)
+
+    def extremes(self) -> list[Any]:
+        """Values to check against the config's types before the study starts."""
+        if self.kind == "choice":
+            return list(self.choices)
+        cast = float if self.kind == "float" else int
+        return [cast(self.low), cast(self.high)]
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    base: dict[str, Any]
+    search: list[Dimension]
+    metric: str = "kappa_mean"
+    direction: str = "maximize"
+    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
+    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
+    trials: int = 20
+    timeout_s: float | None = None
+    epochs: int | None = None
+    probe_every: int = 1
+    top_k: int = 5
+    max_consecutive_failures: int = 3
+    log_checkpoint: bool = True
+    description: str = ""
+
+    def config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
+        """Resolved trainer config: base + budget epochs + sampled values + run overrides."""
+        raw = copy.deepcopy(self.base)
+        if self.epochs is not None:
+            set_key(raw, "train.epochs", self.epochs)
+        for key, value in {**values, **(overrides or {})}.items():
+            set_key(raw, key, value)
+        return config_from_dict(raw, source=f"{self.path} (trial config)")
+
+    def make_sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
+        """Each worker gets its own seed (seed + worker), so workers do not sample alike."""
+        s = dict(self.sampler)
+        name = s.pop("name")
+        seed = s.pop("seed", 0)
+        seed = None if seed is None else seed + worker
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, **s)
+        if name == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if name == "grid":
+            space = {d.key: d.choices for d in self.search}
+            return optuna.samplers.GridSampler(space, seed=seed)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, **s)
+        return optuna.samplers.QMCSampler(seed=seed, **s)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        p = dict(self.pruner)
+        name = p.pop("name")
+        if name == "hyperband":
+            return optuna.pruners.HyperbandPruner(**p)
+        if name == "median":
+            return optuna.pruners.MedianPruner(**p)
+        if name == "percentile":
+            return optuna.pruners.PercentilePruner(**p)
+        if name == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(**p)
+        if name == "threshold":
+            return optuna.pruners.ThresholdPruner(**p)
+        return optuna.pruners.NopPruner()
+
+
+def _dimension(path: Path, key: str, spec: Any) -> Dimension:
+    where = f"{path}: search entry '{key}'"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a mapping like {{float: [lo, hi]}} or {{choice: [...]}}")
+    kinds = [k for k in ("float", "int", "choice") if k in spec]
+    extra = set(spec) - {"float", "int", "choice", "log", "step"}
+    if len(kinds) != 1 or extra:
+        raise ConfigError(f"{where}: needs exactly one of float/int/choice (plus log/step), got {sorted(spec)}")
+    kind = kinds[0]
+    if kind == "choice":
+        choices = spec["choice"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}: choice needs a non-empty list")
+        if len({repr(c) for c in choices}) != len(choices):
+            raise ConfigError(f"{where}: choice has duplicates")
+        return Dimension(key, "choice", choices=choices)
+    bounds = spec[kind]
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise ConfigError(f"{where}: {kind} needs [low, high]")
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: bounds must be numbers, got {bounds}") from None
+    if kind == "int" and (low != int(low) or high != int(high)):
+        raise ConfigError(f"{where}: int bounds must be integers, got {bounds}")
+    if not low < high:
+        raise ConfigError(f"{where}: empty range [{bounds[0]}, {bounds[1]}] (need low < high)")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(f"{where}: log must be true or false")
+    if log and low <= 0:
+        raise ConfigError(f"{where}: a log range needs low > 0, got {bounds[0]}")
+    step = spec.get("step")
+    if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
+        raise ConfigError(f"{where}: step must be a positive number and cannot be combined with log")
+    return Dimension(key, kind, low, high, log, step)
+
+
+def load_study(path: str | Path) -> Study:
+    """Read and check a study file; any problem is a ConfigError naming the file and entry."""
+    path = Path(path)
+    raw = read_yaml(path)
+    unknown = sorted(set(raw) - STUDY_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(STUDY_KEYS))})")
+    base = raw.get("base") or {}
+    config_from_dict(copy.deepcopy(base), source=f"{path} (base)")  # checks every base key
+    search_raw = raw.get("search") or {}
+    if not isinstance(search_raw, dict) or not search_raw:
+        raise ConfigError(f"{path}: 'search' must map config keys to distributions")
+    defaults = Config()
+    search = []
+    for key, spec in search_raw.items():
+        try:
+            get_key(defaults, key)
+            if "." not in key:
+                raise AttributeError
+        except AttributeError:
+            raise ConfigError(f"{path}: search entry '{key}' is not a config key (like optim.lr)") from None
+        dim = _dimension(path, key, spec)
+        for value in dim.extremes():  # every value must make a valid config
+            trial_raw = copy.deepcopy(base)
+            set_key(trial_raw, key, value)
+            try:
+                config_from_dict(trial_raw, source="")
+            except ConfigError as e:
+                raise ConfigError(f"{path}: search entry '{key}': value {value!r} is invalid ({e})") from None
+        search.append(dim)
+
+    def section(name: str) -> dict[str, Any]:
+        value = raw.get(name) or {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: '{name}' must be a mapping")
+        return dict(value)
+
+    objective, budget = section("objective"), section("budget")
+    sampler = section("sampler") or {"name": "tpe", "seed": 0}
+    pruner = section("pruner") or {"name": "hyperband"}
+    metric = objective.get("metric", "kappa_mean")
+    direction = objective.get("direction", "maximize")
+    checks = [
+        (set(objective) <= {"metric", "direction"}, "objective", "takes metric and direction"),
+        (metric in METRICS, "objective.metric", f"must be one of {', '.join(METRICS)}"),
+        (direction in ("maximize", "minimize"), "objective.direction", "must be maximize or minimize"),
+        (sampler.get("name") in SAMPLERS, "sampler.name", f"must be one of {', '.join(SAMPLERS)}"),
+        (pruner.get("name") in PRUNERS, "pruner.name", f"must be one of {', '.join(PRUNERS)}"),
+        (set(budget) <= {"trials", "timeout_s", "epochs"}, "budget", "takes trials, timeout_s and epochs"),
+        (isinstance(budget.get("trials", 20), int) and budget.get("trials", 20) >= 1, "budget.trials",
+         "must be an integer >= 1"),
+        (budget.get("epochs") is None or (isinstance(budget["epochs"], int) and budget["epochs"] >= 1),
+         "budget.epochs", "must be an integer >= 1"),
+        (sampler.get("name") != "grid" or all(d.kind == "choice" for d in search), "sampler.name",
+         "grid needs every search entry to be a choice"),
+    ]
+    for ok, key, msg in checks:
+        if not ok:
+            raise ConfigError(f"{path}: {key} {msg}")
+    study = Study(
+        name=str(raw.get("name") or path.stem), path=path, base=base, search=search, metric=metric,
+        direction=direction, sampler=sampler, pruner=pruner, trials=budget.get("trials", 20),
+        timeout_s=budget.get("timeout_s"), epochs=budget.get("epochs"),
+        probe_every=int(raw.get("probe_every", 1)), top_k=int(raw.get("top_k", 5)),
+        max_consecutive_failures=int(raw.get("max_consecutive_failures", 3)),
+        log_checkpoint=bool(raw.get("log_checkpoint", True)), description=str(raw.get("description", "")),
+    )
+    try:  # building the pruner and sampler checks their options
+        study.make_sampler()
+        study.make_pruner()
+    except TypeError as e:
+        raise ConfigError(f"{path}: sampler/pruner options: {e}") from None
+    return study
+
+
+def study_path(name: str) -> Path:
+    path = EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+        raise ConfigError(f"no study '{name}' in {EXPERIMENTS_DIR} (known: {', '.join(known)})")
+    return path

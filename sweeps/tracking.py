@@ -1,0 +1,110 @@
+"""MLflow bookkeeping through `MlflowClient`: one experiment per study, a parent run per
+study, a child run per trial, statuses that tell the truth.
+
+We call MLflow's client API directly instead of optuna-integration's MLflowCallback
+(deprecated; one run per finished trial, no per-epoch values, no parent run, pruned and
+failed trials logged like completed ones). Every function takes explicit ids, so several
+worker processes can log to the same study without shared global state.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
+
+
+def mask_url(url: str | None) -> str | None:
+    """'postgresql://user:secret@host/db' -> 'postgresql://user:***@host/db'."""
+    if url is None:
+        return None
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+@dataclass
+class Tracking:
+    client: MlflowClient
+    experiment_id: str
+
+    @classmethod
+    def open(cls, tracking_uri: str | None, study_name: str) -> Tracking:
+        client = MlflowClient(tracking_uri)
+        exp = client.get_experiment_by_name(study_name)
+        if exp is None:
+            try:
+                exp_id = client.create_experiment(study_name, tags={"vicreg.study": study_name})
+            except Exception:  # noqa: BLE001 - another worker created it first
+                exp_id = client.get_experiment_by_name(study_name).experiment_id
+        else:
+            exp_id = exp.experiment_id
+        return cls(client, exp_id)
+
+    # --- runs ---------------------------------------------------------------------
+
+    def parent_run(self, study_name: str, known_id: str | None, tags: dict[str, str]) -> str:
+        """The study's parent run: the one the Optuna study remembers, else one tagged as the
+        study's parent, else a new one. Reopened (RUNNING) while the sweep runs."""
+        run_id = known_id
+        if run_id is None:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                f"tags.`vicreg.role` = 'parent' and tags.`vicreg.study` = '{study_name}'",
+                max_results=1, order_by=["attributes.start_time ASC"])
+            run_id = found[0].info.run_id if found else None
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=f"study-{study_name}",
+                                         tags={"vicreg.role": "parent", "vicreg.study": study_name, **tags})
+            return run.info.run_id
+        self.client.update_run(run_id, status="RUNNING")
+        return run_id
+
+    def start_trial(self, parent_id: str, run_name: str, params: dict[str, Any],
+                    tags: dict[str, str]) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={"mlflow.parentRunId": parent_id, "vicreg.role": "trial",
+                                           "state": "RUNNING", **tags})
+        self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        return run.info.run_id
+
+    def end(self, run_id: str, status: str, state: str, tags: dict[str, str] | None = None) -> None:
+        """status: MLflow's FINISHED | KILLED | FAILED; state: our tag (COMPLETE, PRUNED, FAILED...)."""
+        self.set_tags(run_id, {"state": state, **(tags or {})})
+        self.client.set_terminated(run_id, status=status)
+
+    # --- values -------------------------------------------------------------------
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
+        for i in range(0, len(batch), 500):  # MLflow's per-call limit is 1000 metrics
+            self.client.log_batch(run_id, metrics=batch[i:i + 500])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+
+    def log_params(self, run_id: str, params: dict[str, Any]) -> None:
+        existing = self.client.get_run(run_id).data.params
+        new = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        if new:
+            self.client.log_batch(run_id, params=new)
+
+    def log_artifacts(self, run_id: str, paths: Iterable[str], artifact_path: str | None = None) -> None:
+        for p in paths:
+            self.client.log_artifact(run_id, str(p), artifact_path)
+
+    def close_stale(self, study_name: str, trial_number: int) -> list[str]:
+        """Mark a dead trial's RUNNING MLflow run(s) FAILED (after a kill -9). Returns run ids."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`vicreg.study` = '{study_name}' and tags.`vicreg.trial` = '{trial_number}' "
+            f"and attributes.status = 'RUNNING'")
+        for r in runs:
+            self.end(r.info.run_id, "FAILED", "FAILED", {"failure": "worker died (stale trial)"})
+        return [r.info.run_id for r in runs]

@@ -1,0 +1,223 @@
+"""The worker loop (ask -> objective -> tell), stale-trial recovery, and the best-configs file.
+
+Several workers (processes, or machines with --storage) share one Optuna study. A worker
+claims its next trial under a lock so that the study stops at exactly `--trials`
+finished trials (COMPLETE or PRUNED); failed trials do not count and are retried.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from vicreg.config import atomic_write_text
+
+from .objective import SweepContext, check_interrupted, objective
+from .study import Study
+from .tracking import PARENT_ATTR, Tracking
+
+DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class SweepStopped(RuntimeError):
+    """The sweep stopped on purpose (too many consecutive failures); the message says why."""
+
+
+def make_storage(url: str | None, out_dir: Path) -> optuna.storages.BaseStorage:
+    """Default: an embedded journal file (no server; safe for several processes on one
+    machine, unlike SQLite). A database URL gets Optuna's RDB storage with heartbeats, so
+    trials of workers that die on other machines are found stale and retried."""
+    if url is None or url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:")) if url else out_dir / "optuna.journal"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = optuna.storages.journal.JournalFileBackend(str(path))
+        return optuna.storages.JournalStorage(backend)
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=10, grace_period=30,
+        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        engine_kwargs={"pool_pre_ping": True})
+
+
+@contextmanager
+def claim_lock(out_dir: Path):
+    """Serialises 'count finished trials, then ask for a new one' between local workers."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "claim.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale(study: optuna.Study, tracking: Tracking | None) -> list[int]:
+    """RUNNING trials whose worker on this host is gone (kill -9): mark FAIL, close their
+    MLflow runs as FAILED, and enqueue the same parameters again. Returns their numbers."""
+    host, stale = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host", host) != host:
+            continue  # another machine's trial: the RDB heartbeat handles those
+        pid = t.user_attrs.get("pid")
+        if pid is not None and _alive(int(pid)):
+            continue
+        study._storage.set_trial_user_attr(t._trial_id, "reason", "worker died (stale trial)")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if tracking is not None:
+            tracking.close_stale(study.study_name, t.number)
+        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        stale.append(t.number)
+    if isinstance(study._storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)
+    return stale
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out = {"done": 0, "running": 0, "failed": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state in DONE:
+            out["done"] += 1
+        elif t.state == TrialState.RUNNING:
+            out["running"] += 1
+        elif t.state == TrialState.FAIL:
+            out["failed"] += 1
+    return out
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
+          state: TrialState | None = None) -> optuna.trial.FrozenTrial:
+    """study.tell, tolerating samplers that call study.stop() (GridSampler once the grid is
+    used up), which Optuna only allows inside study.optimize. The trial's state is stored
+    before that call (Optuna's _tell sets it in a finally), and our loop stops on its own count."""
+    try:
+        return study.tell(trial, value, state=state)
+    except RuntimeError as e:
+        if "Study.stop" not in str(e):
+            raise
+        return study._storage.get_trial(trial._trial_id)
+
+
+def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: float | None = None,
+               on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
+    """Ask, run and tell trials until the study has `target` finished trials."""
+    consecutive = 0
+    while deadline is None or time.time() < deadline:
+        check_interrupted()
+        with claim_lock(ctx.out_dir):
+            fail_stale(study, ctx.tracking)
+            c = counts(study)
+            if c["done"] + c["running"] >= target:
+                return
+            trial = study.ask()
+            trial.set_user_attr("pid", os.getpid())
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("worker", ctx.worker)
+        try:
+            value = objective(trial, ctx)
+            frozen = _tell(study, trial, value)
+            consecutive = 0
+            record_best(study, ctx.study, ctx.tracking)
+        except optuna.TrialPruned:
+            frozen = _tell(study, trial, state=TrialState.PRUNED)
+            consecutive = 0
+        except KeyboardInterrupt:
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted (Ctrl-C)")
+            _tell(study, trial, state=TrialState.FAIL)
+            raise
+        except Exception as e:  # noqa: BLE001 - recorded on the trial and in MLflow
+            frozen = _tell(study, trial, state=TrialState.FAIL)
+            consecutive += 1
+            print(f"trial {trial.number} failed: {trial.user_attrs.get('reason', e)}", flush=True)
+            if consecutive >= ctx.study.max_consecutive_failures:
+                raise SweepStopped(f"stopping: {consecutive} consecutive trials failed (last: "
+                                   f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' "
+                                   f"traceback.txt in MLflow") from e
+        if on_trial_end is not None:
+            on_trial_end(frozen)
+
+
+# --- best configurations -------------------------------------------------------------
+
+
+def best_path(spec: Study) -> Path:
+    return spec.path.parent / "best" / f"{spec.name}.yaml"
+
+
+def top_trials(study: optuna.Study, spec: Study) -> list[optuna.trial.FrozenTrial]:
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.value, reverse=spec.direction == "maximize")[:spec.top_k]
+
+
+def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None) -> None:
+    """Rewrite experiments/best/<study>.yaml (atomically) and the parent run's summary."""
+    top = top_trials(study, spec)
+    if not top:
+        return
+    path = best_path(spec)
+    config_path = path.with_name(f"{spec.name}.best-config.yaml")
+    entries: list[dict[str, Any]] = []
+    for rank, t in enumerate(top, start=1):
+        s = t.user_attrs.get("scores", {})
+        entries.append({
+            "rank": rank, "trial": t.number, "value": t.value, "metric": spec.metric,
+            "kappa": f"{s.get('kappa_mean', float('nan')):.4f} +- {s.get('kappa_std', float('nan')):.4f}",
+            "accuracy": f"{s.get('accuracy_mean', float('nan')):.4f} +- {s.get('accuracy_std', float('nan')):.4f}",
+            "auc": f"{s.get('auc_mean', float('nan')):.4f} +- {s.get('auc_std', float('nan')):.4f}",
+            "params": dict(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "config": _nest(t.user_attrs.get("config", {})),
+        })
+    doc = {"study": spec.name, "metric": spec.metric, "direction": spec.direction,
+           "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "top": entries}
+    atomic_write_text(config_path, yaml.safe_dump(entries[0]["config"], sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if tracking is not None and parent:
+        best = top[0]
+        n_done = counts(study)["done"]
+        tracking.log_metrics(parent, {"best_value": best.value, "completed_trials": n_done}, step=n_done)
+        tracking.set_tags(parent, {"best_trial": best.number,
+                                   **{f"best.{k}": v for k, v in best.params.items()}})
+        rows = ["rank,trial,value,kappa,accuracy,auc,mlflow_run_id," + ",".join(best.params)]
+        for e in entries:
+            rows.append(",".join(str(x) for x in [e["rank"], e["trial"], e["value"], e["kappa"], e["accuracy"],
+                                                   e["auc"], e["mlflow_run_id"],
+                                                   *[e["params"].get(k) for k in best.params]]))
+        topk = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
+        atomic_write_text(topk, "\n".join(rows) + "\n")
+        tracking.log_artifacts(parent, [topk])
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        section, name = key.split(".", 1)
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def rerun_command(spec: Study) -> str:
+    config = best_path(spec).with_name(f"{spec.name}.best-config.yaml")
+    try:
+        config = config.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python -m vicreg pretrain --config {config} --set train.checkpoint_dir=runs/{spec.name}-best"

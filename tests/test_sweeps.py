@@ -1,0 +1,263 @@
+"""The sweep harness end to end on tiny studies: MLflow runs and statuses, pruning,
+divergence, resume, Ctrl-C, kill -9, two workers, and every bad study file."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from sweeps.run import main
+from sweeps.tracking import mask_url
+
+RUN_PY = str(Path(__file__).resolve().parents[1] / "sweeps" / "run.py")
+
+
+def write_study(folder: Path, root: Path, name: str = "tiny", **over) -> Path:
+    doc = {
+        "name": name,
+        "base": {
+            "data": {"dataset": "synthetic", "root": str(root), "cache_dir": str(folder / "cache"),
+                     "image_size": 16, "batch_size": 16, "folds": 3},
+            "model": {"expander_hidden": 32, "expander_out": 32, "expander_layers": 2},
+            "optim": {"name": "adam", "warmup_epochs": 0.0},
+            "train": {"epochs": 2},
+            "eval": {"protocol": "linear", "epochs": 2, "baselines": False},
+        },
+        "search": {"optim.lr": {"float": [1e-4, 1e-2], "log": True},
+                   "optim.weight_decay": {"float": [1e-6, 1e-3], "log": True}},
+        "objective": {"metric": "kappa_mean", "direction": "maximize"},
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+        "budget": {"trials": 3},
+        "probe_every": 1,
+    }
+    for key, value in over.items():
+        doc[key] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture()
+def env(tmp_path: Path, synthetic_root: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # mlruns/ and runs/ land here
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return {"dir": tmp_path, "root": synthetic_root, "uri": uri}
+
+
+def _args(env, study: Path, *extra: str) -> list[str]:
+    return ["--config", str(study), "--tracking-uri", env["uri"], "--out", str(env["dir"] / "runs"), *extra]
+
+
+def _runs(env, name: str = "tiny"):
+    client = MlflowClient(env["uri"])
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("vicreg.role") == "parent"]
+    trials = [r for r in runs if r.data.tags.get("vicreg.role") == "trial"]
+    return client, parents, trials
+
+
+def _optuna(env, name: str = "tiny") -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(env["dir"] / "runs" / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
+    study = write_study(env["dir"], env["root"])
+    assert main(_args(env, study)) == 0
+    client, parents, trials = _runs(env)
+    assert len(parents) == 1 and len(trials) == 3
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    for r in trials:
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.info.status == "FINISHED" and r.data.tags["state"] == "COMPLETE"
+        assert r.data.tags["synthetic"] == "true" and r.data.tags["dataset"] == "synthetic"
+        assert {"optim.lr", "optim.weight_decay", "data.image_size", "model.arch"} <= set(r.data.params)
+        assert r.info.run_name.startswith("trial-") and "lr=" in r.info.run_name
+        history = client.get_metric_history(r.info.run_id, "loss")
+        assert sorted(m.step for m in history) == [1, 2]
+        for key in ("invariance", "variance", "covariance", "lr", "std", "images_per_s", "probe_kappa"):
+            assert key in r.data.metrics
+        assert -1 <= r.data.metrics["kappa_mean"] <= 1 and "objective" in r.data.metrics
+        arts = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"config.yaml", "loss_terms.png", "vicreg_confusion.png", "vicreg_curves.png",
+                "folds_scores.csv", "checkpoint"} <= arts
+    assert "best_value" in parent.data.metrics
+    parent_arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "tiny.top5.csv" in parent_arts and "optuna" in parent_arts
+    opt = _optuna(env)
+    best = yaml.safe_load((env["dir"] / "best" / "tiny.yaml").read_text())
+    assert best["top"][0]["trial"] == opt.best_trial.number
+    assert best["top"][0]["value"] == pytest.approx(opt.best_value)
+    assert best["top"][0]["mlflow_run_id"] == opt.best_trial.user_attrs["mlflow_run_id"]
+    assert best["top"][0]["config"]["optim"]["lr"] == pytest.approx(opt.best_trial.params["optim.lr"])
+    assert (env["dir"] / "best" / "tiny.best-config.yaml").is_file()
+    assert (env["dir"] / "runs" / "folds.csv").is_file()
+
+    # Resume: --trials is the total; the parent run is found again, not duplicated.
+    assert main(_args(env, study, "--trials", "4")) == 0
+    _, parents, trials = _runs(env)
+    assert len(parents) == 1 and len(trials) == 4
+    assert len(_optuna(env).trials) == 4
+    capsys.readouterr()
+    assert main(["--config", str(study), "--best"]) == 0
+    out = capsys.readouterr().out
+    assert "rank trial" in out and "rerun the best: python -m vicreg pretrain --config" in out
+
+
+def test_pruned_trials_are_killed_with_their_tag(env) -> None:
+    study = write_study(env["dir"], env["root"], pruner={"name": "threshold", "lower": 2.0},
+                        budget={"trials": 2})
+    assert main(_args(env, study)) == 0
+    _, _, trials = _runs(env)
+    assert len(trials) == 2
+    for r in trials:
+        assert r.info.status == "KILLED" and r.data.tags["state"] == "PRUNED"
+        assert r.data.tags["pruned_epoch"] == "1"
+    assert [t.state.name for t in _optuna(env).trials] == ["PRUNED", "PRUNED"]
+
+
+def test_a_diverging_trial_does_not_stop_the_sweep(env) -> None:
+    # An infinite invariance weight makes the very first loss non-finite: the real diverged path.
+    study = write_study(env["dir"], env["root"], search={"loss.sim_coeff": {"choice": [float("inf"), 25.0]}},
+                        sampler={"name": "grid"}, budget={"trials": 2})
+    assert main(_args(env, study)) == 0
+    trials = {t.params["loss.sim_coeff"]: t for t in _optuna(env).trials}
+    assert trials[float("inf")].state.name == "PRUNED"
+    assert "non-finite loss at step 0" in trials[float("inf")].user_attrs["reason"]
+    assert trials[25.0].state.name == "COMPLETE"
+    _, _, runs = _runs(env)
+    assert sorted(r.data.tags["state"] for r in runs) == ["COMPLETE", "PRUNED"]
+
+
+def _start(env, study: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, RUN_PY, *_args(env, study, *extra)], cwd=env["dir"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_running_trial(env, proc: subprocess.Popen, timeout: float = 120) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            _, _, trials = _runs(env)
+            running = [r for r in trials if r.info.status == "RUNNING" and "loss" in r.data.metrics]
+            if running:
+                return
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            pass
+        time.sleep(0.5)
+    raise AssertionError("no trial started")
+
+
+def test_ctrl_c_leaves_no_run_running(env) -> None:
+    base = write_study(env["dir"], env["root"])
+    doc = yaml.safe_load(base.read_text())
+    doc["base"]["train"]["epochs"] = 50
+    base.write_text(yaml.safe_dump(doc))
+    proc = _start(env, base)
+    _wait_for_running_trial(env, proc)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "run the same command again to resume" in out
+    _, parents, trials = _runs(env)
+    assert all(r.info.status != "RUNNING" for r in parents + trials)
+    assert trials[0].info.status == "KILLED" and trials[0].data.tags["state"] == "INTERRUPTED"
+    t = _optuna(env).trials[0]
+    assert t.state.name == "FAIL" and "interrupted" in t.user_attrs["reason"]
+
+
+def test_kill_9_then_restart_retries_the_trial(env) -> None:
+    study = write_study(env["dir"], env["root"], budget={"trials": 1})
+    doc = yaml.safe_load(study.read_text())
+    doc["base"]["train"]["epochs"] = 4
+    study.write_text(yaml.safe_dump(doc))
+    proc = _start(env, study)
+    _wait_for_running_trial(env, proc)
+    proc.kill()
+    proc.wait()
+    assert main(_args(env, study)) == 0
+    trials = _optuna(env).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == trials[0].params
+    _, _, runs = _runs(env)
+    by_trial = {r.data.tags["vicreg.trial"]: r for r in runs}
+    assert by_trial["0"].info.status == "FAILED" and "stale" in by_trial["0"].data.tags["failure"]
+    assert by_trial["1"].info.status == "FINISHED"
+
+
+def test_two_workers_on_the_default_storage(env, capfd) -> None:
+    study = write_study(env["dir"], env["root"], budget={"trials": 4})
+    assert main(_args(env, study, "--workers", "2")) == 0
+    out = capfd.readouterr()
+    assert "database is locked" not in out.out + out.err
+    trials = _optuna(env).trials
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 4
+    assert len({t.number for t in trials}) == len(trials)
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    _, parents, runs = _runs(env)
+    assert len(parents) == 1 and len(runs) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs)
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"colour": 1}, r"unknown key 'colour'"),
+    ({"search": {"optim.lrr": {"float": [0.1, 1.0]}}}, r"search entry 'optim.lrr' is not a config key"),
+    ({"search": {"optim.lr": {"float": [0.1, 0.1]}}}, r"search entry 'optim.lr': empty range \[0.1, 0.1\]"),
+    ({"search": {"optim.lr": {"float": [0.0, 0.1], "log": True}}}, r"'optim.lr': a log range needs low > 0"),
+    ({"search": {"optim.lr": {"float": ["a", 0.1]}}}, r"'optim.lr': bounds must be numbers"),
+    ({"search": {"data.batch_size": {"choice": []}}}, r"'data.batch_size': choice needs a non-empty list"),
+    ({"search": {"data.batch_size": {"choice": [16, "big"]}}},
+     r"'data.batch_size': value 'big' is invalid .*expected an integer"),
+    ({"search": {"optim.lr": {"uniform": [0.1, 1]}}}, r"'optim.lr': needs exactly one of float/int/choice"),
+    ({"search": {"optim.name": {"choice": ["adam", "rmsprop"]}}}, r"'optim.name': value 'rmsprop' is invalid"),
+    ({"objective": {"metric": "loss"}}, r"objective.metric must be one of"),
+    ({"sampler": {"name": "bayes"}}, r"sampler.name must be one of"),
+    ({"budget": {"trials": 0}}, r"budget.trials must be an integer >= 1"),
+    ({"base": {"optim": {"lrr": 1}}}, r"unknown key 'optim.lrr'"),
+])
+def test_bad_study_files_are_one_line_errors(env, capsys, change: dict, match: str) -> None:
+    study = write_study(env["dir"], env["root"], **change)
+    assert main(_args(env, study)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(study) in err
+    import re
+
+    assert re.search(match, err), err
+    assert not (env["dir"] / "runs").exists()
+
+
+def test_drac22_without_data_points_to_the_demo(env, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DRAC22_ROOT", raising=False)
+    assert main(["--study", "drac22", "--tracking-uri", env["uri"]]) == 2
+    err = capsys.readouterr().err
+    assert "--data-root" in err and "--study demo" in err and len(err.strip().splitlines()) == 1
+
+
+def test_storage_password_is_masked() -> None:
+    assert mask_url("postgresql://vicreg:s3cret@db:5432/optuna") == "postgresql://vicreg:***@db:5432/optuna"
+    assert mask_url("postgresql://vicreg@db/optuna") == "postgresql://vicreg@db/optuna"
+    assert "s3cret" not in mask_url("postgresql+psycopg2://u:s3cret@h/d")
+
+
+def test_shipped_studies_load() -> None:
+    from sweeps.study import load_study, study_path
+
+    for name in ("demo", "drac22", "cifar10"):
+        s = load_study(study_path(name))
+        assert s.search and s.trials >= 1
+    keys = {d.key for d in load_study(study_path("drac22")).search}
+    assert keys == {"optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay",
+                    "data.image_size", "optim.name"}
