@@ -101,7 +101,7 @@ class TrialFailed(RuntimeError):
     """A trial that failed for a reason worth one line (out of memory, ...)."""
 
 
-def _probe_callback(trial: optuna.Trial, ctx: SweepContext, run_id: str | None, data: Datasets,
+def _probe_callback(trial: optuna.Trial, ctx: SweepContext, data: Datasets,
                     folds: np.ndarray, device: torch.device):
     every = ctx.study.probe_every
 
@@ -112,8 +112,7 @@ def _probe_callback(trial: optuna.Trial, ctx: SweepContext, run_id: str | None, 
         epoch = report.epoch + 1
         kappa = probe_kappa(report.model.encoder, data.train.images, data.train.labels, folds, device)
         trial.set_user_attr("probe_kappa", kappa)
-        if ctx.tracking and run_id:
-            ctx.tracking.log_metrics(run_id, {"probe_kappa": kappa}, step=epoch)
+        report.metrics["probe_kappa"] = kappa  # the epoch logger (next callback) sends it with the rest
         trial.report(kappa, epoch)
         if trial.should_prune():
             trial.set_user_attr("pruned_epoch", epoch)
@@ -132,23 +131,22 @@ def _epoch_logger(ctx: SweepContext, run_id: str):
 
 
 def _artifacts(ctx: SweepContext, run_id: str, cfg: Config, result, reports, folder: Path) -> None:
-    paths = [folder / "config.yaml", folder / "loss_terms.png"]
-    save_config(cfg, paths[0])
+    """Plots, resolved config, per-fold scores and the encoder checkpoint, in one upload."""
+    save_config(cfg, folder / "config.yaml")
     data_name = "synthetic DRAC22-format" if cfg.data.dataset == "synthetic" else cfg.data.dataset
-    plot_loss_terms(result.history, paths[1], f"VICReg loss terms ({data_name})")
+    plot_loss_terms(result.history, folder / "loss_terms.png", f"VICReg loss terms ({data_name})")
     for r in reports:
-        paths += [Path(p) for p in save_report_plots(r, folder)]
+        save_report_plots(r, folder)
     rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
     for r in reports:
         rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
                  f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
     (folder / "folds_scores.csv").write_text("\n".join(rows) + "\n")
-    paths.append(folder / "folds_scores.csv")
-    ctx.tracking.log_artifacts(run_id, paths)
     if ctx.study.log_checkpoint:
-        ckpt = folder / "encoder.pt"
-        torch.save({"encoder": result.model.encoder.state_dict(), "config": flatten(cfg)}, ckpt)
-        ctx.tracking.log_artifacts(run_id, [ckpt], "checkpoint")
+        (folder / "checkpoint").mkdir()
+        torch.save({"encoder": result.model.encoder.state_dict(), "config": flatten(cfg)},
+                   folder / "checkpoint" / "encoder.pt")
+    ctx.tracking.client.log_artifacts(run_id, str(folder))
 
 
 def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
@@ -167,16 +165,17 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         tags = {"vicreg.study": study.name, "vicreg.trial": str(trial.number),
                 "sampler": study.sampler["name"], "pruner": study.pruner["name"], "dataset": cfg.data.dataset,
                 "synthetic": str(cfg.data.dataset == "synthetic").lower(), "device": str(device),
-                "git_commit": ctx.commit, "worker": str(ctx.worker), "host": socket.gethostname()}
+                "git_commit": ctx.commit, "worker": str(ctx.worker), "host": socket.gethostname(),
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
         run_id = tr.start_trial(ctx.parent_id, run_name(trial.number, values), params, tags)
         trial.set_user_attr("mlflow_run_id", run_id)
     try:
         data = ctx.datasets(cfg)
         folds = ctx.folds(cfg, data)
         images = data.pretrain_images(cfg.data.include_test_in_pretrain)
-        callbacks = [_probe_callback(trial, ctx, run_id, data, folds, device)]
+        callbacks = [_probe_callback(trial, ctx, data, folds, device)]
         if tr is not None:
-            callbacks.insert(0, _epoch_logger(ctx, run_id))
+            callbacks.append(_epoch_logger(ctx, run_id))
         result = pretrain(cfg, images, callbacks)
         if result.status in ("diverged", "stopped"):
             trial.set_user_attr("reason", result.reason)

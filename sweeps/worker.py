@@ -131,6 +131,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
             trial.set_user_attr("pid", os.getpid())
             trial.set_user_attr("host", socket.gethostname())
             trial.set_user_attr("worker", ctx.worker)
+            trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
         try:
             value = objective(trial, ctx)
             frozen = _tell(study, trial, value)

@@ -199,14 +199,16 @@ def test_kill_9_then_restart_retries_the_trial(env) -> None:
 
 
 def test_two_workers_on_the_default_storage(env, capfd) -> None:
+    # --gpus 0,1 is --workers 2 with CUDA_VISIBLE_DEVICES set per worker (checked on a CPU).
     study = write_study(env["dir"], env["root"], budget={"trials": 4})
-    assert main(_args(env, study, "--workers", "2")) == 0
+    assert main(_args(env, study, "--gpus", "0,1")) == 0
     out = capfd.readouterr()
     assert "database is locked" not in out.out + out.err
     trials = _optuna(env).trials
     assert sum(t.state.name == "COMPLETE" for t in trials) == 4
     assert len({t.number for t in trials}) == len(trials)
     assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    assert {(t.user_attrs["worker"], t.user_attrs["cuda_visible_devices"]) for t in trials} == {(0, "0"), (1, "1")}
     _, parents, runs = _runs(env)
     assert len(parents) == 1 and len(runs) == 4
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in runs)

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# Figures are built with matplotlib's object API (no pyplot): no global state, no display,
+# safe in worker processes, and cheaper than pyplot's figure manager.
 
 GRADES = ("0 Normal", "1 NPDR", "2 PDR")
 
 
 def plot_loss_terms(history: list[dict], path: str | os.PathLike, title: str = "") -> None:
     """Total VICReg loss and its three terms per epoch, one panel each."""
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    fig = Figure(figsize=(16, 3.4))
+    axes = fig.subplots(1, 4)
     epochs = [h["epoch"] for h in history]
     for ax, key in zip(axes, ("loss", "invariance", "variance", "covariance")):
         ax.plot(epochs, [h[key] for h in history], marker="o", ms=3)
@@ -25,14 +26,14 @@ def plot_loss_terms(history: list[dict], path: str | os.PathLike, title: str = "
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
     """Summed confusion matrix over the folds (rows: true grade, columns: predicted)."""
     n = matrix.shape[0]
     names = GRADES if n == 3 else [str(i) for i in range(n)]
-    fig, ax = plt.subplots(figsize=(1.2 * n + 2, 1.2 * n + 1.5))
+    fig = Figure(figsize=(1.2 * n + 2, 1.2 * n + 1.5))
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     for i in range(n):
         for j in range(n):
@@ -45,12 +46,12 @@ def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "")
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: str = "") -> None:
     """Train/validation accuracy, loss and kappa per epoch for every fold (the seed's figures 7-8)."""
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig = Figure(figsize=(14, 3.6))
+    axes = fig.subplots(1, 3)
     for k, curves in enumerate(fold_curves):
         if not curves:
             continue
@@ -68,7 +69,6 @@ def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: s
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def save_report_plots(report, folder: str | os.PathLike) -> list[str]:

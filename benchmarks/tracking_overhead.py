@@ -1,0 +1,85 @@
+"""Time a `demo` trial spends outside pretraining and evaluation (Optuna, MLflow logging,
+artifacts and plots), with tracking on and off, side by side in one run.
+
+    python benchmarks/tracking_overhead.py [--trials 3]
+
+Both runs use the demo study on its synthetic data, in a fresh temporary store, with
+pretrain() and the evaluation wrapped by timers; overhead = trial wall time - their time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import optuna  # noqa: E402
+
+import sweeps.objective as obj  # noqa: E402
+from sweeps import run  # noqa: E402
+
+SPENT = {"work": 0.0}
+
+
+def timed(fn):
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            SPENT["work"] += time.perf_counter() - t
+
+    return wrapper
+
+
+def measure(trials: int, tracking: bool) -> dict[str, float]:
+    SPENT["work"] = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        study_file = Path(tmp) / "demo.yaml"
+        study_file.write_text((ROOT / "experiments" / "demo.yaml").read_text())
+        args = ["--config", str(study_file), "--trials", str(trials), "--out", f"{tmp}/runs",
+                "--set", f"data.root={ROOT / 'data' / 'synthetic-drac22'}",
+                "--set", f"data.cache_dir={ROOT / 'data' / '.cache'}"]
+        args += ["--tracking-uri", f"sqlite:///{tmp}/mlflow.db"] if tracking else ["--no-tracking"]
+        cwd = os.getcwd()
+        os.chdir(tmp)
+        try:
+            t0 = time.perf_counter()
+            run.main(args)
+            total = time.perf_counter() - t0
+        finally:
+            os.chdir(cwd)
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(f"{tmp}/runs/optuna.journal"))
+        done = optuna.load_study(study_name="demo", storage=storage).trials
+    trial_s = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in done)
+    return {"trials": len(done), "trial_s": trial_s, "work_s": SPENT["work"], "total_s": total}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--trials", type=int, default=3)
+    args = ap.parse_args()
+    obj.pretrain = timed(obj.pretrain)
+    obj.evaluate_with_baselines = timed(obj.evaluate_with_baselines)
+    # Prune nothing, so both runs do the same work.
+    orig = run.Study.make_pruner
+    run.Study.make_pruner = lambda self: optuna.pruners.NopPruner()
+    rows = {name: measure(args.trials, name == "on") for name in ("off", "on")}
+    run.Study.make_pruner = orig
+    print("\n| tracking | trials | trial time s | pretrain+eval s | outside s | outside % | whole command s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        out = r["trial_s"] - r["work_s"]
+        print(f"| {name} | {r['trials']} | {r['trial_s']:.1f} | {r['work_s']:.1f} | {out:.2f} | "
+              f"{100 * out / r['trial_s']:.1f}% | {r['total_s']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

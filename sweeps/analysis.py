@@ -1,0 +1,167 @@
+"""Helpers the notebooks share: read a study's runs from MLflow into pandas, and draw the
+comparison figures. Everything reads MLflow (and, for importances, the Optuna storage);
+nothing here trains."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow.tracking import MlflowClient
+
+TERMS = ("loss", "invariance", "variance", "covariance")
+MAIN_PARAMS = ("optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay", "data.image_size")
+
+
+def project_root() -> Path:
+    """The project folder, whether a notebook runs from it or from notebooks/."""
+    here = Path.cwd()
+    return here.parent if here.name == "notebooks" else here
+
+
+def default_tracking_uri() -> str:
+    """MLflow's default store as the sweep used it: sqlite:///mlflow.db in the project folder."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def load_optuna(study: str, storage: str | None = None):
+    """The Optuna study (for importances and parallel coordinates); default: the embedded journal."""
+    import optuna
+
+    if storage is None:
+        path = project_root() / "runs" / study / "optuna.journal"
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return optuna.load_study(study_name=study, storage=storage)
+
+
+def trials_frame(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per trial run: run_id, trial, state, status, duration_s, params.*, metrics.*, tags.*."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    df = mlflow.search_runs(experiment_names=[study], filter_string="tags.`vicreg.role` = 'trial'",
+                            max_results=10_000)
+    if df.empty:
+        return df
+    df["trial"] = df["tags.vicreg.trial"].astype(int)
+    df["state"] = df["tags.state"]
+    df["duration_s"] = (df["end_time"] - df["start_time"]).dt.total_seconds()
+    for col in [c for c in df.columns if c.startswith("params.")]:
+        df[col] = _numeric(df[col])
+    return df.sort_values("trial").reset_index(drop=True)
+
+
+def _numeric(col: pd.Series) -> pd.Series:
+    converted = pd.to_numeric(col, errors="coerce")
+    return converted if converted.notna().sum() == col.notna().sum() else col
+
+
+def parent_run(study: str, tracking_uri: str | None = None):
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment '{study}' in {tracking_uri or 'the default store'}: "
+                         f"run python sweeps/run.py --study {study} first")
+    runs = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'parent'", max_results=1)
+    return runs[0] if runs else None
+
+
+def histories(run_ids: list[str], keys: tuple[str, ...] = TERMS, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Per-epoch metric values: columns run_id, key, step, value."""
+    client = MlflowClient(tracking_uri)
+    rows = [(rid, key, m.step, m.value) for rid in run_ids for key in keys
+            for m in client.get_metric_history(rid, key)]
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def plot_terms_by_group(df: pd.DataFrame, group: str, tracking_uri: str | None = None, title: str = ""):
+    """The seed's figures 4-5 for any grouping: total loss and the three terms per epoch,
+    one panel per term, mean line and min-max band over the runs of each group."""
+    hist = histories(list(df["run_id"]), TERMS, tracking_uri).merge(df[["run_id", group]], on="run_id")
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    for ax, key in zip(axes, TERMS):
+        sub = hist[hist.key == key]
+        for name, g in sub.groupby(group):
+            stats = g.groupby("step")["value"].agg(["mean", "min", "max"])
+            ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=f"{name} (n={g.run_id.nunique()})")
+            ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2)
+        ax.set_title("total loss" if key == "loss" else key)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_objective_vs_params(df: pd.DataFrame, metric: str = "metrics.kappa_mean",
+                             params: tuple[str, ...] = MAIN_PARAMS):
+    """The objective against each main hyperparameter (log x for lr and weight decay)."""
+    fig, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.2), sharey=True)
+    for ax, p in zip(np.atleast_1d(axes), params):
+        col = f"params.{p}"
+        ax.set_title(p)
+        if col not in df or metric not in df:
+            ax.text(0.5, 0.5, "not recorded", ha="center", transform=ax.transAxes)
+            continue
+        ok = df[df.state == "COMPLETE"]
+        ax.scatter(ok[col], ok[metric], alpha=0.8)
+        if p in ("optim.lr", "optim.weight_decay") and pd.api.types.is_numeric_dtype(ok[col]):
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel(metric.removeprefix("metrics."))
+    fig.tight_layout()
+    return fig
+
+
+def plot_score_distributions(frames: dict[str, pd.DataFrame], metric: str = "metrics.kappa_mean"):
+    """Box plot of completed trials' scores, one box per study."""
+    fig, ax = plt.subplots(figsize=(2.5 + 1.6 * len(frames), 3.6))
+    data = [f.loc[f.state == "COMPLETE", metric].dropna().to_numpy() for f in frames.values()]
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(frames) + 1), list(frames))
+    ax.set_ylabel(metric.removeprefix("metrics."))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_vs_baseline(df: pd.DataFrame):
+    """VICReg kappa against the random-init baseline's, per completed trial."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ok = df[df.state == "COMPLETE"]
+    ax.errorbar(ok.trial - 0.1, ok["metrics.kappa_mean"], yerr=ok.get("metrics.kappa_std"), fmt="o", label="VICReg")
+    if "metrics.random-init_kappa_mean" in ok:
+        ax.errorbar(ok.trial + 0.1, ok["metrics.random-init_kappa_mean"], yerr=ok.get("metrics.random-init_kappa_std"),
+                    fmt="s", label="random init")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("kappa (mean +- std over folds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def show_artifact_png(run_id: str, path: str, tracking_uri: str | None = None, title: str = ""):
+    """Download a PNG artifact of a run and draw it as a figure."""
+    local = MlflowClient(tracking_uri).download_artifacts(run_id, path)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.imshow(plt.imread(local))
+    ax.axis("off")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def best_configs(study: str, experiments: str | Path = "experiments") -> pd.DataFrame:
+    """experiments/best/<study>.yaml as a table (rank, trial, value, scores, params)."""
+    path = Path(experiments) / "best" / f"{study}.yaml"
+    if not path.is_file():
+        return pd.DataFrame()
+    doc = yaml.safe_load(path.read_text())
+    return pd.DataFrame([{k: v for k, v in e.items() if k not in ("config", "params")} | e["params"]
+                         for e in doc["top"]])
