@@ -135,8 +135,7 @@ def _artifacts(ctx: SweepContext, run_id: str, cfg: Config, result, reports, fol
     save_config(cfg, folder / "config.yaml")
     data_name = "synthetic DRAC22-format" if cfg.data.dataset == "synthetic" else cfg.data.dataset
     plot_loss_terms(result.history, folder / "loss_terms.png", f"VICReg loss terms ({data_name})")
-    for r in reports:
-        save_report_plots(r, folder)
+    save_report_plots(reports[0], folder)  # baselines: their scores are in the CSV and metrics
     rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
     for r in reports:
         rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"

@@ -18,6 +18,7 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize uses, for ask/tell
 from optuna.trial import TrialState
 
 from vicreg.config import atomic_write_text
@@ -27,6 +28,7 @@ from .study import Study
 from .tracking import PARENT_ATTR, Tracking
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
+_CLOSED: set[int] = set()  # heartbeat-failed trials whose MLflow runs this process has checked
 
 
 class SweepStopped(RuntimeError):
@@ -87,7 +89,15 @@ def fail_stale(study: optuna.Study, tracking: Tracking | None) -> list[int]:
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         stale.append(t.number)
     if isinstance(study._storage, optuna.storages.RDBStorage):
+        # Other machines' dead workers: their heartbeats stopped. Optuna fails those trials and
+        # its RetryHeartbeatStaleTrialCallback re-enqueues them; we close their MLflow runs.
         optuna.storages.fail_stale_trials(study)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+            if ("reason" not in t.user_attrs and tracking is not None and t.user_attrs.get("mlflow_run_id")
+                    and t.number not in _CLOSED):
+                _CLOSED.add(t.number)
+                if tracking.close_stale(study.study_name, t.number):
+                    stale.append(t.number)
     return stale
 
 
@@ -133,7 +143,9 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
             trial.set_user_attr("worker", ctx.worker)
             trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
         try:
-            value = objective(trial, ctx)
+            # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive.
+            with get_heartbeat_thread(trial._trial_id, study._storage):
+                value = objective(trial, ctx)
             frozen = _tell(study, trial, value)
             consecutive = 0
             record_best(study, ctx.study, ctx.tracking)

@@ -105,11 +105,12 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean: torch.Tenso
                      device: torch.device, batch_size: int = 128, flip: bool = False) -> torch.Tensor:
     """Frozen features: uint8 (N, C, H, W) -> float32 (N, F) on the CPU."""
     was_training = encoder.training
-    encoder.eval()
+    encoder.eval().to(memory_format=torch.channels_last)
     cuda = device.type == "cuda"
     out = []
     for i in range(0, images.shape[0], batch_size):
         x = normalise(images[i:i + batch_size].to(device, non_blocking=True), mean, std)
+        x = x.contiguous(memory_format=torch.channels_last)
         if flip:
             x = x.flip(-1)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):

@@ -25,7 +25,7 @@ def plot_loss_terms(history: list[dict], path: str | os.PathLike, title: str = "
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=72)
 
 
 def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
@@ -45,7 +45,7 @@ def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "")
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=72)
 
 
 def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: str = "") -> None:
@@ -68,7 +68,7 @@ def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: s
     axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=72)
 
 
 def save_report_plots(report, folder: str | os.PathLike) -> list[str]:

