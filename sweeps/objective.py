@@ -209,10 +209,9 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
             tr.end(run_id, "KILLED", "INTERRUPTED", {"reason": "interrupted (Ctrl-C)"})
         raise
     except Exception as e:  # noqa: BLE001 - every failure is recorded, then re-raised
-        reason = f"{type(e).__name__}: {e}".splitlines()[0]
-        if isinstance(e, torch.OutOfMemoryError):
-            reason = (f"CUDA out of memory at data.batch_size={cfg.data.batch_size}, "
-                      f"data.image_size={cfg.data.image_size}")
+        oom = isinstance(e, torch.OutOfMemoryError)
+        reason = (f"CUDA out of memory at data.batch_size={cfg.data.batch_size}, "
+                  f"data.image_size={cfg.data.image_size}" if oom else f"{type(e).__name__}: {e}".splitlines()[0])
         trial.set_user_attr("reason", reason)
         if tr is not None:
             with tempfile.TemporaryDirectory() as tmp:
@@ -220,7 +219,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
                 tb.write_text(traceback.format_exc())
                 tr.log_artifacts(run_id, [tb])
             tr.end(run_id, "FAILED", "FAILED", {"reason": reason[:4000]})
-        if reason != f"{type(e).__name__}: {e}".splitlines()[0]:
+        if oom:
             raise TrialFailed(reason) from e
         raise
 

@@ -140,29 +140,26 @@ def open_study(spec: Study, args: argparse.Namespace, out_dir: Path, worker: int
                                pruner=spec.make_pruner(), load_if_exists=True)
 
 
-def spawn_workers(args: argparse.Namespace, argv: list[str], n: int, gpus: list[str]) -> list[subprocess.Popen]:
-    """`n` copies of this command as workers (`argv` minus --workers/--gpus, plus --worker-index)."""
-    base = [sys.executable, str(Path(__file__).resolve())]
-    keep = argv
-    drop = {"--workers", "--gpus"}
-    passed, skip = [], False
-    for a in keep:  # the same arguments minus the worker-count flags
-        if skip:
-            skip = False
-            continue
-        if a in drop:
-            skip = True
-            continue
-        if a.split("=")[0] in drop:
-            continue
-        passed.append(a)
+def spawn_workers(args: argparse.Namespace, spec: Study, target: int, out_dir: Path, n: int,
+                  gpus: list[str]) -> list[subprocess.Popen]:
+    """`n` worker processes running this study's trials (one per GPU with --gpus)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--config", str(spec.path), "--trials", str(target),
+           "--out", str(out_dir)]
+    for flag, value in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri),
+                        ("--timeout", args.timeout), ("--data-root", args.data_root),
+                        ("--test-root", args.test_root)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    for item in args.set:
+        cmd += ["--set", item]
+    if args.no_tracking:
+        cmd.append("--no-tracking")
     procs = []
     for i in range(n):
-        env = dict(os.environ)
+        env = dict(os.environ, VICREG_SWEEP_WORKERS=str(n))
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]
-        env["VICREG_SWEEP_WORKERS"] = str(n)
-        procs.append(subprocess.Popen([*base, *passed, "--worker-index", str(i)], env=env))
+        procs.append(subprocess.Popen([*cmd, "--worker-index", str(i)], env=env))
     return procs
 
 
@@ -187,13 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     INTERRUPTED.clear()
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        return _run(args, argv, spec, overrides, target, out_dir)
+        return _run(args, spec, overrides, target, out_dir)
     finally:
         signal.signal(signal.SIGINT, previous)
 
 
-def _run(args: argparse.Namespace, argv: list[str] | None, spec: Study, overrides: dict, target: int,
-         out_dir: Path) -> int:
+def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, out_dir: Path) -> int:
     worker = args.worker_index or 0
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
     n_workers = len(gpus) or args.workers
@@ -235,7 +231,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None, spec: Study, override
     status, code = "FINISHED", 0
     try:
         if n_workers > 1:
-            procs = spawn_workers(args, argv if argv is not None else sys.argv[1:], n_workers, gpus)
+            procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
             _wait_with_progress(study, procs, target)
             if any(p.returncode for p in procs):
                 status, code = "FAILED", 1

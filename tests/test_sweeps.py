@@ -263,3 +263,19 @@ def test_shipped_studies_load() -> None:
     keys = {d.key for d in load_study(study_path("drac22")).search}
     assert keys == {"optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay",
                     "data.image_size", "optim.name"}
+
+
+def test_database_storage_records_heartbeats(env) -> None:
+    # The RDB path (PostgreSQL in production) with a single-process SQLite URL: trials run
+    # with Optuna's heartbeat thread, as study.optimize would give them.
+    study = write_study(env["dir"], env["root"], budget={"trials": 2})
+    url = f"sqlite:///{env['dir'] / 'optuna.db'}"
+    assert main(_args(env, study, "--storage", url)) == 0
+    loaded = optuna.load_study(study_name="tiny", storage=url)
+    assert [t.state.name for t in loaded.trials] == ["COMPLETE", "COMPLETE"]
+    import sqlite3
+
+    with sqlite3.connect(env["dir"] / "optuna.db") as db:
+        assert db.execute("select count(*) from trial_heartbeats").fetchone()[0] == 2
+    _, parents, _ = _runs(env)
+    assert parents[0].data.params["storage"] == url

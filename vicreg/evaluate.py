@@ -193,7 +193,8 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)
     torch.manual_seed(cfg.seed * 1000 + fold)
     frozen = protocol in ("linear", "head")
-    encoder = copy.deepcopy(encoder).to(device)
+    if not frozen:  # trained per fold: every fold starts from the same weights
+        encoder = copy.deepcopy(encoder).to(device)
     if frozen:
         in_dim = train["x"].shape[1]
     else:
@@ -221,7 +222,8 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
 
     def predict(batch_x: torch.Tensor) -> np.ndarray:
         head.eval()
-        encoder.eval()
+        if not frozen:
+            encoder.eval()
         with torch.no_grad():
             out = [F.softmax(forward(batch_x[i:i + 256], False).float(), 1).cpu()
                    for i in range(0, len(batch_x), 256)]
@@ -229,12 +231,13 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
 
     best, best_state, curves, wait = -np.inf, None, [], 0
     for epoch in range(cfg.epochs):
-        active = _trainable_stages(protocol, epoch, cfg)
-        encoder.eval()  # frozen stages keep their BN statistics
-        for name, mods in stage_modules(encoder).items():
-            for m in mods:
-                m.train(name in active)
-                m.requires_grad_(name in active)
+        if not frozen:
+            active = _trainable_stages(protocol, epoch, cfg)
+            encoder.eval()  # frozen stages keep their BN statistics
+            for name, mods in stage_modules(encoder).items():
+                for m in mods:
+                    m.train(name in active)
+                    m.requires_grad_(name in active)
         head.train()
         if cfg.oversample:
             order = _balanced_indices(train["y"], gen)
@@ -290,7 +293,6 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
     if cfg.protocol not in ("linear", "head", "conv+head", "full"):
         raise ValueError(f"eval.protocol={cfg.protocol!r}: expected linear, head, conv+head or full")
     device = torch.device(device)
-    encoder = encoder.cpu()
     mean, std = channel_stats(images)
     n_classes = int(labels.max()) + 1
     frozen = cfg.protocol in ("linear", "head")
@@ -299,7 +301,6 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
         x = extract_features(enc, images, mean, std, device)
         x_flip = extract_features(enc, images, mean, std, device, flip=True) if cfg.augment else x
         x_test = extract_features(enc, test_images, mean, std, device) if test_images is not None else None
-        encoder = encoder.cpu()
     else:
         x, x_flip, x_test = images, images, test_images
     results, test_probs = [], []
