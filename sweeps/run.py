@@ -230,7 +230,7 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
 
     status, code = "FINISHED", 0
     try:
-        if n_workers > 1:
+        if n_workers > 1 or gpus:  # --gpus 3 must still pin the worker to GPU 3
             procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
             _wait_with_progress(study, procs, target)
             if any(p.returncode for p in procs):

@@ -52,6 +52,11 @@ class Tracking:
         """The study's parent run: the one the Optuna study remembers, else one tagged as the
         study's parent, else a new one. Reopened (RUNNING) while the sweep runs."""
         run_id = known_id
+        if run_id is not None:
+            try:
+                self.client.get_run(run_id)
+            except Exception:  # noqa: BLE001 - the Optuna study outlived this MLflow store
+                run_id = None
         if run_id is None:
             found = self.client.search_runs(
                 [self.experiment_id],

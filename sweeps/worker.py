@@ -11,6 +11,7 @@ import fcntl
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,6 +130,8 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
 def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: float | None = None,
                on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
     """Ask, run and tell trials until the study has `target` finished trials."""
+    # We run the heartbeat thread ourselves (below), which Optuna cannot see from ask().
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     consecutive = 0
     while deadline is None or time.time() < deadline:
         check_interrupted()
