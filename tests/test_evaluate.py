@@ -203,3 +203,25 @@ def test_cli_user_errors_are_one_line(tmp_path) -> None:
     r = _cli("evaluate", "--config", str(tmp_path / "c.yaml"), "--checkpoint", str(tmp_path / "x.pt"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "eval.protocol='svm' must be linear, head, conv+head or full" in r.stderr
+
+
+class _Scaled(torch.nn.Module):
+    def __init__(self, inner: torch.nn.Module, factor: float) -> None:
+        super().__init__()
+        self.inner, self.factor = inner, factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * self.factor
+
+
+def test_frozen_scores_do_not_depend_on_the_feature_scale(small) -> None:
+    # A random-init encoder's features are tiny; unscaled, a linear head learned nothing from
+    # them and the random-init baseline always scored kappa 0. Standardised, scale is irrelevant.
+    images, labels, folds = small
+    torch.manual_seed(0)
+    enc = build_encoder(tiny_config().model, 32)
+    cfg = _eval_cfg(protocol="linear", epochs=3)
+    a = evaluate(enc, images, labels, folds, cfg).summary
+    b = evaluate(_Scaled(enc, 1e-4), images, labels, folds, cfg).summary
+    assert a["kappa_mean"] == pytest.approx(b["kappa_mean"], abs=1e-6)
+    assert a["accuracy_mean"] == pytest.approx(b["accuracy_mean"], abs=1e-6)

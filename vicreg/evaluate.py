@@ -197,6 +197,12 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
         encoder = copy.deepcopy(encoder).to(device)
     if frozen:
         in_dim = train["x"].shape[1]
+        # Standardise features with the training fold's statistics: a random-init encoder's
+        # features are orders of magnitude smaller than a trained one's, and an unscaled
+        # linear layer then learns nothing in a few epochs (a baseline scored kappa 0.0).
+        feat_mean = train["x"].mean(0).to(device)
+        std = train["x"].std(0)
+        feat_std = torch.where(std > 0, std, torch.ones_like(std)).to(device)  # constant dims -> 0
     else:
         with torch.no_grad():
             probe = normalise(train["x"][:2].to(device), train["mean"], train["std"])
@@ -214,7 +220,7 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
 
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
         if frozen:
-            return head(x.to(device))
+            return head((x.to(device) - feat_mean) / feat_std)
         x = normalise(x.to(device), train["mean"], train["std"])
         if training and cfg.augment:
             x = _light_augment(x, gen)
