@@ -22,6 +22,7 @@ demo: $(STAMP)
 	@if [ -f sweeps/run.py ]; then $(PY) sweeps/run.py --study demo; fi
 
 test: $(STAMP)
+	bash scripts/ensure_postgres.sh
 	$(PY) -m ruff check vicreg sweeps tests benchmarks
 	$(PY) -m pytest -q -x -p no:cacheprovider
 

@@ -233,8 +233,11 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
         if n_workers > 1 or gpus:  # --gpus 3 must still pin the worker to GPU 3
             procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
             _wait_with_progress(study, procs, target)
-            if any(p.returncode for p in procs):
+            dead = [i for i, p in enumerate(procs) if p.returncode]
+            if dead and counts(study)["done"] < target:
                 status, code = "FAILED", 1
+            elif dead:  # the others picked up its trial: the study is complete all the same
+                print(f"note: worker(s) {dead} exited with an error; the other workers finished the study")
         else:
             from tqdm import tqdm
 

@@ -45,10 +45,12 @@ def make_storage(url: str | None, out_dir: Path) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = optuna.storages.journal.JournalFileBackend(str(path))
         return optuna.storages.JournalStorage(backend)
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=10, grace_period=30,
-        failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        engine_kwargs={"pool_pre_ping": True})
+    with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=10, grace_period=30,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+            engine_kwargs={"pool_pre_ping": True})
 
 
 @contextmanager
@@ -64,13 +66,18 @@ def claim_lock(out_dir: Path):
 
 
 def _alive(pid: int) -> bool:
+    """Is process `pid` running? A killed worker not yet reaped by its parent is a zombie: dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
 
 
 def fail_stale(study: optuna.Study, tracking: Tracking | None) -> list[int]:
@@ -138,13 +145,18 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
         with claim_lock(ctx.out_dir):
             fail_stale(study, ctx.tracking)
             c = counts(study)
-            if c["done"] + c["running"] >= target:
+            if c["done"] >= target:
                 return
-            trial = study.ask()
-            trial.set_user_attr("pid", os.getpid())
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("worker", ctx.worker)
-            trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
+            wait = c["done"] + c["running"] >= target
+            if not wait:
+                trial = study.ask()
+                trial.set_user_attr("pid", os.getpid())
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("worker", ctx.worker)
+                trial.set_user_attr("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES"))
+        if wait:  # the target is covered by running trials; stay in case one of them dies
+            time.sleep(1.0)
+            continue
         try:
             # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive.
             with get_heartbeat_thread(trial._trial_id, study._storage):
