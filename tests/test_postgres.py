@@ -144,3 +144,58 @@ def test_a_killed_worker_s_trial_is_retried_by_another(postgres, env) -> None:
     client, _, runs = _runs(env)
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "FAILED"
     assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def _start_mlflow(folder: Path, backend: str, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import urllib.request
+
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return proc
+        except OSError:
+            assert proc.poll() is None, "mlflow server exited"
+            time.sleep(0.5)
+    raise AssertionError("mlflow server did not start")
+
+
+def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = postgres.createdb("mlflow")
+    server = _start_mlflow(env["dir"], backend, port)
+    uri = f"http://127.0.0.1:{port}"
+    study = _quick_study(env, trials=1, epochs=6)
+    proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--tracking-uri", uri,
+                             "--out", str(env["dir"] / "runs")], cwd=env["dir"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(uri)
+        t0 = time.time()
+        while time.time() - t0 < 180:
+            assert proc.poll() is None, proc.stdout.read()
+            exp = client.get_experiment_by_name("tiny")
+            runs = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'trial'") if exp else []
+            if runs and "loss" in runs[0].data.metrics:
+                break
+            time.sleep(0.5)
+        down_at = time.time()
+        server.terminate()
+        server.wait(timeout=30)
+        time.sleep(5)  # epochs go on while the server is away; the client retries
+        server = _start_mlflow(env["dir"], backend, port)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        run = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'trial'")[0]
+        assert run.info.status == "FINISHED"
+        assert run.info.end_time / 1000 > down_at + 5  # the trial really ran through the outage
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(1, 7))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
