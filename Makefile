@@ -29,6 +29,8 @@ test: $(STAMP)
 benchmarks: $(STAMP)
 	$(PY) benchmarks/throughput.py
 	$(PY) benchmarks/cache.py
+	$(PY) benchmarks/probe.py
+	$(PY) benchmarks/tracking_overhead.py
 
 gpu-check:
 	bash benchmarks/gpu_check.sh
