@@ -9,6 +9,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ class SweepContext:
     parent_id: str | None = None
     worker: int = 0
     progress: bool = True
+    dry_run: bool = False  # run the sweep machinery with a stand-in for training (dry_run_trial)
+    work_s: float = 0.0  # seconds the last trial spent training and evaluating (for timings)
     commit: str = field(default_factory=git_commit)
     _data: dict[tuple, Datasets] = field(default_factory=dict)
 
@@ -145,7 +148,64 @@ def _artifacts(ctx: SweepContext, run_id: str, cfg: Config, result, reports, fol
         (folder / "checkpoint").mkdir()
         torch.save({"encoder": result.model.encoder.state_dict(), "config": flatten(cfg)},
                    folder / "checkpoint" / "encoder.pt")
-    ctx.tracking.client.log_artifacts(run_id, str(folder))
+    ctx.tracking.client.log_artifacts(run_id, str(folder))  # one upload for the folder
+
+
+def dry_run_value(values: dict[str, Any], dims: list) -> float:
+    """The stand-in objective of --dry-run: a smooth, deterministic function of the sampled
+    values in [0, 1], best at 30% of each range (on the log scale for log ranges), so that
+    samplers and pruners behave as on a real study."""
+    if not dims:
+        return 0.5
+    total = 0.0
+    for d in dims:
+        v = values[d.key]
+        if d.kind == "choice":
+            u = d.choices.index(v) / max(1, len(d.choices) - 1)
+        elif d.log:
+            u = (math.log(v) - math.log(d.low)) / max(1e-12, math.log(d.high) - math.log(d.low))
+        else:
+            u = (v - d.low) / max(1e-12, d.high - d.low)
+        total += (u - 0.3) ** 2
+    return 1.0 - total / len(dims)
+
+
+def dry_run_trial(trial: optuna.Trial, ctx: SweepContext, cfg: Config, values: dict[str, Any],
+                  run_id: str | None) -> tuple[float, str | None]:
+    """A trial with no training: per-epoch values (rising towards dry_run_value) go through
+    trial.report/should_prune and MLflow like real ones. Returns (value, pruned reason or None).
+    For checking a many-machine set-up before spending GPU hours, and for the storage load
+    test and benchmark."""
+    final = dry_run_value(values, ctx.study.search)
+    every = max(1, ctx.study.probe_every)
+    for epoch in range(1, cfg.train.epochs + 1):
+        check_interrupted()
+        value = final * (1 - 0.5 ** epoch)
+        metrics = {"loss": 1 - value, "lr": cfg.optim.lr}
+        if epoch % every == 0:
+            metrics["probe_kappa"] = value
+            trial.report(value, epoch)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_epoch", epoch)
+                return value, f"pruned at epoch {epoch} (dry-run value {value:.4f})"
+        if run_id is not None:
+            ctx.tracking.log_metrics(run_id, metrics, step=epoch)
+    return final, None
+
+
+def _pruned(trial: optuna.Trial, ctx: SweepContext, run_id: str | None, reason: str, epochs: int) -> None:
+    """Record why the trial stopped early, end its MLflow run as KILLED/PRUNED, raise TrialPruned."""
+    trial.set_user_attr("reason", reason)
+    if ctx.tracking is not None:
+        ctx.tracking.end(run_id, "KILLED", "PRUNED",
+                         {"reason": reason, "pruned_epoch": trial.user_attrs.get("pruned_epoch", epochs)})
+    raise optuna.TrialPruned(reason)
+
+
+def _work_done(ctx: SweepContext, started: tuple[float, float]) -> None:
+    """Training+evaluation seconds since `started`, less the MLflow logging done in callbacks."""
+    mlflow = ctx.tracking.seconds - started[1] if ctx.tracking is not None else 0.0
+    ctx.work_s = time.perf_counter() - started[0] - mlflow
 
 
 def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
@@ -157,7 +217,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     trial.set_user_attr("config", flatten(cfg))
     device = resolve_device(cfg.train.device)
     tr = ctx.tracking
-    run_id = None
+    run_id, started = None, None
     if tr is not None:
         flat = flatten(cfg)
         params = {**{k: flat[k] for k in KEY_PARAMS}, **values}
@@ -169,6 +229,16 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         run_id = tr.start_trial(ctx.parent_id, run_name(trial.number, values), params, tags)
         trial.set_user_attr("mlflow_run_id", run_id)
     try:
+        if ctx.dry_run:
+            value, reason = dry_run_trial(trial, ctx, cfg, values, run_id)
+            if reason is not None:
+                _pruned(trial, ctx, run_id, reason, cfg.train.epochs)
+            trial.set_user_attr("scores", {"objective": value})
+            if tr is not None:
+                tr.log_metrics(run_id, {"objective": value}, step=cfg.train.epochs)
+                tr.end(run_id, "FINISHED", "COMPLETE", {"stop_reason": "dry run"})
+            return value
+        started = (time.perf_counter(), tr.seconds if tr is not None else 0.0)
         data = ctx.datasets(cfg)
         folds = ctx.folds(cfg, data)
         images = data.pretrain_images(cfg.data.include_test_in_pretrain)
@@ -177,15 +247,12 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
             callbacks.append(_epoch_logger(ctx, run_id))
         result = pretrain(cfg, images, callbacks)
         if result.status in ("diverged", "stopped"):
-            trial.set_user_attr("reason", result.reason)
-            if tr is not None:
-                tags = {"reason": result.reason, "pruned_epoch": trial.user_attrs.get("pruned_epoch",
-                                                                                        result.epochs)}
-                tr.end(run_id, "KILLED", "PRUNED", tags)
-            raise optuna.TrialPruned(result.reason)
+            _work_done(ctx, started)
+            _pruned(trial, ctx, run_id, result.reason, result.epochs)
         reports = evaluate_with_baselines(result.model.encoder, cfg.model, cfg.data.image_size,
                                           data.train.images, data.train.labels, folds, cfg.eval, device,
                                           seed=cfg.train.seed)
+        _work_done(ctx, started)
         summary = reports[0].summary
         for r in reports[1:]:
             summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
@@ -209,6 +276,8 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
             tr.end(run_id, "KILLED", "INTERRUPTED", {"reason": "interrupted (Ctrl-C)"})
         raise
     except Exception as e:  # noqa: BLE001 - every failure is recorded, then re-raised
+        if started is not None and not ctx.work_s:
+            _work_done(ctx, started)
         oom = isinstance(e, torch.OutOfMemoryError)
         reason = (f"CUDA out of memory at data.batch_size={cfg.data.batch_size}, "
                   f"data.image_size={cfg.data.image_size}" if oom else f"{type(e).__name__}: {e}".splitlines()[0])

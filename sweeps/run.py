@@ -12,7 +12,9 @@ Rerunning the same command resumes the study: --trials is the total wanted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,9 +28,10 @@ import optuna  # noqa: E402
 import yaml  # noqa: E402
 
 from sweeps.objective import INTERRUPTED, SweepContext, on_sigint, worker_threads  # noqa: E402
+from sweeps.storage import StorageUnavailable, claim_lock, make_storage  # noqa: E402
 from sweeps.study import Study, load_study, study_path  # noqa: E402
 from sweeps.tracking import PARENT_ATTR, Tracking, mask_url  # noqa: E402
-from sweeps.worker import SweepStopped, best_path, counts, fail_stale, make_storage, run_worker  # noqa: E402
+from sweeps.worker import SweepStopped, best_path, counts, fail_stale, run_worker, timing_summary  # noqa: E402
 from vicreg.config import ConfigError  # noqa: E402
 from vicreg.data import DataError, load_datasets  # noqa: E402
 
@@ -50,6 +53,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", help="study output folder (default runs/<study>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config value for every trial, e.g. train.device=cpu")
+    p.add_argument("--storage-wait", type=float, default=600.0, metavar="SECONDS",
+                   help="how long workers wait out an unreachable database before giving up (default 600)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="everything but training: sampling, storage, workers, pruning and MLflow, with a "
+                        "stand-in objective (checks a many-machine set-up in seconds)")
     p.add_argument("--no-tracking", action="store_true", help="no MLflow (for benchmarks)")
     p.add_argument("--best", action="store_true", help="print the best configurations and exit")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -135,7 +143,8 @@ def study_plots(study: optuna.Study, tracking: Tracking, parent: str, out_dir: P
 
 def open_study(spec: Study, args: argparse.Namespace, out_dir: Path, worker: int) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=spec.name, storage=make_storage(args.storage, out_dir),
+    storage = make_storage(args.storage, out_dir, args.storage_wait)
+    return optuna.create_study(study_name=spec.name, storage=storage,
                                direction=spec.direction, sampler=spec.make_sampler(worker),
                                pruner=spec.make_pruner(), load_if_exists=True)
 
@@ -145,18 +154,19 @@ def spawn_workers(args: argparse.Namespace, spec: Study, target: int, out_dir: P
     """`n` worker processes running this study's trials (one per GPU with --gpus)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--config", str(spec.path), "--trials", str(target),
            "--out", str(out_dir)]
-    for flag, value in (("--storage", args.storage), ("--tracking-uri", args.tracking_uri),
-                        ("--timeout", args.timeout), ("--data-root", args.data_root),
-                        ("--test-root", args.test_root)):
+    for flag, value in (("--tracking-uri", args.tracking_uri), ("--timeout", args.timeout),
+                        ("--data-root", args.data_root), ("--test-root", args.test_root),
+                        ("--storage-wait", args.storage_wait)):
         if value is not None:
             cmd += [flag, str(value)]
     for item in args.set:
         cmd += ["--set", item]
-    if args.no_tracking:
-        cmd.append("--no-tracking")
+    cmd += [flag for flag, on in (("--no-tracking", args.no_tracking), ("--dry-run", args.dry_run)) if on]
     procs = []
     for i in range(n):
         env = dict(os.environ, VICREG_SWEEP_WORKERS=str(n))
+        if args.storage:  # in the environment, not the command line that `ps` shows everyone
+            env["VICREG_SWEEP_STORAGE"] = args.storage
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]
         procs.append(subprocess.Popen([*cmd, "--worker-index", str(i)], env=env))
@@ -167,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         spec = load_study(args.config or study_path(args.study))
+        if args.dry_run:  # its own Optuna study, MLflow experiment, runs/ folder and best file
+            spec = dataclasses.replace(spec, name=f"{spec.name}-dryrun")
         if args.best:
             return print_best(spec)
         overrides = overrides_from(args)
@@ -177,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.out or f"runs/{spec.name}")
         if args.worker_index is None:
             preflight(spec, overrides)
+        else:
+            args.storage = args.storage or os.environ.get("VICREG_SWEEP_STORAGE")
+        if args.storage and re.search(r"://[^:/@]+:[^@]+@", args.storage):
+            print("note: the password in --storage is visible to other users of this machine (ps); "
+                  "put it in ~/.pgpass or PGPASSWORD instead", file=sys.stderr)
     except (ConfigError, DataError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -185,14 +202,32 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         return _run(args, spec, overrides, target, out_dir)
+    except StorageUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2 if "cannot open" in str(e) else 1
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _parent_run(spec: Study, study: optuna.Study, tracking: Tracking, args: argparse.Namespace,
+                overrides: dict) -> str:
+    """The study's MLflow parent run (found again on resume), remembered on the Optuna study."""
+    parent = tracking.parent_run(spec.name, study.user_attrs.get(PARENT_ATTR), {
+        "sampler": spec.sampler["name"], "pruner": spec.pruner["name"], "metric": spec.metric,
+        "dataset": spec.config({}, overrides).data.dataset})
+    study.set_user_attr(PARENT_ATTR, parent)
+    tracking.log_params(parent, {"study_file": str(spec.path), "metric": spec.metric,
+                                 "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
+                                 "search": {d.key: d.choices or [d.low, d.high] for d in spec.search},
+                                 "storage": mask_url(args.storage) or "journal (embedded)"})
+    return parent
 
 
 def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, out_dir: Path) -> int:
     worker = args.worker_index or 0
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
     n_workers = len(gpus) or args.workers
+    out_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, args, out_dir, worker)
     tracking = None if args.no_tracking else Tracking.open(args.tracking_uri, spec.name)
     deadline = time.time() + (args.timeout or spec.timeout_s) if (args.timeout or spec.timeout_s) else None
@@ -200,7 +235,7 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
     if args.worker_index is not None:  # a spawned worker: run trials, nothing else
         worker_threads(int(os.environ.get("VICREG_SWEEP_WORKERS", "1")))
         ctx = SweepContext(spec, out_dir, overrides, tracking, study.user_attrs.get(PARENT_ATTR), worker,
-                           progress=False)
+                           progress=False, dry_run=args.dry_run)
         try:
             run_worker(study, ctx, target, deadline)
         except SweepStopped as e:
@@ -212,15 +247,10 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
 
     parent = None
     if tracking is not None:
-        parent = tracking.parent_run(spec.name, study.user_attrs.get(PARENT_ATTR), {
-            "sampler": spec.sampler["name"], "pruner": spec.pruner["name"], "metric": spec.metric,
-            "dataset": spec.config({}, overrides).data.dataset})
-        study.set_user_attr(PARENT_ATTR, parent)
-        tracking.log_params(parent, {"study_file": str(spec.path), "metric": spec.metric,
-                                     "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
-                                     "search": {d.key: d.choices or [d.low, d.high] for d in spec.search},
-                                     "storage": mask_url(args.storage) or "journal (embedded)"})
-    stale = fail_stale(study, tracking)
+        with claim_lock(study, out_dir):  # machines starting together must find one parent run
+            parent = _parent_run(spec, study, tracking, args, overrides)
+    with claim_lock(study, out_dir):  # a worker mid-claim has a trial without its pid yet
+        stale = fail_stale(study, tracking)
     if stale:
         print(f"trials {stale} were left running by a dead worker: marked failed, will be retried")
     c = counts(study)
@@ -228,6 +258,8 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
           + (f", resuming ({c['failed']} failed before)" if c["done"] or c["failed"] else "")
           + (f"; MLflow experiment '{spec.name}', parent run {parent}" if parent else ""))
 
+    timings = out_dir / "timings.jsonl"
+    timings_from = timings.stat().st_size if timings.is_file() else 0
     status, code = "FINISHED", 0
     try:
         if n_workers > 1 or gpus:  # --gpus 3 must still pin the worker to GPU 3
@@ -241,7 +273,7 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
         else:
             from tqdm import tqdm
 
-            ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True)
+            ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=args.dry_run)
             bar = tqdm(total=target, initial=min(c["done"], target), desc="trials", position=0,
                        dynamic_ncols=True)
 
@@ -273,6 +305,9 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
             study_plots(study, tracking, parent, out_dir)
             tracking.end(parent, status, {"FINISHED": "COMPLETE"}.get(status, status))
     if code in (0, 1):
+        line = timing_summary(timings, timings_from)
+        if line:
+            print(line)
         summary(spec, args)
     return code
 

@@ -28,14 +28,41 @@ def mask_url(url: str | None) -> str | None:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
+class TimedClient:
+    """MlflowClient that adds up the seconds spent in its calls (for the per-trial timings)."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self._client = client
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t0
+
+        return timed
+
+
 @dataclass
 class Tracking:
-    client: MlflowClient
+    client: MlflowClient  # a TimedClient around it
     experiment_id: str
+
+    @property
+    def seconds(self) -> float:
+        """Seconds spent in MLflow calls by this process so far."""
+        return self.client.seconds
 
     @classmethod
     def open(cls, tracking_uri: str | None, study_name: str) -> Tracking:
-        client = MlflowClient(tracking_uri)
+        client = TimedClient(MlflowClient(tracking_uri))
         exp = client.get_experiment_by_name(study_name)
         if exp is None:
             try:

@@ -7,24 +7,26 @@ finished trials (COMPLETE or PRUNED); failed trials do not count and are retried
 
 from __future__ import annotations
 
-import fcntl
+import json
 import os
 import socket
 import time
 import warnings
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
 import yaml
-from optuna.storages._heartbeat import get_heartbeat_thread  # what study.optimize uses, for ask/tell
+
+# What study.optimize uses for heartbeats; we run the ask/tell loop ourselves.
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from vicreg.config import atomic_write_text
 
 from .objective import SweepContext, check_interrupted, objective
+from .storage import claim_lock, heartbeats_trustworthy
 from .study import Study
 from .tracking import PARENT_ATTR, Tracking
 
@@ -34,35 +36,6 @@ _CLOSED: set[int] = set()  # heartbeat-failed trials whose MLflow runs this proc
 
 class SweepStopped(RuntimeError):
     """The sweep stopped on purpose (too many consecutive failures); the message says why."""
-
-
-def make_storage(url: str | None, out_dir: Path) -> optuna.storages.BaseStorage:
-    """Default: an embedded journal file (no server; safe for several processes on one
-    machine, unlike SQLite). A database URL gets Optuna's RDB storage with heartbeats, so
-    trials of workers that die on other machines are found stale and retried."""
-    if url is None or url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:")) if url else out_dir / "optuna.journal"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = optuna.storages.journal.JournalFileBackend(str(path))
-        return optuna.storages.JournalStorage(backend)
-    with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=10, grace_period=30,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-            engine_kwargs={"pool_pre_ping": True})
-
-
-@contextmanager
-def claim_lock(out_dir: Path):
-    """Serialises 'count finished trials, then ask for a new one' between local workers."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "claim.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:
@@ -96,10 +69,12 @@ def fail_stale(study: optuna.Study, tracking: Tracking | None) -> list[int]:
             tracking.close_stale(study.study_name, t.number)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         stale.append(t.number)
-    if isinstance(study._storage, optuna.storages.RDBStorage):
+    if is_heartbeat_enabled(study._storage) and heartbeats_trustworthy(study):
         # Other machines' dead workers: their heartbeats stopped. Optuna fails those trials and
         # its RetryHeartbeatStaleTrialCallback re-enqueues them; we close their MLflow runs.
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
             if ("reason" not in t.user_attrs and tracking is not None and t.user_attrs.get("mlflow_run_id")
                     and t.number not in _CLOSED):
@@ -128,10 +103,30 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
     before that call (Optuna's _tell sets it in a finally), and our loop stops on its own count."""
     try:
         return study.tell(trial, value, state=state)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # Another worker failed this trial while it ran: its heartbeats could not be written
+        # for longer than the grace period. The retry it enqueued will run the parameters again.
+        print(f"trial {trial.number}: already marked failed by another worker (its heartbeat lapsed); "
+              f"result not recorded, its retry runs instead", flush=True)
+        return study._storage.get_trial(trial._trial_id)
     except RuntimeError as e:
         if "Study.stop" not in str(e):
             raise
         return study._storage.get_trial(trial._trial_id)
+
+
+def _record_timing(ctx: SweepContext, frozen: optuna.trial.FrozenTrial, t0: float, claimed: float,
+                   mlflow0: float) -> None:
+    """One line per trial in out_dir/timings.jsonl: where its wall time went (seconds).
+    'storage' is the rest: Optuna's storage calls, the sampler, and the claim's bookkeeping."""
+    total = time.perf_counter() - t0
+    mlflow = ctx.tracking.seconds - mlflow0 if ctx.tracking is not None else 0.0
+    row = {"trial": frozen.number, "state": frozen.state.name, "worker": ctx.worker, "host": socket.gethostname(),
+           "total": total, "lock_wait": claimed - t0, "mlflow": mlflow, "work": ctx.work_s,
+           "storage": max(0.0, total - (claimed - t0) - mlflow - ctx.work_s)}
+    # One short O_APPEND write per line: lines from concurrent workers do not interleave.
+    with open(ctx.out_dir / "timings.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: float | None = None,
@@ -142,7 +137,10 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
     consecutive = 0
     while deadline is None or time.time() < deadline:
         check_interrupted()
-        with claim_lock(ctx.out_dir):
+        t0 = time.perf_counter()
+        mlflow0 = ctx.tracking.seconds if ctx.tracking is not None else 0.0
+        with claim_lock(study, ctx.out_dir):
+            claimed = time.perf_counter()
             fail_stale(study, ctx.tracking)
             c = counts(study)
             if c["done"] >= target:
@@ -157,13 +155,15 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
         if wait:  # the target is covered by running trials; stay in case one of them dies
             time.sleep(1.0)
             continue
+        ctx.work_s = 0.0
         try:
             # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive.
             with get_heartbeat_thread(trial._trial_id, study._storage):
                 value = objective(trial, ctx)
             frozen = _tell(study, trial, value)
             consecutive = 0
-            record_best(study, ctx.study, ctx.tracking)
+            if frozen.state == TrialState.COMPLETE:
+                record_best(study, ctx.study, ctx.tracking)
         except optuna.TrialPruned:
             frozen = _tell(study, trial, state=TrialState.PRUNED)
             consecutive = 0
@@ -179,8 +179,31 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
                 raise SweepStopped(f"stopping: {consecutive} consecutive trials failed (last: "
                                    f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' "
                                    f"traceback.txt in MLflow") from e
+        _record_timing(ctx, frozen, t0, claimed, mlflow0)
         if on_trial_end is not None:
             on_trial_end(frozen)
+
+
+def timing_summary(path: Path, offset: int = 0) -> str | None:
+    """'per trial (mean of N, W workers): ...' from the timings.jsonl lines after `offset` bytes."""
+    if not path.is_file():
+        return None
+    with open(path) as f:
+        f.seek(offset)
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        return None
+
+    def ms(key: str) -> float:
+        return 1000 * sum(r[key] for r in rows) / len(rows)
+
+    workers = len({(r["host"], r["worker"]) for r in rows})
+    storage = sorted(r["storage"] for r in rows)
+    p95 = 1000 * storage[min(len(storage) - 1, int(0.95 * len(storage)))]
+    return (f"time per trial (mean of {len(rows)} trials, {workers} worker{'s' * (workers > 1)}): "
+            f"{ms('total'):.0f} ms = training+evaluation {ms('work'):.0f} + MLflow {ms('mlflow'):.0f} + "
+            f"Optuna storage+sampler {ms('storage'):.0f} (p95 {p95:.0f}) + waiting for the claim lock "
+            f"{ms('lock_wait'):.0f}")
 
 
 # --- best configurations -------------------------------------------------------------
