@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny configs and a small synthetic DRAC22-format dataset."""
+"""Shared fixtures: tiny configs, a small synthetic DRAC22-format dataset, a PostgreSQL
+server; and a terminal-summary section for figures the tests measure along the way."""
 
 from __future__ import annotations
 
@@ -45,3 +46,36 @@ def synthetic_images(synthetic_root: Path, tmp_path_factory: pytest.TempPathFact
     cfg = tiny_config(**{"data.dataset": "synthetic", "data.root": str(synthetic_root),
                          "data.cache_dir": str(cache)})
     return load_datasets(cfg.data)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL on loopback (tests/pg.py). Skips when it cannot start, except in
+    CI (.ci/run sets CI=1), where that is a failure: `make test` installs the package."""
+    from tests.pg import start_postgres
+
+    try:
+        server = start_postgres()
+    except (RuntimeError, OSError, KeyError) as e:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL could not start in CI: {e}")
+        pytest.skip(f"PostgreSQL could not start: {e}")
+    yield server
+    server.remove()
+
+
+_REPORT = pytest.StashKey[list]()
+
+
+@pytest.fixture()
+def report(request: pytest.FixtureRequest):
+    """report(line): a figure the test measured, printed in the run's terminal summary."""
+    return request.config.stash.setdefault(_REPORT, []).append
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    lines = config.stash.get(_REPORT, [])
+    if lines:
+        terminalreporter.section("measured by the tests")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -1,20 +1,13 @@
-"""Workers on one PostgreSQL-backed study, against a real server on loopback.
-
-The fixture starts a throwaway cluster (initdb + pg_ctl, as the `postgres` user when run as
-root) and stops it afterwards. Without PostgreSQL's binaries the tests skip, except in CI,
-where they fail: CI installs the package (scripts/ensure_postgres.sh).
-"""
+"""Workers on one PostgreSQL-backed study, against a real server on loopback (the
+`postgres` fixture of conftest.py: a throwaway cluster, see tests/pg.py)."""
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,67 +16,6 @@ import pytest
 
 from sweeps.run import main
 from tests.test_sweeps import RUN_PY, _runs, write_study
-
-
-def _bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
-        if os.path.exists(f"{folder}/{name}"):
-            return f"{folder}/{name}"
-    return None
-
-
-class Postgres:
-    """A PostgreSQL cluster in a temp folder, listening on 127.0.0.1 only, trust auth for user vicreg."""
-
-    def __init__(self) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="vicreg-pg-"))
-        self.root.chmod(0o755)
-        self.data = self.root / "data"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def _run(self, *cmd: str) -> None:
-        out = subprocess.run([*self.as_postgres, *cmd], capture_output=True, text=True, timeout=120)
-        if out.returncode:
-            raise RuntimeError(f"{Path(cmd[0]).name} failed: {(out.stderr or out.stdout).strip()[:300]}")
-
-    def start(self) -> None:
-        if self.as_postgres:
-            shutil.chown(self.root, "postgres", "postgres")
-        if not self.data.exists():
-            self._run(_bin("initdb"), "-D", str(self.data), "-U", "vicreg", "--auth=trust", "-E", "UTF8")
-        self._run(_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-o",
-                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1", "start")
-
-    def stop(self) -> None:
-        self._run(_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def createdb(self, name: str) -> str:
-        self._run(_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "vicreg", name)
-        return f"postgresql://vicreg@127.0.0.1:{self.port}/{name}"
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    missing = [n for n in ("initdb", "pg_ctl", "createdb") if _bin(n) is None]
-    server = None
-    try:
-        if missing:
-            raise RuntimeError(f"PostgreSQL binaries not found ({', '.join(missing)}); install package postgresql")
-        server = Postgres()
-        server.start()
-    except (RuntimeError, OSError, KeyError) as e:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL could not start in CI: {e}")
-        pytest.skip(f"PostgreSQL could not start: {e}")
-    yield server
-    server.stop()
-    shutil.rmtree(server.root, ignore_errors=True)
 
 
 @pytest.fixture()
@@ -199,3 +131,78 @@ def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, limit_s: float = 180) -> None:
+    t0 = time.time()
+    while not predicate():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() - t0 < limit_s, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def _done(url: str) -> int:
+    try:
+        trials = optuna.load_study(study_name="tiny", storage=url).trials
+    except KeyError:  # not created yet
+        return 0
+    return sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+
+
+def test_postgres_restart_mid_study(postgres, env) -> None:
+    """The database goes away for a few seconds while two workers are mid-trial (reporting
+    probe values every epoch): they wait, reconnect, and the study ends at exactly its target."""
+    url = postgres.createdb("restart")
+    study = write_study(env["dir"], env["root"], budget={"trials": 6}, probe_every=1, log_checkpoint=False)
+    study.write_text(study.read_text().replace("epochs: 2", "epochs: 3"))
+    proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--storage", url, "--workers", "2",
+                             "--tracking-uri", env["uri"], "--out", str(env["dir"] / "runs")], cwd=env["dir"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for(lambda: _done(url) >= 2, proc, "two finished trials")
+    postgres.stop()  # fast shutdown: every open session is cut
+    time.sleep(4)
+    postgres.start()
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    assert "storage: unreachable" in out and "reachable again" in out, out  # the outage was really met
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(done) == 6 and len({t.number for t in trials}) == len(trials)
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
+    _, parents, runs = _runs(env)
+    assert len(parents) == 1 and all(r.info.status != "RUNNING" for r in runs)
+    assert sum(r.info.status == "FINISHED" for r in runs) == 6
+
+
+def test_another_machine_s_dead_trial_is_found_by_its_heartbeat(postgres, env, monkeypatch) -> None:
+    """A trial left RUNNING by a worker on another host (no pid we can check) whose heartbeat
+    stopped: it is failed, its MLflow run closed as FAILED, and its parameters run again."""
+    import sweeps.storage
+
+    monkeypatch.setattr(sweeps.storage, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(sweeps.storage, "GRACE_S", 2)
+    url = postgres.createdb("heartbeat")
+    study_file = _quick_study(env, trials=2)
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+    victim = study.ask()
+    lr = victim.suggest_float("optim.lr", 1e-4, 1e-2, log=True)
+    victim.suggest_float("optim.weight_decay", 1e-6, 1e-3, log=True)
+    from sweeps.tracking import Tracking
+
+    tracking = Tracking.open(env["uri"], "tiny")
+    run = tracking.client.create_run(tracking.experiment_id, tags={"vicreg.study": "tiny", "vicreg.trial": "0",
+                                                                   "vicreg.role": "trial"})
+    for key, value in {"host": "gpu-box-2", "pid": 4242, "mlflow_run_id": run.info.run_id}.items():
+        victim.set_user_attr(key, value)
+    storage.record_heartbeat(victim._trial_id)
+    time.sleep(3.5)  # past the grace period (and the 3 s the server must be up before heartbeats count)
+    assert main(["--config", str(study_file), "--storage", url, "--tracking-uri", env["uri"],
+                 "--out", str(env["dir"] / "runs")]) == 0
+    trials = optuna.load_study(study_name="tiny", storage=url).trials
+    assert [t.state.name for t in trials].count("COMPLETE") == 2
+    assert trials[0].state.name == "FAIL"
+    retry = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retry) == 1 and retry[0].params["optim.lr"] == lr and retry[0].state.name == "COMPLETE"
+    assert retry[0].user_attrs["host"] == socket.gethostname()
+    assert tracking.client.get_run(run.info.run_id).info.status == "FAILED"

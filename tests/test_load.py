@@ -1,0 +1,53 @@
+"""Load: 8 workers x 25 very short (--dry-run) trials on the embedded journal storage and on
+PostgreSQL, each with MLflow tracking. Every trial must be recorded once, in Optuna and in
+MLflow, with no lock errors; the sweep prints where each trial's time went."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.test_sweeps import RUN_PY, _runs, write_study
+
+WORKERS, TRIALS = 8, 200
+LOCK_ERRORS = re.compile(r"database is locked|deadlock|could not obtain lock|LockTimeout|Traceback", re.I)
+
+
+@pytest.mark.parametrize("storage", ["journal", "postgresql"])
+def test_eight_workers_200_short_trials(storage: str, request, tmp_path: Path, synthetic_root: Path,
+                                        report) -> None:
+    url = request.getfixturevalue("postgres").createdb("load") if storage == "postgresql" else None
+    study = write_study(tmp_path, synthetic_root, name="load", budget={"trials": TRIALS}, probe_every=1,
+                        sampler={"name": "tpe", "seed": 0, "n_startup_trials": 10},
+                        pruner={"name": "median", "n_startup_trials": 5, "n_warmup_steps": 1})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, RUN_PY, "--config", str(study), "--dry-run", "--workers", str(WORKERS),
+           "--tracking-uri", uri, "--out", str(tmp_path / "runs")] + (["--storage", url] if url else [])
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-3000:]
+    assert not LOCK_ERRORS.search(log), LOCK_ERRORS.search(log).group(0) + "\n" + log[-3000:]
+
+    storage_obj = url or optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "optuna.journal")))
+    trials = optuna.load_study(study_name="load-dryrun", storage=storage_obj).trials
+    assert sorted(t.number for t in trials) == list(range(TRIALS))  # none missing, none twice, no extra
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
+    assert {t.user_attrs["worker"] for t in trials} == set(range(WORKERS))
+    pruned = sum(t.state.name == "PRUNED" for t in trials)
+
+    _, parents, runs = _runs({"uri": uri}, "load-dryrun")
+    assert len(parents) == 1 and len(runs) == TRIALS
+    assert sorted(int(r.data.tags["vicreg.trial"]) for r in runs) == list(range(TRIALS))
+    by_trial = {t.number: t.state.name for t in trials}
+    expected = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}
+    assert all(r.info.status == expected[by_trial[int(r.data.tags["vicreg.trial"])]] for r in runs)
+
+    line = next((x for x in log.splitlines() if x.startswith("time per trial")), None)
+    assert line is not None and f"mean of {TRIALS} trials, {WORKERS} workers" in line, log[-2000:]
+    report(f"{storage}, {WORKERS} workers x {TRIALS // WORKERS} dry-run trials ({pruned} pruned): {line}")
