@@ -30,7 +30,7 @@ import yaml  # noqa: E402
 from sweeps.objective import INTERRUPTED, SweepContext, on_sigint, worker_threads  # noqa: E402
 from sweeps.storage import StorageUnavailable, claim_lock, make_storage  # noqa: E402
 from sweeps.study import Study, load_study, study_path  # noqa: E402
-from sweeps.tracking import PARENT_ATTR, Tracking, mask_url  # noqa: E402
+from sweeps.tracking import PARENT_ATTR, Tracking, TrackingUnavailable, mask_url  # noqa: E402
 from sweeps.worker import SweepStopped, best_path, counts, fail_stale, run_worker, timing_summary  # noqa: E402
 from vicreg.config import ConfigError  # noqa: E402
 from vicreg.data import DataError, load_datasets  # noqa: E402
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         return _run(args, spec, overrides, target, out_dir)
-    except StorageUnavailable as e:
+    except (StorageUnavailable, TrackingUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if "cannot open" in str(e) else 1
     finally:

@@ -144,6 +144,10 @@ for _name in _RETRIED:
     setattr(RetryingRDBStorage, _name, _retrying(_name))
 
 
+def _first(e: BaseException) -> str:
+    return str(e.__cause__ or e).strip().splitlines()[0][:300]
+
+
 def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optuna.storages.BaseStorage:
     """The study's storage: a journal file in out_dir (default, or 'journal:PATH'), else a database."""
     if url is None or url.startswith("journal:"):
@@ -152,14 +156,21 @@ def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optun
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     with warnings.catch_warnings():  # heartbeats are marked experimental since Optuna 2.8
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        try:
-            storage = RetryingRDBStorage(
-                url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-                engine_kwargs={"pool_pre_ping": True})
-        except (sa_exc.SQLAlchemyError, ImportError) as e:  # before any work: one line, no traceback
-            first = str(e.__cause__ or e).strip().splitlines()[0][:300]
-            raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {first}") from e
+        for attempt in range(5):
+            try:
+                storage = RetryingRDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    engine_kwargs={"pool_pre_ping": True})
+                break
+            except (sa_exc.IntegrityError, sa_exc.ProgrammingError) as e:
+                # Machines starting together on an empty database race to create Optuna's tables
+                # ("duplicate key value violates unique constraint"); the loser finds them made.
+                if attempt == 4:
+                    raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}") from e
+                time.sleep(0.5 * (attempt + 1))
+            except (sa_exc.SQLAlchemyError, ImportError) as e:  # before any work: one line, no traceback
+                raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}") from e
     storage.wait_s = wait_s
     return storage
 

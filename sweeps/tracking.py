@@ -9,16 +9,44 @@ worker processes can log to the same study without shared global state.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
+
+
+@contextmanager
+def _store_init_lock(tracking_uri: str | None) -> Iterator[None]:
+    """Several commands opening one new SQLite store at once would run MLflow's schema
+    migrations concurrently and can leave it half-migrated; a file lock beside it serialises
+    that. Servers (http://...) migrate their own store once, at start."""
+    import mlflow
+
+    uri = tracking_uri or mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking store could not be opened (the message says which and why)."""
 
 
 def mask_url(url: str | None) -> str | None:
@@ -62,8 +90,18 @@ class Tracking:
 
     @classmethod
     def open(cls, tracking_uri: str | None, study_name: str) -> Tracking:
-        client = TimedClient(MlflowClient(tracking_uri))
-        exp = client.get_experiment_by_name(study_name)
+        with _store_init_lock(tracking_uri):
+            for attempt in range(3):
+                try:
+                    client = TimedClient(MlflowClient(tracking_uri))  # creates/upgrades a local store
+                    exp = client.get_experiment_by_name(study_name)
+                    break
+                except Exception as e:  # noqa: BLE001 - a bad URI or an unreachable server: one line
+                    if attempt == 2:
+                        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                        raise TrackingUnavailable(f"cannot open the MLflow tracking store "
+                                                  f"{mask_url(tracking_uri) or '(default)'}: {first}") from e
+                    time.sleep(1.0)
         if exp is None:
             try:
                 exp_id = client.create_experiment(study_name, tags={"vicreg.study": study_name})

@@ -206,3 +206,23 @@ def test_another_machine_s_dead_trial_is_found_by_its_heartbeat(postgres, env, m
     assert len(retry) == 1 and retry[0].params["optim.lr"] == lr and retry[0].state.name == "COMPLETE"
     assert retry[0].user_attrs["host"] == socket.gethostname()
     assert tracking.client.get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_two_machines_stop_at_exactly_the_target(postgres, env) -> None:
+    """Two launches with their own output folders (as on two machines: no shared file lock)
+    against one PostgreSQL study: the advisory claim lock makes them stop at exactly 40,
+    and they share one MLflow parent run."""
+    url = postgres.createdb("machines")
+    study = write_study(env["dir"], env["root"], budget={"trials": 40}, probe_every=1)
+    procs = [subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--storage", url, "--dry-run",
+                               "--workers", "2", "--tracking-uri", env["uri"], "--out", str(env["dir"] / f"m{i}")],
+                              cwd=env["dir"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    trials = optuna.load_study(study_name="tiny-dryrun", storage=url).trials
+    assert sorted(t.number for t in trials) == list(range(40))
+    assert all(t.state.name == "COMPLETE" for t in trials)
+    assert {Path(t.user_attrs["config"]["data.root"]).exists() for t in trials} == {True}
+    _, parents, runs = _runs(env, "tiny-dryrun")
+    assert len(parents) == 1 and len(runs) == 40
