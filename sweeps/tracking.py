@@ -12,6 +12,8 @@ from __future__ import annotations
 import fcntl
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +49,22 @@ def _store_init_lock(tracking_uri: str | None) -> Iterator[None]:
 
 class TrackingUnavailable(RuntimeError):
     """The MLflow tracking store could not be opened (the message says which and why)."""
+
+
+def _check_reachable(tracking_uri: str | None) -> None:
+    """A tracking server that does not answer fails in seconds at start, rather than after
+    the minutes of retries MLflow's client spends on each call (which carry a running sweep
+    through a server restart)."""
+    if not tracking_uri or not tracking_uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=10)
+    except urllib.error.HTTPError:
+        pass  # it answered (an auth-protected server may refuse /health)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingUnavailable(f"cannot open the MLflow tracking store {mask_url(tracking_uri)}: "
+                                  f"no answer ({reason})") from e
 
 
 def mask_url(url: str | None) -> str | None:
@@ -90,18 +108,15 @@ class Tracking:
 
     @classmethod
     def open(cls, tracking_uri: str | None, study_name: str) -> Tracking:
+        _check_reachable(tracking_uri)
         with _store_init_lock(tracking_uri):
-            for attempt in range(3):
-                try:
-                    client = TimedClient(MlflowClient(tracking_uri))  # creates/upgrades a local store
-                    exp = client.get_experiment_by_name(study_name)
-                    break
-                except Exception as e:  # noqa: BLE001 - a bad URI or an unreachable server: one line
-                    if attempt == 2:
-                        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-                        raise TrackingUnavailable(f"cannot open the MLflow tracking store "
-                                                  f"{mask_url(tracking_uri) or '(default)'}: {first}") from e
-                    time.sleep(1.0)
+            try:
+                client = TimedClient(MlflowClient(tracking_uri))  # creates/upgrades a local store
+                exp = client.get_experiment_by_name(study_name)
+            except Exception as e:  # noqa: BLE001 - a bad URI or store: one line, before any work
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                raise TrackingUnavailable(f"cannot open the MLflow tracking store "
+                                          f"{mask_url(tracking_uri) or '(default)'}: {first}") from e
         if exp is None:
             try:
                 exp_id = client.create_experiment(study_name, tags={"vicreg.study": study_name})

@@ -254,6 +254,20 @@ def test_storage_password_is_masked() -> None:
     assert "s3cret" not in mask_url("postgresql+psycopg2://u:s3cret@h/d")
 
 
+@pytest.mark.parametrize("flag, value, match", [
+    ("--storage", "postgresql://vicreg:s3cret@127.0.0.1:1/optuna", "cannot open the Optuna storage "
+                                                                    "postgresql://vicreg:***@127.0.0.1:1/optuna"),
+    ("--tracking-uri", "http://127.0.0.1:1", "cannot open the MLflow tracking store http://127.0.0.1:1: no answer"),
+])
+def test_unreachable_servers_are_one_line_errors(env, capsys, flag: str, value: str, match: str) -> None:
+    study = write_study(env["dir"], env["root"])
+    args = ["--config", str(study), "--out", str(env["dir"] / "runs")]
+    args += [flag, value] if flag == "--tracking-uri" else [flag, value, "--tracking-uri", env["uri"]]
+    assert main(args) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and match in err[0] and "s3cret" not in err[0], err
+
+
 def test_shipped_studies_load() -> None:
     from sweeps.study import load_study, study_path
 
