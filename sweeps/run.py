@@ -16,10 +16,12 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 import warnings
+import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -144,9 +146,16 @@ def study_plots(study: optuna.Study, tracking: Tracking, parent: str, out_dir: P
 def open_study(spec: Study, args: argparse.Namespace, out_dir: Path, worker: int) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(args.storage, out_dir, args.storage_wait)
-    return optuna.create_study(study_name=spec.name, storage=storage,
-                               direction=spec.direction, sampler=spec.make_sampler(worker),
-                               pruner=spec.make_pruner(), load_if_exists=True)
+    study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
+                                pruner=spec.make_pruner(), load_if_exists=True)
+    # Sampler seeds: seed + worker on a fresh study (reproducible), moved on by the trials already
+    # there, so that a resumed study does not draw its first samples again, and by the host on a
+    # database, so that two machines' worker 0 do not draw alike.
+    offset = worker + 1009 * len(study.get_trials(deepcopy=False))
+    if args.storage and not args.storage.startswith("journal:"):
+        offset += zlib.crc32(socket.gethostname().encode()) % 100_003
+    study.sampler = spec.make_sampler(offset)
+    return study
 
 
 def spawn_workers(args: argparse.Namespace, spec: Study, target: int, out_dir: Path, n: int,

@@ -88,12 +88,12 @@ class Study:
             set_key(raw, key, value)
         return config_from_dict(raw, source=f"{self.path} (trial config)")
 
-    def make_sampler(self, worker: int = 0) -> optuna.samplers.BaseSampler:
-        """Each worker gets its own seed (seed + worker), so workers do not sample alike."""
+    def make_sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
+        """The study's sampler with seed + offset (each worker its own offset: sweeps/run.py)."""
         s = dict(self.sampler)
         name = s.pop("name")
         seed = s.pop("seed", 0)
-        seed = None if seed is None else seed + worker
+        seed = None if seed is None else seed + offset
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **s)
         if name == "random":

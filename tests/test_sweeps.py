@@ -109,7 +109,9 @@ def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
     assert main(_args(env, study, "--trials", "4")) == 0
     _, parents, trials = _runs(env)
     assert len(parents) == 1 and len(trials) == 4
-    assert len(_optuna(env).trials) == 4
+    resumed = _optuna(env).trials
+    assert len(resumed) == 4
+    assert resumed[3].params not in [t.params for t in resumed[:3]]  # the sampler did not start over
     capsys.readouterr()
     assert main(["--config", str(study), "--best"]) == 0
     out = capsys.readouterr().out
