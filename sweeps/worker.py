@@ -163,7 +163,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
             frozen = _tell(study, trial, value)
             consecutive = 0
             if frozen.state == TrialState.COMPLETE:
-                record_best(study, ctx.study, ctx.tracking)
+                record_best(study, ctx.study, ctx.tracking, frozen)
         except optuna.TrialPruned:
             frozen = _tell(study, trial, state=TrialState.PRUNED)
             consecutive = 0
@@ -218,12 +218,17 @@ def top_trials(study: optuna.Study, spec: Study) -> list[optuna.trial.FrozenTria
     return sorted(done, key=lambda t: t.value, reverse=spec.direction == "maximize")[:spec.top_k]
 
 
-def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None) -> None:
-    """Rewrite experiments/best/<study>.yaml (atomically) and the parent run's summary."""
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
+
+
+def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None,
+                new: optuna.trial.FrozenTrial | None = None) -> None:
+    """Rewrite experiments/best/<study>.yaml (atomically) and the parent run's summary, when
+    the `new` trial entered the top k (always when new is None or the file is missing)."""
     top = top_trials(study, spec)
-    if not top:
-        return
     path = best_path(spec)
+    if not top or (new is not None and path.is_file() and new.number not in {t.number for t in top}):
+        return
     config_path = path.with_name(f"{spec.name}.best-config.yaml")
     entries: list[dict[str, Any]] = []
     for rank, t in enumerate(top, start=1):
@@ -238,8 +243,8 @@ def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None) -> 
         })
     doc = {"study": spec.name, "metric": spec.metric, "direction": spec.direction,
            "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "top": entries}
-    atomic_write_text(config_path, yaml.safe_dump(entries[0]["config"], sort_keys=False))
-    atomic_write_text(path, yaml.safe_dump(doc, sort_keys=False))
+    atomic_write_text(config_path, yaml.dump(entries[0]["config"], Dumper=_DUMPER, sort_keys=False))
+    atomic_write_text(path, yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
     parent = study.user_attrs.get(PARENT_ATTR)
     if tracking is not None and parent:
         best = top[0]
