@@ -31,6 +31,7 @@ benchmarks: $(STAMP)
 	$(PY) benchmarks/cache.py
 	$(PY) benchmarks/probe.py
 	$(PY) benchmarks/tracking_overhead.py
+	$(PY) benchmarks/storage_scaling.py
 
 gpu-check:
 	bash benchmarks/gpu_check.sh

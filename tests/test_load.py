@@ -18,7 +18,7 @@ WORKERS, TRIALS = 8, 200
 LOCK_ERRORS = re.compile(r"database is locked|deadlock|could not obtain lock|LockTimeout|Traceback", re.I)
 
 
-@pytest.mark.parametrize("storage", ["journal", "postgresql"])
+@pytest.mark.parametrize("storage", ["journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_eight_workers_200_short_trials(storage: str, request, tmp_path: Path, synthetic_root: Path,
                                         report) -> None:
     url = request.getfixturevalue("postgres").createdb("load") if storage == "postgresql" else None

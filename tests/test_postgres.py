@@ -17,6 +17,8 @@ import pytest
 from sweeps.run import main
 from tests.test_sweeps import RUN_PY, _runs, write_study
 
+pytestmark = pytest.mark.postgres
+
 
 @pytest.fixture()
 def env(tmp_path: Path, synthetic_root: Path, monkeypatch):
