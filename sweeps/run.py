@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             preflight(spec, overrides)
         else:
             args.storage = args.storage or os.environ.get("VICREG_SWEEP_STORAGE")
-        if args.storage and re.search(r"://[^:/@]+:[^@]+@", args.storage):
+        if args.storage and mask_url(args.storage) != args.storage:  # it carries a password
             print("note: the password in --storage is visible to other users of this machine (ps); "
                   "put it in ~/.pgpass or PGPASSWORD instead", file=sys.stderr)
     except (ConfigError, DataError, FileNotFoundError) as e:
@@ -254,11 +253,10 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
             return 130
         return 0
 
-    parent = None
-    if tracking is not None:
-        with claim_lock(study, out_dir):  # machines starting together must find one parent run
-            parent = _parent_run(spec, study, tracking, args, overrides)
-    with claim_lock(study, out_dir):  # a worker mid-claim has a trial without its pid yet
+    # Under the claim lock: machines starting together must find one parent run, and a worker
+    # mid-claim has a trial without its pid yet.
+    with claim_lock(study, out_dir):
+        parent = _parent_run(spec, study, tracking, args, overrides) if tracking is not None else None
         stale = fail_stale(study, tracking)
     if stale:
         print(f"trials {stale} were left running by a dead worker: marked failed, will be retried")

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import sys
@@ -31,6 +30,8 @@ import sqlalchemy
 import sqlalchemy.exc as sa_exc
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
+
+from vicreg.config import file_lock
 
 from .tracking import mask_url
 
@@ -50,6 +51,10 @@ def transient(e: BaseException) -> bool:
         e = e.__cause__
     return isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or bool(
         getattr(e, "connection_invalidated", False))
+
+
+def _first(e: BaseException) -> str:
+    return str(e.__cause__ or e).strip().splitlines()[0][:300]
 
 
 _local = threading.local()  # per thread: already inside a retried call? (no nested retry loops)
@@ -76,8 +81,7 @@ def with_retry(fn: Callable[[], T], wait_s: float, what: str, on_recovered: Call
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + wait_s
-                    first = str(e.__cause__ or e).strip().splitlines()[0][:200]
-                    print(f"storage: unreachable ({first}); retrying for up to {wait_s:.0f} s",
+                    print(f"storage: unreachable ({_first(e)}); retrying for up to {wait_s:.0f} s",
                           file=sys.stderr, flush=True)
                 if now >= deadline:
                     raise StorageUnavailable(f"the Optuna storage was unreachable for {wait_s:.0f} s "
@@ -142,10 +146,6 @@ def _retrying(name: str) -> Callable[..., Any]:
 
 for _name in _RETRIED:
     setattr(RetryingRDBStorage, _name, _retrying(_name))
-
-
-def _first(e: BaseException) -> str:
-    return str(e.__cause__ or e).strip().splitlines()[0][:300]
 
 
 def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optuna.storages.BaseStorage:
@@ -234,9 +234,5 @@ def claim_lock(study: optuna.Study, out_dir: Path) -> Iterator[None]:
                 conn.invalidate()  # the server dropped the session, and the lock with it
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "claim.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(out_dir / "claim.lock"):
+        yield

@@ -9,7 +9,6 @@ worker processes can log to the same study without shared global state.
 
 from __future__ import annotations
 
-import fcntl
 import re
 import time
 import urllib.error
@@ -22,6 +21,8 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
+
+from vicreg.config import file_lock
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
 
@@ -39,12 +40,8 @@ def _store_init_lock(tracking_uri: str | None) -> Iterator[None]:
         return
     lock = Path(uri.removeprefix("sqlite:///") + ".lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(lock):
+        yield
 
 
 class TrackingUnavailable(RuntimeError):

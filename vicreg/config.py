@@ -9,10 +9,13 @@ naming the file and the key instead of after an hour of training.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import tempfile
 import types
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -313,6 +316,18 @@ def flatten(cfg: Config) -> dict[str, Any]:
         for key, value in values.items():
             out[f"{section}.{key}"] = value
     return out
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing) for the block: processes that
+    share the file wait for each other."""
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

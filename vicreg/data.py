@@ -9,7 +9,6 @@ distributed (grand-challenge), CIFAR-10 as `cifar-10-batches-py`.
 from __future__ import annotations
 
 import csv
-import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DataConfig
+from .config import DataConfig, file_lock
 
 TASK_DIR = "C. Diabetic Retinopathy Grading"
 TRAIN_DIR = Path("1. Original Images/a. Training Set")
@@ -242,17 +241,13 @@ def cached_images(label: str, files: list[Path], size: int, channels: int, cache
     cache.mkdir(parents=True, exist_ok=True)
     stem = f"{label}-{size}px-c{channels}-{_cache_key(label, files, size, channels)}"
     npy, meta = cache / f"{stem}.npy", cache / f"{stem}.json"
-    with open(cache / f"{stem}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (npy.is_file() and meta.is_file()):
-                arr, kept, skipped = _decode_all(files, size, channels, skip_bad)
-                # The manifest goes first; the .npy appearing is what marks the entry complete.
-                _atomic_save(meta, lambda t: Path(t).write_text(json.dumps(
-                    {"names": kept, "skipped": skipped})))
-                _atomic_save(npy, lambda t: _save_npy(t, arr))
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(cache / f"{stem}.lock"):
+        if not (npy.is_file() and meta.is_file()):
+            arr, kept, skipped = _decode_all(files, size, channels, skip_bad)
+            # The manifest goes first; the .npy appearing is what marks the entry complete.
+            _atomic_save(meta, lambda t: Path(t).write_text(json.dumps(
+                {"names": kept, "skipped": skipped})))
+            _atomic_save(npy, lambda t: _save_npy(t, arr))
     info = json.loads(meta.read_text())
     if info["skipped"] and not skip_bad:
         raise DataError(f"{files[0].parent / info['skipped'][0]}: cannot decode image "
