@@ -19,19 +19,21 @@ import numpy as np
 import optuna
 import torch
 
+from vicreg.baselines import score_baselines
 from vicreg.config import Config, flatten, save_config
-from vicreg.data import Datasets, load_datasets, make_folds
-from vicreg.evaluate import evaluate_with_baselines, probe_kappa
+from vicreg.data import Datasets, load_datasets, make_folds, pretrain_selection
+from vicreg.evaluate import EvalReport, evaluate, probe_kappa
 from vicreg.plots import plot_loss_terms, save_report_plots
 from vicreg.train import Report, pretrain, resolve_device
 
-from .study import Study
+from .study import Study, suggest_all
 from .tracking import Tracking
 
 # Fixed settings worth seeing as MLflow params next to the swept ones.
 KEY_PARAMS = ("data.dataset", "data.image_size", "data.batch_size", "model.arch", "model.expander_hidden",
               "model.expander_out", "optim.name", "optim.lr", "optim.weight_decay", "train.epochs",
-              "train.patience", "eval.protocol", "data.include_test_in_pretrain")
+              "train.patience", "eval.protocol", "data.include_test_in_pretrain", "data.holdout",
+              "data.holdout_in_pretrain", "data.shuffle_labels")
 SHORT = {"optim.lr": "lr", "data.batch_size": "bs", "model.expander_hidden": "hid", "optim.weight_decay": "wd",
          "data.image_size": "px", "optim.name": "opt"}
 
@@ -79,9 +81,20 @@ class SweepContext:
         return self._data[key]
 
     def folds(self, cfg: Config, data: Datasets) -> np.ndarray:
-        """The study's folds, stored once in out_dir and reused by every trial and worker."""
+        """The study's folds and hold-out, stored once in out_dir and reused by every trial,
+        worker and confirm run."""
         path = cfg.data.folds_file or self.out_dir / "folds.csv"
-        return make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, path)
+        return make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, path,
+                          cfg.data.holdout)
+
+    def score(self, cfg: Config, encoder: torch.nn.Module, data: Datasets, folds: np.ndarray,
+              device: torch.device, holdout: bool) -> list[EvalReport]:
+        """VICReg's report, then the baselines' (computed once per study, in out_dir/baselines).
+        The hold-out is scored only when `holdout` (confirm runs), never in a trial."""
+        x, y = data.train.images, data.train.labels
+        reports = [evaluate(encoder, x, y, folds, cfg.eval, device, "vicreg", score_holdout=holdout)]
+        return reports + score_baselines(cfg, x, y, folds, device, cfg.eval.seed, holdout,
+                                         self.out_dir / "baselines")
 
 
 INTERRUPTED = threading.Event()
@@ -160,6 +173,8 @@ def dry_run_value(values: dict[str, Any], dims: list) -> float:
     total = 0.0
     for d in dims:
         v = values[d.key]
+        if d.kind == "by":
+            d = d.cases[values[d.by]]
         if d.kind == "choice":
             u = d.choices.index(v) / max(1, len(d.choices) - 1)
         elif d.log:
@@ -212,7 +227,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     """Run one trial; returns the objective. Raises optuna.TrialPruned for pruned or diverged
     trials, TrialFailed/other exceptions for failures (the MLflow run is closed either way)."""
     study = ctx.study
-    values = {d.key: d.suggest(trial) for d in study.search}
+    values = suggest_all(trial, study.search)
     cfg = study.config(values, {**ctx.overrides, "train.progress": ctx.progress})
     trial.set_user_attr("config", flatten(cfg))
     device = resolve_device(cfg.train.device)
@@ -241,7 +256,9 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         started = (time.perf_counter(), tr.seconds if tr is not None else 0.0)
         data = ctx.datasets(cfg)
         folds = ctx.folds(cfg, data)
-        images = data.pretrain_images(cfg.data.include_test_in_pretrain)
+        images, seen = pretrain_selection(data, folds, cfg.data)
+        if tr is not None:
+            tr.log_params(run_id, seen)
         callbacks = [_probe_callback(trial, ctx, data, folds, device)]
         if tr is not None:
             callbacks.append(_epoch_logger(ctx, run_id))
@@ -249,12 +266,10 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         if result.status in ("diverged", "stopped"):
             _work_done(ctx, started)
             _pruned(trial, ctx, run_id, result.reason, result.epochs)
-        reports = evaluate_with_baselines(result.model.encoder, cfg.model, cfg.data.image_size,
-                                          data.train.images, data.train.labels, folds, cfg.eval, device,
-                                          seed=cfg.train.seed)
+        reports = ctx.score(cfg, result.model.encoder, data, folds, device, holdout=False)
         _work_done(ctx, started)
         summary = reports[0].summary
-        for r in reports[1:]:
+        for r in reports[1:]:  # the same numbers in every trial: the floors to read it against
             summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
         summary["pretrain_epochs"] = result.epochs
         summary["final_loss"] = result.history[-1]["loss"]

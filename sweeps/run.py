@@ -32,7 +32,15 @@ from sweeps.objective import INTERRUPTED, SweepContext, on_sigint, worker_thread
 from sweeps.storage import StorageUnavailable, claim_lock, make_storage  # noqa: E402
 from sweeps.study import Study, load_study, study_path  # noqa: E402
 from sweeps.tracking import PARENT_ATTR, Tracking, TrackingUnavailable, mask_url  # noqa: E402
-from sweeps.worker import SweepStopped, best_path, counts, fail_stale, run_worker, timing_summary  # noqa: E402
+from sweeps.worker import (  # noqa: E402
+    SweepStopped,
+    best_path,
+    counts,
+    fail_stale,
+    record_best,
+    run_worker,
+    timing_summary,
+)
 from vicreg.config import ConfigError  # noqa: E402
 from vicreg.data import DataError, load_datasets  # noqa: E402
 
@@ -61,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "stand-in objective (checks a many-machine set-up in seconds)")
     p.add_argument("--no-tracking", action="store_true", help="no MLflow (for benchmarks)")
     p.add_argument("--best", action="store_true", help="print the best configurations and exit")
+    p.add_argument("--confirm", action="store_true",
+                   help="re-pretrain the top-k configurations with --seeds seeds and score the hold-out, "
+                        "then exit (also done when a study ends; stored runs are reused)")
+    p.add_argument("--seeds", type=int, help="seeds per confirmed configuration (default: the study's confirm.seeds)")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -91,17 +103,59 @@ def print_best(spec: Study) -> int:
     if not path.is_file():
         print(f"no completed trials yet for study '{spec.name}' ({path} does not exist)")
         return 1
-    doc = yaml.safe_load(path.read_text())
-    params = list(doc["top"][0]["params"])
-    print(f"study {doc['study']}: top {len(doc['top'])} by {doc['metric']} ({doc['direction']}), "
-          f"updated {doc['updated']}")
-    header = f"{'rank':>4} {'trial':>5} {'value':>8}  {'kappa':>17}  " + "  ".join(params)
-    print(header)
+    try:
+        doc = yaml.safe_load(path.read_text())
+        params = list(doc["top"][0]["params"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        raise ConfigError(f"{path}: cannot be parsed as a best-configurations file; delete it (the next "
+                          f"trial or --confirm rewrites it)") from None
+    print(f"study {doc['study']}: trials ranked by {doc['metric']} ({doc['direction']}) on the CV folds, "
+          f"the score they were selected on (optimistic); updated {doc['updated']}")
+    print(f"{'rank':>4} {'trial':>5} {'CV value':>8}  {'CV kappa':>17}  " + "  ".join(params))
     for e in doc["top"]:
-        vals = "  ".join(_fmt(e["params"][k]) for k in params)
+        vals = "  ".join(_fmt(e["params"].get(k, "-")) for k in params)
         print(f"{e['rank']:>4} {e['trial']:>5} {e['value']:8.4f}  {e['kappa']:>17}  {vals}")
+    confirmed = doc.get("confirmed") or []
+    if confirmed:
+        print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
+        print("verdict for the confirmed best (paired over folds x seeds):")
+        for line in doc["verdict"]:
+            print(f"  {line}")
+        vic = confirmed[0]["scores"].get("vicreg", {})
+        print(f"quote: hold-out kappa {vic.get('holdout_kappa', float('nan')):.4f} +- "
+              f"{vic.get('holdout_kappa_std', float('nan')):.4f} (confirmed best, trial {confirmed[0]['trial']}, "
+              f"mean +- std over {confirmed[0]['seeds']} seeds)")
+    else:
+        print(f"not confirmed yet: python sweeps/run.py --config {spec.path} --confirm")
     print(f"rerun the best: {doc['rerun']}")
     return 0
+
+
+def confirmed_table(confirmed: list[dict], seeds: int) -> str:
+    """The confirm stage's ranking: VICReg and each baseline, CV / pooled / hold-out kappa."""
+    labels = [k for k in confirmed[0]["scores"] if k != "vicreg"]
+    lines = [f"\nconfirmed: top {len(confirmed)} configurations pretrained again with {seeds} seeds, ranked by "
+             f"CV kappa (mean over seeds of the per-fold mean); hold-out = images no selection saw",
+             f"{'rank':>4} {'trial':>5}  {'CV kappa':>15}  {'pooled':>6}  {'hold-out kappa':>15}  "
+             + "  ".join(f"{lab + ' CV / hold-out':>26}" for lab in labels)]
+
+    def pm(d: dict, key: str) -> str:
+        return f"{d.get(key, float('nan')):.4f} +- {d.get(key + '_std', float('nan')):.3f}"
+
+    for e in confirmed:
+        v = e["scores"].get("vicreg", {})
+        base = "  ".join(f"{e['scores'][lab]['cv_kappa']:12.4f} / {e['scores'][lab]['holdout_kappa']:.4f}"
+                         for lab in labels if lab in e["scores"])
+        pooled = v.get("pooled_kappa", float("nan"))
+        lines.append(f"{e['rank']:>4} {e['trial']:>5}  {pm(v, 'cv_kappa'):>15}  {pooled:6.4f}"
+                     f"  {pm(v, 'holdout_kappa'):>15}  {base}")
+    return "\n".join(lines)
+
+
+def _space(d) -> object:
+    if d.kind == "by":
+        return {str(c): _space(sub) for c, sub in d.cases.items()}
+    return d.choices or [d.low, d.high]
 
 
 def _fmt(v) -> str:
@@ -226,7 +280,7 @@ def _parent_run(spec: Study, study: optuna.Study, tracking: Tracking, args: argp
     study.set_user_attr(PARENT_ATTR, parent)
     tracking.log_params(parent, {"study_file": str(spec.path), "metric": spec.metric,
                                  "direction": spec.direction, "sampler": spec.sampler, "pruner": spec.pruner,
-                                 "search": {d.key: d.choices or [d.low, d.high] for d in spec.search},
+                                 "search": {d.key: _space(d) for d in spec.search},
                                  "storage": mask_url(args.storage) or "journal (embedded)"})
     return parent
 
@@ -269,34 +323,11 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
     timings_from = timings.stat().st_size if timings.is_file() else 0
     status, code = "FINISHED", 0
     try:
-        if n_workers > 1 or gpus:  # --gpus 3 must still pin the worker to GPU 3
-            procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
-            _wait_with_progress(study, procs, target)
-            dead = [i for i, p in enumerate(procs) if p.returncode]
-            if dead and counts(study)["done"] < target:
-                status, code = "FAILED", 1
-            elif dead:  # the others picked up its trial: the study is complete all the same
-                print(f"note: worker(s) {dead} exited with an error; the other workers finished the study")
-        else:
-            from tqdm import tqdm
-
-            ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=args.dry_run)
-            bar = tqdm(total=target, initial=min(c["done"], target), desc="trials", position=0,
-                       dynamic_ncols=True)
-
-            def on_end(t: optuna.trial.FrozenTrial) -> None:
-                bar.n = min(counts(study)["done"], target)
-                try:
-                    bar.set_postfix(best=f"{study.best_value:.4f}")
-                except ValueError:
-                    pass
-                bar.write(f"trial {t.number}: {t.state.name.lower()}"
-                          + (f", {spec.metric} {t.value:.4f}" if t.value is not None else "")
-                          + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""))
-                bar.refresh()
-
-            run_worker(study, ctx, target, deadline, on_end)
-            bar.close()
+        if not args.confirm:
+            status, code = _run_trials(args, spec, study, tracking, parent, overrides, target, out_dir, c, deadline,
+                                       n_workers, gpus)
+        if args.confirm or (code == 0 and counts(study)["done"] >= target):
+            _confirm_stage(args, spec, study, tracking, parent, overrides, out_dir)
     except SweepStopped as e:
         print(f"error: {e}", file=sys.stderr)
         status, code = "FAILED", 1
@@ -317,6 +348,64 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
             print(line)
         summary(spec, args)
     return code
+
+
+def _run_trials(args: argparse.Namespace, spec: Study, study: optuna.Study, tracking: Tracking | None,
+                parent: str | None, overrides: dict, target: int, out_dir: Path, c: dict, deadline: float | None,
+                n_workers: int, gpus: list[str]) -> tuple[str, int]:
+    """Run trials until the study has `target` finished ones: in this process, or in workers.
+    Returns the parent run's status and the exit code."""
+    status, code = "FINISHED", 0
+    if n_workers > 1 or gpus:  # --gpus 3 must still pin the worker to GPU 3
+        procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
+        _wait_with_progress(study, procs, target)
+        dead = [i for i, p in enumerate(procs) if p.returncode]
+        if dead and counts(study)["done"] < target:
+            status, code = "FAILED", 1
+        elif dead:  # the others picked up its trial: the study is complete all the same
+            print(f"note: worker(s) {dead} exited with an error; the other workers finished the study")
+    else:
+        from tqdm import tqdm
+
+        ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=args.dry_run)
+        bar = tqdm(total=target, initial=min(c["done"], target), desc="trials", position=0,
+                   dynamic_ncols=True)
+
+        def on_end(t: optuna.trial.FrozenTrial) -> None:
+            bar.n = min(counts(study)["done"], target)
+            try:
+                bar.set_postfix(best=f"{study.best_value:.4f}")
+            except ValueError:
+                pass
+            bar.write(f"trial {t.number}: {t.state.name.lower()}"
+                      + (f", {spec.metric} {t.value:.4f}" if t.value is not None else "")
+                      + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""))
+            bar.refresh()
+
+        run_worker(study, ctx, target, deadline, on_end)
+        bar.close()
+    return status, code
+
+
+def _confirm_stage(args: argparse.Namespace, spec: Study, study: optuna.Study, tracking: Tracking | None,
+                   parent: str | None, overrides: dict, out_dir: Path) -> None:
+    """Confirm the top-k configurations (sweeps/confirm.py), then record and show them."""
+    from sweeps.confirm import run_confirm
+
+    seeds = args.seeds if args.seeds is not None else spec.confirm_seeds
+    if args.dry_run:
+        print("dry run: no confirm stage (it pretrains for real)")
+        return
+    if spec.confirm_top_k < 1 or seeds < 1:
+        print("no confirm stage (the study's confirm.top_k or seeds is 0)")
+        return
+    print(f"confirm stage: the top {spec.confirm_top_k} configurations, pretrained again with {seeds} seeds "
+          f"each, scored on the CV folds and the hold-out")
+    ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=False)
+    ranked = run_confirm(study, ctx, spec.confirm_top_k, seeds)
+    record_best(study, spec, tracking, None, out_dir)
+    if tracking is not None and parent is not None:
+        tracking.log_confirmed(parent, ranked)
 
 
 def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], target: int) -> None:

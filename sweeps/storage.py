@@ -31,7 +31,7 @@ import sqlalchemy.exc as sa_exc
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from vicreg.config import file_lock
+from vicreg.io import file_lock
 
 from .tracking import mask_url
 

@@ -9,15 +9,23 @@ naming the file and the entry. Example:
       optim.lr: {float: [1.0e-4, 0.1], log: true}
       data.batch_size: {choice: [16, 32, 64]}
       model.expander_hidden: {int: [64, 512], step: 64}
+      optim.lr: {by: optim.name, lars: {float: [0.05, 1.0], log: true}, adam: {float: [1e-4, 1e-2], log: true}}
     objective: {metric: kappa_mean, direction: maximize}
     sampler: {name: tpe, seed: 0}
     pruner: {name: hyperband, min_resource: 1}
     budget: {trials: 8, timeout_s: null, epochs: 3}
+    confirm: {top_k: 2, seeds: 3}                   # re-pretrain the best configs with N seeds
+
+A `by` entry is conditional (Optuna's define-by-run): its range depends on the value another
+(choice) entry took in the same trial, which is sampled first. Optuna records it as `optim.lr[adam]`, so
+each optimiser's learning rates form their own distribution for the sampler; the trainer
+config and MLflow get the sampled value under `optim.lr`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +35,7 @@ import optuna
 from vicreg.config import Config, ConfigError, config_from_dict, get_key, read_yaml, set_key
 
 STUDY_KEYS = {"name", "description", "base", "search", "objective", "sampler", "pruner", "budget",
-              "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint"}
+              "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint", "confirm"}
 METRICS = ("kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "threshold", "none")
@@ -37,27 +45,48 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 @dataclass
 class Dimension:
     key: str  # dotted config key, e.g. "optim.lr"
-    kind: str  # float | int | choice
+    kind: str  # float | int | choice | by
     low: float | None = None
     high: float | None = None
     log: bool = False
     step: float | None = None
     choices: list[Any] = field(default_factory=list)
+    by: str | None = None  # kind "by": the key whose value picks the case
+    cases: dict[Any, Dimension] = field(default_factory=dict)
+    name: str | None = None  # Optuna's parameter name (default: key)
 
-    def suggest(self, trial: optuna.Trial) -> Any:
+    def suggest(self, trial: optuna.Trial, values: dict[str, Any] | None = None) -> Any:
+        """This entry's value for the trial; `values` holds the entries suggested before it."""
+        name = self.name or self.key
+        if self.kind == "by":
+            return self.cases[(values or {})[self.by]].suggest(trial)
         if self.kind == "float":
-            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+            return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log,
-                                     step=int(self.step or 1))
-        return trial.suggest_categorical(self.key, self.choices)
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return trial.suggest_categorical(name, self.choices)
 
-    def extremes(self) -> list[Any]:
-        """Values to check against the config's types before the study starts."""
+    def extremes(self) -> list[tuple[dict[str, Any], Any]]:
+        """(other keys fixed, value) pairs to check against the config's types before the study starts."""
+        if self.kind == "by":
+            return [({self.by: case, **fixed}, v) for case, d in self.cases.items() for fixed, v in d.extremes()]
         if self.kind == "choice":
-            return list(self.choices)
+            return [({}, c) for c in self.choices]
         cast = float if self.kind == "float" else int
-        return [cast(self.low), cast(self.high)]
+        return [({}, cast(self.low)), ({}, cast(self.high))]
+
+
+def config_values(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's Optuna params under their config keys: {'optim.lr[adam]': 1e-3} -> {'optim.lr': 1e-3}."""
+    return {key.split("[", 1)[0]: value for key, value in params.items()}
+
+
+def suggest_all(trial: optuna.Trial, search: list[Dimension]) -> dict[str, Any]:
+    """{config key: value} for every search entry, in file order (a `by` entry sees its key)."""
+    values: dict[str, Any] = {}
+    for d in search:
+        values[d.key] = d.suggest(trial, values)
+    return values
 
 
 @dataclass
@@ -78,6 +107,8 @@ class Study:
     max_consecutive_failures: int = 3
     log_checkpoint: bool = True
     description: str = ""
+    confirm_top_k: int = 3  # configurations re-pretrained from scratch when the study ends
+    confirm_seeds: int = 3  # seeds each (0..N-1, for pretraining and the head alike)
 
     def config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
         """Resolved trainer config: base + budget epochs + sampled values + run overrides."""
@@ -87,6 +118,11 @@ class Study:
         for key, value in {**values, **(overrides or {})}.items():
             set_key(raw, key, value)
         return config_from_dict(raw, source=f"{self.path} (trial config)")
+
+    @property
+    def max_epochs(self) -> int:
+        """The epoch budget of one trial: budget.epochs, else the base config's train.epochs."""
+        return self.epochs if self.epochs is not None else self.config({}).train.epochs
 
     def make_sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
         """The study's sampler with seed + offset (each worker its own offset: sweeps/run.py)."""
@@ -99,7 +135,8 @@ class Study:
         if name == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "grid":
-            space = {d.key: d.choices for d in self.search}
+            space = {sub.name or sub.key: sub.choices for d in self.search
+                     for sub in (d.cases.values() if d.kind == "by" else [d])}
             return optuna.samplers.GridSampler(space, seed=seed)
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(seed=seed, **s)
@@ -109,6 +146,9 @@ class Study:
         p = dict(self.pruner)
         name = p.pop("name")
         if name == "hyperband":
+            # Hyperband's brackets span the epochs a trial really runs, not Optuna's "auto"
+            # guess from the first finished trials.
+            p.setdefault("max_resource", self.max_epochs)
             return optuna.pruners.HyperbandPruner(**p)
         if name == "median":
             return optuna.pruners.MedianPruner(**p)
@@ -121,10 +161,26 @@ class Study:
         return optuna.pruners.NopPruner()
 
 
-def _dimension(path: Path, key: str, spec: Any) -> Dimension:
+def _dimension(path: Path, key: str, spec: Any, earlier: dict[str, Dimension] | None = None) -> Dimension:
     where = f"{path}: search entry '{key}'"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a mapping like {{float: [lo, hi]}} or {{choice: [...]}}")
+    if "by" in spec:
+        by = spec["by"]
+        parent = (earlier or {}).get(by)
+        if parent is None or parent.kind != "choice":
+            raise ConfigError(f"{where}: 'by: {by}' must name a choice entry of the search")
+        cases = {c: v for c, v in spec.items() if c != "by"}
+        if set(cases) != set(parent.choices):
+            raise ConfigError(f"{where}: needs one range for each choice of {by} "
+                              f"({', '.join(map(str, parent.choices))}), got {', '.join(map(str, cases))}")
+        subs = {}
+        for case, sub in cases.items():
+            d = _dimension(path, f"{key}[{case}]", sub)
+            if d.kind == "by":
+                raise ConfigError(f"{where}: a 'by' entry cannot nest another")
+            subs[case] = dataclasses.replace(d, key=key, name=f"{key}[{case}]")
+        return Dimension(key, "by", by=by, cases=subs)
     kinds = [k for k in ("float", "int", "choice") if k in spec]
     extra = set(spec) - {"float", "int", "choice", "log", "step"}
     if len(kinds) != 1 or extra:
@@ -172,18 +228,21 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(search_raw, dict) or not search_raw:
         raise ConfigError(f"{path}: 'search' must map config keys to distributions")
     defaults = Config()
-    search = []
-    for key, spec in search_raw.items():
+    search: list[Dimension] = []
+    # Conditional (`by`) entries after the rest, so that the entry they depend on is sampled first.
+    ordered = sorted(search_raw.items(), key=lambda kv: isinstance(kv[1], dict) and "by" in kv[1])
+    for key, spec in ordered:
         try:
             get_key(defaults, key)
             if "." not in key:
                 raise AttributeError
         except AttributeError:
             raise ConfigError(f"{path}: search entry '{key}' is not a config key (like optim.lr)") from None
-        dim = _dimension(path, key, spec)
-        for value in dim.extremes():  # every value must make a valid config
+        dim = _dimension(path, key, spec, {d.key: d for d in search})
+        for fixed, value in dim.extremes():  # every value must make a valid config
             trial_raw = copy.deepcopy(base)
-            set_key(trial_raw, key, value)
+            for k, v in {**fixed, key: value}.items():
+                set_key(trial_raw, k, v)
             try:
                 config_from_dict(trial_raw, source="")
             except ConfigError as e:
@@ -196,7 +255,7 @@ def load_study(path: str | Path) -> Study:
             raise ConfigError(f"{path}: '{name}' must be a mapping")
         return dict(value)
 
-    objective, budget = section("objective"), section("budget")
+    objective, budget, confirm = section("objective"), section("budget"), section("confirm")
     sampler = section("sampler") or {"name": "tpe", "seed": 0}
     pruner = section("pruner") or {"name": "hyperband"}
     metric = objective.get("metric", "kappa_mean")
@@ -212,8 +271,12 @@ def load_study(path: str | Path) -> Study:
          "must be an integer >= 1"),
         (budget.get("epochs") is None or (isinstance(budget["epochs"], int) and budget["epochs"] >= 1),
          "budget.epochs", "must be an integer >= 1"),
-        (sampler.get("name") != "grid" or all(d.kind == "choice" for d in search), "sampler.name",
-         "grid needs every search entry to be a choice"),
+        (sampler.get("name") != "grid"
+         or all(sub.kind == "choice" for d in search for sub in (d.cases.values() if d.kind == "by" else [d])),
+         "sampler.name", "grid needs every search entry to be a choice"),
+        (set(confirm) <= {"top_k", "seeds"}, "confirm", "takes top_k and seeds"),
+        (all(isinstance(confirm.get(k, 1), int) and confirm.get(k, 1) >= 0 for k in ("top_k", "seeds")),
+         "confirm", "top_k and seeds must be integers >= 0"),
     ]
     for ok, key, msg in checks:
         if not ok:
@@ -225,6 +288,7 @@ def load_study(path: str | Path) -> Study:
         probe_every=int(raw.get("probe_every", 1)), top_k=int(raw.get("top_k", 5)),
         max_consecutive_failures=int(raw.get("max_consecutive_failures", 3)),
         log_checkpoint=bool(raw.get("log_checkpoint", True)), description=str(raw.get("description", "")),
+        confirm_top_k=confirm.get("top_k", 3), confirm_seeds=confirm.get("seeds", 3),
     )
     try:  # building the pruner and sampler checks their options
         study.make_sampler()

@@ -22,7 +22,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from vicreg.config import file_lock
+from vicreg.io import file_lock
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
 
@@ -190,3 +190,29 @@ class Tracking:
         for r in runs:
             self.end(r.info.run_id, "FAILED", "FAILED", {"failure": "worker died (stale trial)"})
         return [r.info.run_id for r in runs]
+
+    def close_stale_confirm(self, study_name: str) -> list[str]:
+        """Mark RUNNING confirm runs FAILED: called under the confirm lock, so their process is gone."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`vicreg.study` = '{study_name}' and tags.stage = 'confirm' and attributes.status = 'RUNNING'")
+        for r in runs:
+            self.end(r.info.run_id, "FAILED", "FAILED", {"failure": "confirm process died; resumed by the next one"})
+        return [r.info.run_id for r in runs]
+
+    def log_confirmed(self, parent_id: str, ranked: list[dict]) -> None:
+        """The confirmed best on the study's parent run: its scores as metrics, and one
+        verdict line per baseline as a tag (`verdict.<baseline>`) with its numbers as metrics."""
+        if not ranked:
+            return
+        best = ranked[0]
+        vic = best["scores"].get("vicreg", {})
+        metrics = {f"confirmed_{k}": v for k, v in vic.items()}
+        tags = {"confirmed_best_trial": best["trial"], "confirm_seeds": best["seeds"]}
+        for v in best["verdicts"]:
+            name = v["baseline"]
+            metrics |= {f"verdict_{name}_diff": v["diff"], f"verdict_{name}_ci_lo": v["ci95"][0],
+                        f"verdict_{name}_ci_hi": v["ci95"][1]}
+            tags[f"verdict.{name}"] = v["line"]
+        self.log_metrics(parent_id, metrics)
+        self.set_tags(parent_id, tags)

@@ -23,11 +23,11 @@ import yaml
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from vicreg.config import atomic_write_text
+from vicreg.io import atomic_write
 
 from .objective import SweepContext, check_interrupted, objective
 from .storage import claim_lock, heartbeats_trustworthy
-from .study import Study
+from .study import Study, config_values
 from .tracking import PARENT_ATTR, Tracking
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -163,7 +163,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
             frozen = _tell(study, trial, value)
             consecutive = 0
             if frozen.state == TrialState.COMPLETE:
-                record_best(study, ctx.study, ctx.tracking, frozen)
+                record_best(study, ctx.study, ctx.tracking, frozen, ctx.out_dir)
         except optuna.TrialPruned:
             frozen = _tell(study, trial, state=TrialState.PRUNED)
             consecutive = 0
@@ -221,10 +221,18 @@ def top_trials(study: optuna.Study, spec: Study) -> list[optuna.trial.FrozenTria
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
 
 
+QUOTE = ("quote the confirmed best's hold-out kappa: images that no selection (epochs, pruning, the sampler, "
+         "ranking) saw, scored by a configuration pretrained again with several seeds. Trial values are CV "
+         "scores selected on the folds they are measured on, and read high.")
+
+
 def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None,
-                new: optuna.trial.FrozenTrial | None = None) -> None:
+                new: optuna.trial.FrozenTrial | None = None, out_dir: Path | None = None) -> None:
     """Rewrite experiments/best/<study>.yaml (atomically) and the parent run's summary, when
-    the `new` trial entered the top k (always when new is None or the file is missing)."""
+    the `new` trial entered the top k (always when new is None or the file is missing).
+    With a confirm stage stored in `out_dir`, its ranking comes first and picks the best config."""
+    from .confirm import load_confirmed
+
     top = top_trials(study, spec)
     path = best_path(spec)
     if not top or (new is not None and path.is_file() and new.number not in {t.number for t in top}):
@@ -236,29 +244,38 @@ def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None,
         entries.append({
             "rank": rank, "trial": t.number, "value": t.value, "metric": spec.metric,
             "kappa": f"{s.get('kappa_mean', float('nan')):.4f} +- {s.get('kappa_std', float('nan')):.4f}",
+            "kappa_pooled": s.get("kappa_pooled"),
             "accuracy": f"{s.get('accuracy_mean', float('nan')):.4f} +- {s.get('accuracy_std', float('nan')):.4f}",
             "auc": f"{s.get('auc_mean', float('nan')):.4f} +- {s.get('auc_std', float('nan')):.4f}",
-            "params": dict(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "params": config_values(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
             "config": _nest(t.user_attrs.get("config", {})),
         })
+    confirmed = load_confirmed(out_dir) if out_dir is not None else None
+    ranked = confirmed["ranked"] if confirmed else []
     doc = {"study": spec.name, "metric": spec.metric, "direction": spec.direction,
-           "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "top": entries}
-    atomic_write_text(config_path, yaml.dump(entries[0]["config"], Dumper=_DUMPER, sort_keys=False))
-    atomic_write_text(path, yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
+           "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "quote": QUOTE,
+           "confirmed": [{k: v for k, v in e.items() if k != "config"} for e in ranked],
+           "confirm_seeds": confirmed["seeds"] if confirmed else 0,
+           "verdict": [v["line"] for v in ranked[0]["verdicts"]] if ranked else [],
+           "top": entries}
+    best_config = ranked[0]["config"] if ranked else entries[0]["config"]
+    atomic_write(config_path, yaml.dump(best_config, Dumper=_DUMPER, sort_keys=False))
+    atomic_write(path, yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
     parent = study.user_attrs.get(PARENT_ATTR)
     if tracking is not None and parent:
         best = top[0]
         n_done = counts(study)["done"]
         tracking.log_metrics(parent, {"best_value": best.value, "completed_trials": n_done}, step=n_done)
         tracking.set_tags(parent, {"best_trial": best.number,
-                                   **{f"best.{k}": v for k, v in best.params.items()}})
-        rows = ["rank,trial,value,kappa,accuracy,auc,mlflow_run_id," + ",".join(best.params)]
+                                   **{f"best.{k}": v for k, v in config_values(best.params).items()}})
+        keys = list(config_values(best.params))
+        rows = ["rank,trial,value,kappa,accuracy,auc,mlflow_run_id," + ",".join(keys)]
         for e in entries:
             rows.append(",".join(str(x) for x in [e["rank"], e["trial"], e["value"], e["kappa"], e["accuracy"],
                                                    e["auc"], e["mlflow_run_id"],
-                                                   *[e["params"].get(k) for k in best.params]]))
+                                                   *[e["params"].get(k) for k in keys]]))
         topk = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
-        atomic_write_text(topk, "\n".join(rows) + "\n")
+        atomic_write(topk, "\n".join(rows) + "\n")
         tracking.log_artifacts(parent, [topk])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from PIL import Image
 
 import vicreg.data as data_mod
 from tests.conftest import tiny_config
+from vicreg.config import load_config
 from vicreg.data import (
+    HOLDOUT,
     LABELS_CSV,
     TASK_DIR,
     TEST_DIR,
@@ -24,6 +27,7 @@ from vicreg.data import (
     DataError,
     load_datasets,
     make_folds,
+    pretrain_selection,
 )
 from vicreg.synthetic import grade_counts, make_synthetic
 
@@ -71,7 +75,6 @@ def test_reads_the_layout_from_either_root(root: Path, tmp_path: Path) -> None:
     assert a.train.names == b.train.names and np.array_equal(a.train.labels, b.train.labels)
     assert sorted(np.bincount(a.train.labels).tolist()) == sorted(grade_counts(60))
     assert a.test is not None and len(a.test.names) == 20
-    assert a.pretrain_images(True).shape[0] == 80 and a.pretrain_images(False).shape[0] == 60
     csv_rows = (_task(root) / LABELS_CSV).read_text().splitlines()[1:]
     assert a.train.names == [r.split(",")[0] for r in csv_rows]
 
@@ -170,28 +173,65 @@ def test_two_processes_share_one_atomic_decode(root: Path, tmp_path: Path) -> No
 def test_folds_are_stratified_stable_and_stored(synthetic_images, tmp_path: Path) -> None:
     names, labels = synthetic_images.train.names, synthetic_images.train.labels
     path = tmp_path / "study" / "folds.csv"
-    f1 = make_folds(names, labels, 5, seed=0, path=path)
-    assert path.is_file() and path.read_text().startswith("image name,label,fold\n")
-    # Reused from the file whatever the seed: every trial of a study sees the same folds.
-    f2 = make_folds(names, labels, 5, seed=123, path=path)
-    assert np.array_equal(f1, f2)
-    assert np.array_equal(make_folds(names, labels, 5, seed=0), f1)
+    f1 = make_folds(names, labels, 5, seed=0, path=path, holdout=0.2)
+    assert path.read_text().startswith("# folds=5 seed=0 holdout=0.2\nimage name,label,fold\n")
+    # Reused from the file: every trial of a study sees the same folds and the same hold-out.
+    assert np.array_equal(make_folds(names, labels, 5, seed=0, path=path, holdout=0.2), f1)
+    assert np.array_equal(make_folds(names, labels, 5, seed=0, holdout=0.2), f1)  # deterministic
+    hold = f1 == HOLDOUT
+    assert hold.sum() == round(0.2 * len(names))
+    # Stratified: each grade's share of the hold-out within one image of its share overall.
+    assert np.all(np.abs(np.bincount(labels[hold], minlength=3) - np.bincount(labels, minlength=3) * 0.2) <= 1)
+    cv_labels = labels[~hold]
+    assert sorted(np.unique(f1[~hold]).tolist()) == [0, 1, 2, 3, 4]
     for k in range(5):
-        val = f1 == k
-        assert set(np.flatnonzero(val)).isdisjoint(np.flatnonzero(~val))
-        counts = np.bincount(labels[val], minlength=3)
-        expected = np.bincount(labels, minlength=3) / 5
-        assert np.all(np.abs(counts - expected) <= 1)
+        counts = np.bincount(labels[f1 == k], minlength=3)
+        assert np.all(np.abs(counts - np.bincount(cv_labels, minlength=3) / 5) <= 1)
+    assert (make_folds(names, labels, 5, seed=0) >= 0).all()  # holdout=0: every image in a fold
 
 
-def test_stored_folds_that_do_not_match_are_an_error(synthetic_images, tmp_path: Path) -> None:
+@pytest.mark.parametrize("k, seed, holdout, match", [
+    (3, 0, 0.2, "made with 'folds=5 seed=0 holdout=0.2', the config asks 'folds=3 seed=0 holdout=0.2'"),
+    (5, 1, 0.2, "the config asks 'folds=5 seed=1 holdout=0.2'"),
+    (5, 0, 0.3, "the config asks 'folds=5 seed=0 holdout=0.3'"),
+])
+def test_stored_folds_made_otherwise_are_an_error(synthetic_images, tmp_path: Path, k, seed, holdout,
+                                                  match) -> None:
+    names, labels = synthetic_images.train.names, synthetic_images.train.labels
+    path = tmp_path / "folds.csv"
+    make_folds(names, labels, 5, 0, path, holdout=0.2)
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: stored folds were made with") as e:
+        make_folds(names, labels, k, seed, path, holdout=holdout)
+    assert match in str(e.value) and "\n" not in str(e.value)
+
+
+def test_stored_folds_that_do_not_match_or_parse_are_an_error(synthetic_images, tmp_path: Path) -> None:
     names, labels = synthetic_images.train.names, synthetic_images.train.labels
     path = tmp_path / "folds.csv"
     make_folds(names, labels, 5, 0, path)
     with pytest.raises(DataError, match="do not match"):
         make_folds(names[:-1], labels[:-1], 5, 0, path)
-    with pytest.raises(DataError, match="config asks 3"):
-        make_folds(names, labels, 3, 0, path)
+    path.write_text("# folds=5 seed=0 holdout=0\nimage name,label,fold\n001.png,x,1\n")
+    with pytest.raises(DataError, match="cannot be parsed as a folds file"):
+        make_folds(names, labels, 5, 0, path)
+    path.write_text("image name,label,fold\n001.png,0,1\n")
+    with pytest.raises(DataError, match="no '# folds=' settings line"):
+        make_folds(names, labels, 5, 0, path)
+
+
+def test_pretraining_sees_no_holdout_image_by_default(root: Path, tmp_path: Path) -> None:
+    data = load_datasets(_cfg(root, tmp_path))
+    folds = make_folds(data.train.names, data.train.labels, 3, 0, holdout=0.25)
+    hold = set(np.flatnonzero(folds == HOLDOUT).tolist())
+    cfg = load_config(None, [f"data.root={root}", "data.include_test_in_pretrain=true"]).data
+    images, record = pretrain_selection(data, folds, cfg)
+    assert record == {"pretrain.labelled_cv": 45, "pretrain.holdout": 0, "pretrain.test": 20}
+    assert images.shape[0] == 65
+    seen = {bytes(x.numpy()) for x in images}
+    assert not any(bytes(data.train.images[i].numpy()) in seen for i in hold)
+    cfg = load_config(None, [f"data.root={root}", "data.holdout_in_pretrain=true"]).data
+    images, record = pretrain_selection(data, folds, cfg)
+    assert images.shape[0] == 60 and record["pretrain.holdout"] == 15 and record["pretrain.test"] == 0
 
 
 # --- CIFAR-10 ----------------------------------------------------------------------

@@ -3,20 +3,25 @@ the probe on a trained encoder, the submission file and the CLI's user errors.""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
+import json
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import cohen_kappa_score
 
 from tests.conftest import tiny_config
 from vicreg.augment import channel_stats
-from vicreg.data import load_datasets, make_folds
+from vicreg.baselines import RawPixels, baseline_encoder, score_baseline
+from vicreg.data import HOLDOUT, load_datasets, make_folds
 from vicreg.evaluate import (
     STAGES,
+    EvalReport,
     _balanced_indices,
     _trainable_stages,
     evaluate,
@@ -140,15 +145,19 @@ def test_gradual_unfreezing_schedule() -> None:
     assert _trainable_stages("head", 7, cfg) == []
 
 
-def test_probe_of_a_pretrained_encoder_beats_chance(tmp_path) -> None:
+def test_pretrained_encoder_is_compared_with_random_init_not_chance(tmp_path) -> None:
+    # "beats chance" proved nothing: an untrained encoder beats chance here too. The floor is
+    # the random-init baseline, scored by the same probe on the same folds.
     make_synthetic(tmp_path / "d", count=150, size=96, seed=5, test_count=0)
     cfg = tiny_config(tmp_path, **{"data.dataset": "synthetic", "data.root": str(tmp_path / "d"),
                                    "train.epochs": 3, "optim.lr": 3e-3, "data.batch_size": 32})
     d = load_datasets(cfg.data)
-    folds = make_folds(d.train.names, d.train.labels, 5, seed=0)
-    r = pretrain(cfg, d.train.images)
-    kappa = probe_kappa(r.model.encoder, d.train.images, d.train.labels, folds)
-    assert kappa > 0.3  # chance is 0
+    folds = make_folds(d.train.names, d.train.labels, 5, seed=0, holdout=0.2)
+    r = pretrain(cfg, d.train.images[torch.from_numpy(np.flatnonzero(folds != HOLDOUT))])
+    trained = probe_kappa(r.model.encoder, d.train.images, d.train.labels, folds)
+    untrained = probe_kappa(baseline_encoder("random-init", cfg, seed=0), d.train.images, d.train.labels, folds)
+    assert untrained > 0.2  # so "> chance" was never evidence of learning
+    assert trained > untrained
 
 
 def test_submission_file(tmp_path) -> None:
@@ -181,8 +190,16 @@ def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path) -> None:
     assert r.returncode == 0, r.stderr
     r = _cli("evaluate", "--checkpoint", str(ckpt_dir / "last.pt"), "--out", str(tmp_path / "eval"))
     assert r.returncode == 0, r.stderr
-    assert "vicreg (linear)" in r.stdout and "random-init (linear)" in r.stdout
-    assert r.stdout.count("  mean ") == 2 and "vicreg vs random-init: kappa" in r.stdout
+    for label in ("vicreg (linear)", "random-init (linear)", "raw-pixels (linear)"):
+        assert label in r.stdout
+    rows = [line.strip() for line in r.stdout.splitlines()]
+    for row in ("CV mean", "CV std (ddof=1)", "pooled out-of-fold", "hold-out"):
+        assert sum(line.startswith(row + " ") for line in rows) == 3
+    verdicts = [line for line in r.stdout.splitlines() if line.startswith("pretraining vs ")]
+    assert [v.split(":")[0] for v in verdicts] == ["pretraining vs random-init", "pretraining vs raw-pixels"]
+    assert all("95% CI" in v and v.rsplit(": ", 1)[1] in
+               ("pretraining helped", "pretraining hurt", "not shown to help") for v in verdicts)
+    assert "pretraining saw" in r.stdout and "hold-out images" in r.stdout
     assert (tmp_path / "eval" / "vicreg_confusion.png").is_file()
     assert (tmp_path / "eval" / "folds.csv").is_file()
     sub = tmp_path / "sub.csv"
@@ -225,3 +242,126 @@ def test_frozen_scores_do_not_depend_on_the_feature_scale(small) -> None:
     b = evaluate(_Scaled(enc, 1e-4), images, labels, folds, cfg).summary
     assert a["kappa_mean"] == pytest.approx(b["kappa_mean"], abs=1e-6)
     assert a["accuracy_mean"] == pytest.approx(b["accuracy_mean"], abs=1e-6)
+
+
+# --- no selection on scored data; the hold-out; pooled kappa ---------------------------
+
+
+@pytest.fixture(scope="module")
+def with_holdout(synthetic_images):
+    images, labels = synthetic_images.train.images, synthetic_images.train.labels
+    folds = make_folds(synthetic_images.train.names, labels, 3, seed=0, holdout=0.25)
+    torch.manual_seed(0)
+    return images, labels, folds, build_encoder(tiny_config().model, 32)
+
+
+def test_holdout_is_never_fitted_and_scored_only_when_asked(with_holdout) -> None:
+    images, labels, folds, enc = with_holdout
+    cfg = _eval_cfg(protocol="linear", epochs=3)
+    rep = evaluate(enc, images, labels, folds, cfg)
+    hold = folds == HOLDOUT
+    assert rep.holdout is None and rep.confusion.sum() == (~hold).sum()  # CV: every CV image once
+    # The hold-out's labels (and images) change nothing in the CV scores: nothing was fitted on them.
+    other = labels.copy()
+    other[hold] = (other[hold] + 1) % 3
+    again = evaluate(enc, images, other, folds, cfg, score_holdout=True)
+    assert again.summary["kappa_mean"] == pytest.approx(rep.summary["kappa_mean"], abs=1e-9)
+    assert again.holdout["confusion"].sum() == hold.sum()
+    scored = evaluate(enc, images, labels, folds, cfg, score_holdout=True).holdout
+    assert scored["confusion"].sum(1).tolist() == np.bincount(labels[hold], minlength=3).tolist()
+
+
+def test_pooled_kappa_is_one_kappa_over_all_out_of_fold_predictions(with_holdout) -> None:
+    images, labels, folds, enc = with_holdout
+    rep = evaluate(enc, images, labels, folds, _eval_cfg(protocol="linear", epochs=2))
+    y = np.concatenate([labels[folds == f.fold] for f in rep.folds])
+    pred = np.concatenate([f.probs.argmax(1) for f in rep.folds])
+    assert rep.pooled["kappa"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic"))
+    kappas = [f.metrics["kappa"] for f in rep.folds]
+    assert rep.summary["kappa_std"] == pytest.approx(np.std(kappas, ddof=1))  # sample std
+
+
+@pytest.mark.parametrize("patience", [0, 2])
+def test_the_scored_fold_chooses_nothing(with_holdout, patience: int) -> None:
+    # Fixed epochs (patience 0) or early stopping on an inner split: relabelling the scored
+    # fold's images changes neither the kept epoch nor any prediction.
+    images, labels, folds, enc = with_holdout
+    cfg = _eval_cfg(protocol="head", epochs=6, patience=patience)
+    a = evaluate(enc, images, labels, folds, cfg)
+    other = labels.copy()
+    val = folds == 0
+    other[val] = (other[val] + 1) % 3
+    b = evaluate(enc, images, other, folds, cfg)
+    assert a.folds[0].best_epoch == b.folds[0].best_epoch
+    assert np.array_equal(a.folds[0].probs, b.folds[0].probs)
+    if patience == 0:
+        assert all(f.best_epoch == 6 for f in a.folds)
+    else:
+        assert all("inner_kappa" in c for f in a.folds for c in f.curves)
+
+
+# --- baselines --------------------------------------------------------------------
+
+
+def _features(enc: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return enc.eval()(images[:8].float() / 255)
+
+
+def test_random_init_residual_branches_contribute() -> None:
+    cfg = tiny_config()
+    enc = baseline_encoder("random-init", cfg, seed=0)
+    stem_only = copy.deepcopy(enc)
+    for m in stem_only.modules():  # what zero-init residuals do: every branch's last BN weight is 0
+        if hasattr(m, "bn2") and hasattr(m, "conv2"):
+            torch.nn.init.zeros_(m.bn2.weight)
+    x = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8)
+    assert not torch.allclose(_features(enc, x), _features(stem_only, x), atol=1e-3)
+    # And it is torchvision's default construction, not the zero-init one VICReg trains from.
+    assert all(float(m.bn2.weight.abs().sum()) > 0 for m in enc.modules() if hasattr(m, "bn2"))
+
+
+def test_raw_pixels_are_pooled_to_32_px() -> None:
+    x = torch.arange(2 * 64 * 64, dtype=torch.float32).reshape(2, 1, 64, 64)
+    f = RawPixels()(x)
+    assert f.shape == (2, 1024)
+    assert f[0, 0] == pytest.approx(float(x[0, 0, :2, :2].mean()))
+    assert RawPixels()(x[:, :, :16, :16]).shape == (2, 256)
+
+
+def test_random_init_far_above_chance_where_random_features_separate(tmp_path) -> None:
+    # The synthetic grades differ in blob count and contrast: random convolutional features
+    # separate them, so an honest random-init baseline must score far above chance (0).
+    make_synthetic(tmp_path / "d", count=150, size=96, seed=1, test_count=0)
+    cfg = tiny_config(tmp_path, **{"data.dataset": "synthetic", "data.root": str(tmp_path / "d"),
+                                   "data.image_size": 64})
+    d = load_datasets(cfg.data)
+    folds = make_folds(d.train.names, d.train.labels, 5, seed=0, holdout=0.2)
+    kappa = probe_kappa(baseline_encoder("random-init", cfg, seed=0), d.train.images, d.train.labels, folds)
+    assert kappa > 0.5
+
+
+def test_baselines_are_scored_once_and_reused(with_holdout, tmp_path, monkeypatch) -> None:
+    images, labels, folds, _ = with_holdout
+    cfg = dataclasses.replace(tiny_config(), eval=_eval_cfg(protocol="linear", epochs=2))
+    first = score_baseline("raw-pixels", cfg, images, labels, folds, cache_dir=tmp_path)
+    stored = list(tmp_path.glob("raw-pixels-*.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text())["label"] == "raw-pixels"
+
+    def boom(*a, **k):
+        raise AssertionError("recomputed")
+
+    monkeypatch.setattr("vicreg.baselines.evaluate", boom)
+    again = score_baseline("raw-pixels", cfg, images, labels, folds, cache_dir=tmp_path)
+    assert again.fold_kappas == first.fold_kappas and again.pooled["kappa"] == first.pooled["kappa"]
+    with pytest.raises(AssertionError, match="recomputed"):  # another head seed is another baseline
+        score_baseline("raw-pixels", dataclasses.replace(cfg, eval=_eval_cfg(protocol="linear", epochs=2, seed=1)),
+                       images, labels, folds, cache_dir=tmp_path)
+    assert EvalReport.from_dict(first.to_dict()).summary == pytest.approx(first.summary, nan_ok=True)
+
+
+def test_small_stem_with_imagenet_weights_is_a_one_line_error(tmp_path) -> None:
+    from vicreg.config import ConfigError
+
+    with pytest.raises(ConfigError, match="model.small_stem=True cannot be true with model.weights"):
+        tiny_config(**{"model.weights": str(tmp_path / "w.pth"), "model.small_stem": True})

@@ -38,6 +38,7 @@ def write_study(folder: Path, root: Path, name: str = "tiny", **over) -> Path:
         "pruner": {"name": "none"},
         "budget": {"trials": 3},
         "probe_every": 1,
+        "confirm": {"top_k": 0, "seeds": 0},  # the confirm stage has its own tests
     }
     for key, value in over.items():
         doc[key] = value
@@ -279,6 +280,45 @@ def test_shipped_studies_load() -> None:
     keys = {d.key for d in load_study(study_path("drac22")).search}
     assert keys == {"optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay",
                     "data.image_size", "optim.name"}
+    for name in ("demo", "drac22", "cifar10"):  # each optimiser its own learning-rate range
+        lr = next(d for d in load_study(study_path(name)).search if d.key == "optim.lr")
+        assert lr.kind == "by" and lr.by == "optim.name" and set(lr.cases) == {"lars", "sgd", "adam"}
+
+
+def test_learning_rate_range_follows_the_optimiser(env) -> None:
+    study = write_study(env["dir"], env["root"], budget={"trials": 6}, search={
+        "optim.name": {"choice": ["adam", "lars"]},
+        "optim.lr": {"by": "optim.name", "adam": {"float": [1e-4, 1e-3], "log": True},
+                     "lars": {"float": [0.1, 1.0], "log": True}}})
+    doc = yaml.safe_load(study.read_text())
+    doc["base"]["train"]["epochs"] = 1
+    study.write_text(yaml.safe_dump(doc))
+    assert main(_args(env, study, "--dry-run")) == 0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(env["dir"] / "runs" / "optuna.journal")))
+    trials = optuna.load_study(study_name="tiny-dryrun", storage=storage).trials
+    assert {t.params["optim.name"] for t in trials} == {"adam", "lars"}
+    for t in trials:
+        name = t.params["optim.name"]
+        lr = t.params[f"optim.lr[{name}]"]
+        assert (1e-4 <= lr <= 1e-3) if name == "adam" else (0.1 <= lr <= 1.0)
+        assert t.user_attrs["config"]["optim.lr"] == lr  # the trainer gets it under optim.lr
+    client = MlflowClient(env["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("tiny-dryrun").experiment_id],
+                              "tags.`vicreg.role` = 'trial'")
+    assert all(r.data.params["optim.lr"] for r in runs)
+
+
+@pytest.mark.parametrize("search, match", [
+    ({"optim.lr": {"by": "optim.name", "adam": {"float": [1e-4, 1e-3]}}}, "must name a choice entry of the search"),
+    ({"optim.name": {"choice": ["adam", "sgd"]}, "optim.lr": {"by": "optim.name", "adam": {"float": [1e-4, 1e-3]}}},
+     "needs one range for each choice of optim.name"),
+])
+def test_bad_conditional_entries_are_one_line_errors(env, capsys, search, match) -> None:
+    study = write_study(env["dir"], env["root"], search=search)
+    assert main(_args(env, study)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err
 
 
 def test_database_storage_records_heartbeats(env) -> None:
@@ -295,3 +335,54 @@ def test_database_storage_records_heartbeats(env) -> None:
         assert db.execute("select count(*) from trial_heartbeats").fetchone()[0] == 2
     _, parents, _ = _runs(env)
     assert parents[0].data.params["storage"] == url
+
+
+def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory, capsys) -> None:
+    """The null test: labels permuted, so no encoder can predict them. A 3-trial sweep, then
+    the confirm stage (best configuration, 3 seeds). Its hold-out kappa must be within noise
+    of 0, and the verdict must not claim that pretraining helped.
+
+    The bound: with labels independent of the images, quadratic-weighted kappa behaves like a
+    Pearson correlation of grade codes (Fleiss & Cohen 1973), whose null standard deviation is
+    1/sqrt(n - 1) for n images; the mean over seeds of one hold-out is no noisier. So
+    |hold-out kappa| < 4/sqrt(n - 1) fails a correct tool with probability about 6e-5."""
+    from vicreg.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("null") / "d"
+    make_synthetic(root, count=300, size=48, seed=3, test_count=0)
+    study = write_study(env["dir"], root, confirm={"top_k": 1, "seeds": 3})
+    doc = yaml.safe_load(study.read_text())
+    doc["base"]["data"].update({"shuffle_labels": True, "holdout": 0.2, "batch_size": 32})
+    doc["base"]["eval"].update({"baselines": True, "epochs": 3})
+    study.write_text(yaml.safe_dump(doc))
+    assert main(_args(env, study)) == 0
+    out = capsys.readouterr().out
+    best = yaml.safe_load((env["dir"] / "best" / "tiny.yaml").read_text())
+    (top,) = best["confirmed"]
+    n_holdout = 60
+    bound = 4 / (n_holdout - 1) ** 0.5
+    vic = top["scores"]["vicreg"]
+    assert abs(vic["holdout_kappa"]) < bound, (vic, bound)
+    assert top["seeds"] == 3 and {"random-init", "raw-pixels"} <= set(top["scores"])
+    assert len(best["verdict"]) == 2 and not any(line.endswith(": pretraining helped") for line in best["verdict"])
+    assert "quote: hold-out kappa" in out and "confirmed: top 1 configurations" in out
+    for line in best["verdict"]:
+        assert line in out
+    # MLflow: 3 confirm runs under the parent, apart from the 3 trials; the verdict on the parent.
+    client, parents, trials = _runs(env)
+    assert len(trials) == 3 and len(_optuna(env).trials) == 3
+    exp = client.get_experiment_by_name("tiny")
+    confirm = client.search_runs([exp.experiment_id], "tags.stage = 'confirm'")
+    assert len(confirm) == 3 and all(r.info.status == "FINISHED" for r in confirm)
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in confirm)
+    assert all("holdout_kappa" in r.data.metrics or "kappa_holdout" in r.data.metrics for r in confirm)
+    assert all("holdout_kappa" not in r.data.metrics and "kappa_holdout" not in r.data.metrics for r in trials)
+    assert {r.data.params["train.seed"] for r in confirm} == {"0", "1", "2"}
+    parent = client.get_run(parents[0].info.run_id)
+    assert parent.data.tags["verdict.random-init"] == best["verdict"][0]
+    assert "confirmed_holdout_kappa" in parent.data.metrics and "verdict_random-init_diff" in parent.data.metrics
+    # On demand, resumed: stored confirm runs are reused; a 4th seed adds one run.
+    assert main(_args(env, study, "--confirm", "--seeds", "4")) == 0
+    confirm = client.search_runs([exp.experiment_id], "tags.stage = 'confirm'")
+    assert len(confirm) == 4 and len(_optuna(env).trials) == 3
+    assert yaml.safe_load((env["dir"] / "best" / "tiny.yaml").read_text())["confirmed"][0]["seeds"] == 4

@@ -16,7 +16,6 @@ from pathlib import Path
 from .config import (
     Config,
     ConfigError,
-    atomic_write_text,
     config_from_dict,
     load_config,
     parse_overrides,
@@ -24,6 +23,7 @@ from .config import (
     set_key,
 )
 from .data import DataError
+from .io import atomic_write
 
 
 def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
@@ -42,22 +42,25 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
 
 
 def _labelled_folds(cfg: Config, out: str | None):
+    """The dataset and its splits (stored at data.folds_file, or `out`/folds.csv when given)."""
     from .data import load_datasets, make_folds
 
     data = load_datasets(cfg.data)
     folds_path = cfg.data.folds_file or (str(Path(out) / "folds.csv") if out else None)
-    folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, folds_path)
+    folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, folds_path,
+                       cfg.data.holdout)
     return data, folds
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .data import load_datasets
+    from .data import describe_pretrain, pretrain_selection
     from .train import pretrain
 
     cfg = _config(args)
-    data = load_datasets(cfg.data)
-    images = data.pretrain_images(cfg.data.include_test_in_pretrain)
-    print(f"pretraining on {images.shape[0]} {data.train.name} images at {cfg.data.image_size} px")
+    data, folds = _labelled_folds(cfg, cfg.train.checkpoint_dir)
+    images, seen = pretrain_selection(data, folds, cfg.data)
+    print(f"pretraining on {images.shape[0]} {data.train.name} images at {cfg.data.image_size} px "
+          f"({describe_pretrain(seen)})")
     if cfg.train.checkpoint_dir:
         save_config(cfg, Path(cfg.train.checkpoint_dir) / "config.yaml")
     result = pretrain(cfg, images)
@@ -97,31 +100,40 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_with_baselines
+    from .baselines import score_baselines
+    from .data import HOLDOUT, describe_pretrain, pretrain_selection
+    from .evaluate import evaluate
     from .plots import save_report_plots
     from .train import load_encoder_checkpoint, resolve_device
+    from .verdict import verdicts
 
     if args.config:  # a bad config file fails before the checkpoint is even read
         _config(args)
     raw, model = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
     data, folds = _labelled_folds(cfg, args.out)
+    _, seen = pretrain_selection(data, folds, cfg.data)
     device = resolve_device(cfg.train.device)
-    reports = evaluate_with_baselines(model.encoder, cfg.model, cfg.data.image_size, data.train.images,
-                                      data.train.labels, folds, cfg.eval, device, seed=cfg.train.seed)
+    x, y = data.train.images, data.train.labels
+    reports = [evaluate(model.encoder, x, y, folds, cfg.eval, device, "vicreg", score_holdout=True)]
+    cache = Path(args.out) / "baselines" if args.out else None
+    reports += score_baselines(cfg, x, y, folds, device, cfg.eval.seed, True, cache)
+    n_hold = int((folds == HOLDOUT).sum())
+    print(f"{int((folds != HOLDOUT).sum())} labelled images in {cfg.data.folds} CV folds, {n_hold} in the hold-out; "
+          f"{describe_pretrain(seen)}\n")
     for r in reports:
         print(r.table() + "\n")
-    for r in reports[1:]:
-        a, b = reports[0].summary, r.summary
-        print(f"vicreg vs {r.label}: kappa {a['kappa_mean']:.4f} +- {a['kappa_std']:.4f} vs "
-              f"{b['kappa_mean']:.4f} +- {b['kappa_std']:.4f} ({a['kappa_mean'] - b['kappa_mean']:+.4f})")
+    for v in verdicts(reports[:1], {r.label: [r] for r in reports[1:]}):
+        print(v.line())
     if args.out:
-        rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
+        rows = ["model,split,kappa,accuracy,auc,epoch"]
         for r in reports:
             save_report_plots(r, args.out)
-            rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
+            rows += [f"{r.label},fold {f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
                      f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
-        atomic_write_text(Path(args.out) / "folds_scores.csv", "\n".join(rows) + "\n")
+            rows += [f"{r.label},{name},{m['kappa']:.6f},{m['accuracy']:.6f},{m['auc']:.6f},"
+                     for name, m in (("pooled", r.pooled), ("holdout", r.holdout)) if m is not None]
+        atomic_write(Path(args.out) / "folds_scores.csv", "\n".join(rows) + "\n")
         print(f"plots and per-fold scores in {args.out}")
     return 0
 
@@ -163,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     with_config(sp)
     sp.set_defaults(func=cmd_pretrain)
 
-    sp = sub.add_parser("evaluate", help="k-fold downstream scores vs a random-init baseline")
+    sp = sub.add_parser("evaluate", help="k-fold and hold-out scores against the baselines, with a verdict")
     with_config(sp)
     sp.add_argument("--checkpoint", required=True, help="checkpoint written by pretrain")
     sp.add_argument("--out", help="folder for the report, plots and per-fold CSV")

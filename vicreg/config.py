@@ -9,18 +9,16 @@ naming the file and the key instead of after an hour of training.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
-import tempfile
 import types
 import typing
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import yaml
+
+from .io import atomic_write
 
 
 class ConfigError(ValueError):
@@ -40,6 +38,11 @@ class DataConfig:
     folds: int = 5
     fold_seed: int = 0
     folds_file: str | None = None  # CSV of the image->fold assignment, reused when present
+    # A stratified part of the labelled set that no selection sees (epochs, pruning, TPE,
+    # ranking): scored only for confirmed configurations. 0 disables it.
+    holdout: float = 0.2
+    holdout_in_pretrain: bool = False  # may pretraining (which uses no labels) see those images?
+    shuffle_labels: bool = False  # the null test: labels permuted (fold_seed), so scores must be ~0
     # Only for dataset=synthetic when `root` does not exist yet: what to generate there.
     synthetic_count: int = 611
     synthetic_size: int = 256
@@ -50,7 +53,8 @@ class DataConfig:
 class ModelConfig:
     arch: str = "resnet18"  # resnet18 | resnet34 | resnet50
     weights: str | None = None  # local torchvision state-dict file; never downloaded
-    small_stem: bool | None = None  # 3x3 stride-1 stem, no max-pool; None: auto (<= 64 px)
+    # 3x3 stride-1 stem, no max-pool; None: auto (<= 64 px and no `weights`)
+    small_stem: bool | None = None
     in_channels: int = 1
     expander_hidden: int = 2048
     expander_layers: int = 3  # number of Linear layers in the expander
@@ -84,13 +88,16 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    """LARS defaults are facebookresearch/vicreg's, whole: base lr 0.2 scaled by batch/256,
+    trust coefficient 0.001, weight decay 1e-6 (main_vicreg.py)."""
+
     name: str = "lars"  # lars | sgd | adam | adamw
-    lr: float = 0.3
-    weight_decay: float = 1e-4
+    lr: float = 0.2
+    weight_decay: float = 1e-6
     momentum: float = 0.9  # sgd and lars
-    eta: float = 0.02  # LARS trust coefficient
+    eta: float = 0.001  # LARS trust coefficient
     betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw
-    scale_lr_by_batch: bool = False  # peak lr = lr * batch_size / 256
+    scale_lr_by_batch: bool | None = None  # peak lr = lr * batch_size / 256; None: true for lars only
     warmup_epochs: float = 10.0
     final_lr_ratio: float = 0.001  # cosine decays to peak * this
 
@@ -98,7 +105,9 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 100
-    patience: int = 5  # early stopping on the epoch's mean VICReg loss; 0 disables
+    # Early stopping on the epoch's mean VICReg loss; 0 (default) disables. The cosine schedule
+    # spans train.epochs, so a run stopped early is scored at a near-peak learning rate.
+    patience: int = 0
     min_delta: float = 0.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -116,13 +125,17 @@ class EvalConfig:
     weight_decay: float = 1e-4
     dropout: float = 0.5
     head_hidden: int = 256
-    patience: int = 5  # early stopping on validation kappa
+    # 0: the head trains exactly `epochs` and the last epoch is scored. N > 0: early stopping
+    # with patience N on an inner split of the training fold (`inner_val`), never on the
+    # fold being scored, which would inflate the score (Cawley & Talbot, JMLR 2010).
+    patience: int = 0
+    inner_val: float = 0.2
     batch_size: int = 32
     oversample: bool = True  # class-balanced sampling of the minority grades
     augment: bool = True  # light flips and crops while training the head
     lr_decay: float = 0.5  # `full`: each earlier stage gets lr * lr_decay**depth
     unfreeze_every: int = 2  # `full`: one more stage is unfrozen every N epochs
-    baselines: bool = True  # also score a random-init encoder (and ImageNet, if given)
+    baselines: bool = True  # also score random-init and raw pixels (and ImageNet, if given)
     imagenet_weights: str | None = None  # local torchvision ResNet weights for that baseline
     probe_every: int = 0  # pretraining epochs between cheap probes (0: never)
     seed: int = 0
@@ -223,6 +236,11 @@ def validate(cfg: Config) -> None:
         (cfg.data.image_size >= 8, "data.image_size", "must be >= 8"),
         (cfg.data.batch_size >= 2, "data.batch_size", "must be >= 2 (VICReg needs a batch)"),
         (cfg.data.folds >= 2, "data.folds", "must be >= 2"),
+        (0 <= cfg.data.holdout <= 0.5, "data.holdout", "must be a fraction in [0, 0.5]"),
+        (0 < cfg.eval.inner_val <= 0.5, "eval.inner_val", "must be a fraction in (0, 0.5]"),
+        (cfg.eval.patience >= 0, "eval.patience", "must be >= 0"),
+        (not (cfg.model.weights and cfg.model.small_stem), "model.small_stem",
+         "cannot be true with model.weights: ImageNet weights keep their own 7x7 stem"),
         (cfg.model.arch in ("resnet18", "resnet34", "resnet50"), "model.arch",
          "must be resnet18, resnet34 or resnet50"),
         (cfg.model.in_channels in (1, 3), "model.in_channels", "must be 1 or 3"),
@@ -318,31 +336,5 @@ def flatten(cfg: Config) -> dict[str, Any]:
     return out
 
 
-@contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing) for the block: processes that
-    share the file wait for each other."""
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temp file in the same folder and os.replace, so readers never see half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
-    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DataConfig, file_lock
+from .config import DataConfig
+from .io import atomic_write, file_lock
 
 TASK_DIR = "C. Diabetic Retinopathy Grading"
 TRAIN_DIR = Path("1. Original Images/a. Training Set")
@@ -55,11 +55,6 @@ class Datasets:
     train: ImageSet  # labelled
     test: ImageSet | None  # unlabelled (DRAC22) or labelled (CIFAR-10 test batch)
 
-    def pretrain_images(self, include_test: bool) -> torch.Tensor:
-        """The images pretraining sees: the training set, plus the test set when asked."""
-        if include_test and self.test is not None:
-            return torch.cat([self.train.images, self.test.images])
-        return self.train.images
 
 
 # --- DRAC22 layout ------------------------------------------------------------------
@@ -218,17 +213,6 @@ def _cache_key(label: str, files: list[Path], size: int, channels: int) -> str:
     return h.hexdigest()[:16]
 
 
-def _atomic_save(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cached_images(label: str, files: list[Path], size: int, channels: int, cache_dir: str | Path,
                   skip_bad: bool = False) -> tuple[np.ndarray, list[str], list[str]]:
     """uint8 (N, channels, size, size) for `files`, decoded once and memory-mapped after.
@@ -245,9 +229,9 @@ def cached_images(label: str, files: list[Path], size: int, channels: int, cache
         if not (npy.is_file() and meta.is_file()):
             arr, kept, skipped = _decode_all(files, size, channels, skip_bad)
             # The manifest goes first; the .npy appearing is what marks the entry complete.
-            _atomic_save(meta, lambda t: Path(t).write_text(json.dumps(
+            atomic_write(meta, lambda t: Path(t).write_text(json.dumps(
                 {"names": kept, "skipped": skipped})))
-            _atomic_save(npy, lambda t: _save_npy(t, arr))
+            atomic_write(npy, lambda t: _save_npy(t, arr))
     info = json.loads(meta.read_text())
     if info["skipped"] and not skip_bad:
         raise DataError(f"{files[0].parent / info['skipped'][0]}: cannot decode image "
@@ -383,41 +367,91 @@ def load_cifar10(cfg: DataConfig) -> Datasets:
 
 
 def load_datasets(cfg: DataConfig) -> Datasets:
-    """The configured dataset, checked and decoded (or read from the cache)."""
-    if cfg.dataset == "cifar10":
-        return load_cifar10(cfg)
-    return load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
+    """The configured dataset, checked and decoded (or read from the cache); with
+    data.shuffle_labels, the labels permuted (the null test)."""
+    data = load_cifar10(cfg) if cfg.dataset == "cifar10" else load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
+    if cfg.shuffle_labels:
+        data.train.labels = shuffled_labels(data.train.labels, cfg.fold_seed)
+    return data
 
 
-# --- folds -------------------------------------------------------------------------
+# --- folds and the hold-out -----------------------------------------------------------
+
+HOLDOUT = -1  # the fold index of hold-out images: in no CV fold, seen by no selection
+
+
+def shuffled_labels(labels: np.ndarray, seed: int) -> np.ndarray:
+    """The null test's labels (data.shuffle_labels): a seeded permutation of the real ones."""
+    return np.random.default_rng(seed).permutation(labels)
+
+
+def _settings_line(k: int, seed: int, holdout: float) -> str:
+    return f"# folds={k} seed={seed} holdout={holdout:g}"
 
 
 def make_folds(names: list[str], labels: np.ndarray, k: int, seed: int,
-               path: str | os.PathLike | None = None) -> np.ndarray:
-    """Fold index (N,) per image: stratified k-fold, stored as CSV at `path` and reused.
+               path: str | os.PathLike | None = None, holdout: float = 0.0) -> np.ndarray:
+    """Fold index (N,) per image: a stratified hold-out (index HOLDOUT = -1, fraction
+    `holdout`), then stratified k-fold over the rest; stored as CSV at `path` and reused.
 
     Reuse is what makes every trial of a study score on the same splits. A stored file
-    that no longer matches the images (names, labels or k) is an error, not silently redone.
+    that no longer matches the images (names, labels) or was made with another k, seed or
+    hold-out fraction is an error naming it, not silently reused or redone.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedKFold, train_test_split
 
+    want = _settings_line(k, seed, holdout)
     if path is not None and Path(path).is_file():
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        stored = {r["image name"]: (int(r["label"]), int(r["fold"])) for r in rows}
+        lines = Path(path).read_text().splitlines()
+        if not lines or not lines[0].startswith("# folds="):
+            raise DataError(f"{path}: not a folds file of this version (no '# folds=' settings line); "
+                            f"delete it to make new folds")
+        if lines[0] != want:
+            raise DataError(f"{path}: stored folds were made with '{lines[0][2:]}', the config asks "
+                            f"'{want[2:]}'; delete the file or use another study folder")
+        try:
+            rows = list(csv.DictReader(lines[1:]))
+            stored = {r["image name"]: (int(r["label"]), int(r["fold"])) for r in rows}
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{path}: cannot be parsed as a folds file (image name,label,fold); "
+                            f"delete it to make new folds") from None
         if set(stored) != set(names) or any(stored[n][0] != int(y) for n, y in zip(names, labels)):
             raise DataError(f"{path}: stored folds do not match this dataset's images; delete it "
                             f"or use another study")
-        folds = np.array([stored[n][1] for n in names], dtype=np.int64)
-        if folds.max() + 1 != k:
-            raise DataError(f"{path}: stored folds have {folds.max() + 1} folds, config asks {k}")
-        return folds
-    folds = np.zeros(len(names), dtype=np.int64)
+        return np.array([stored[n][1] for n in names], dtype=np.int64)
+    folds = np.full(len(names), HOLDOUT, dtype=np.int64)
+    cv = np.arange(len(names))
+    if holdout > 0:
+        cv, _ = train_test_split(cv, test_size=holdout, stratify=labels, random_state=seed)
+        cv = np.sort(cv)
     skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    for i, (_, val) in enumerate(skf.split(np.zeros(len(labels)), labels)):
-        folds[val] = i
+    for i, (_, val) in enumerate(skf.split(np.zeros(len(cv)), labels[cv])):
+        folds[cv[val]] = i
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        lines = ["image name,label,fold"] + [f"{n},{int(y)},{f}" for n, y, f in zip(names, labels, folds)]
-        _atomic_save(Path(path), lambda t: Path(t).write_text("\n".join(lines) + "\n"))
+        lines = [want, "image name,label,fold"]
+        lines += [f"{n},{int(y)},{f}" for n, y, f in zip(names, labels, folds)]
+        atomic_write(Path(path), "\n".join(lines) + "\n")
     return folds
+
+
+def pretrain_selection(data: Datasets, folds: np.ndarray, cfg: DataConfig) -> tuple[torch.Tensor, dict]:
+    """The images pretraining sees, and a record of which: labelled CV images always, the
+    hold-out only with data.holdout_in_pretrain, the unlabelled/test images only with
+    data.include_test_in_pretrain. -> (uint8 images (M, C, H, W), {"pretrain.*": ...})."""
+    keep = folds != HOLDOUT if not cfg.holdout_in_pretrain else np.ones(len(folds), dtype=bool)
+    parts = [data.train.images[torch.from_numpy(np.flatnonzero(keep))]]
+    with_test = cfg.include_test_in_pretrain and data.test is not None
+    if with_test:
+        parts.append(data.test.images)
+    n_hold = int((folds == HOLDOUT).sum())
+    record = {"pretrain.labelled_cv": int((folds != HOLDOUT).sum()),
+              "pretrain.holdout": n_hold if cfg.holdout_in_pretrain else 0,
+              "pretrain.test": int(data.test.images.shape[0]) if with_test else 0}
+    return (torch.cat(parts) if len(parts) > 1 else parts[0]), record
+
+
+def describe_pretrain(record: dict) -> str:
+    """'CV-labelled 96 + hold-out 0 of 24 + test 20 images' style line for reports."""
+    return (f"pretraining saw {record['pretrain.labelled_cv']} labelled CV images, "
+            f"{record['pretrain.holdout']} hold-out images, {record['pretrain.test']} unlabelled test images")

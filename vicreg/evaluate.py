@@ -7,17 +7,21 @@ Protocols (`eval.protocol`):
   full      the whole network, discriminative learning rates per stage and gradual
             unfreezing from the top (Romero et al., Med. Phys. 2020; Howard & Ruder 2018)
 
-Scores per fold and mean +- std: quadratic weighted kappa (DRAC22's primary metric),
-accuracy, macro one-vs-one AUC on probabilities (secondary), per-class recall and the
-confusion matrix, all from scikit-learn. Each fold's model is the epoch with the best
-validation kappa (early stopping as configured), which makes the k-fold score slightly
-optimistic; every trial of a study is scored the same way, so trials stay comparable.
+Scores from scikit-learn: quadratic weighted kappa (DRAC22's primary metric), accuracy,
+macro one-vs-one AUC on probabilities (secondary), per-class recall, confusion matrix.
+Three numbers, never mixed up:
+  CV mean +- std   per-fold scores over the k validation folds (std with ddof=1)
+  pooled           one kappa over all out-of-fold predictions, as the challenge scores a test set
+  hold-out         images in no fold (vicreg.data.HOLDOUT), scored by the k fold models'
+                   averaged probabilities; only when asked (confirmed configurations)
+No number is selected on the data it reports: the head trains a fixed `eval.epochs`, or with
+`eval.patience` > 0 stops early on an inner split of the training fold, never on the fold
+being scored (Cawley & Talbot, JMLR 2010).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,12 +29,14 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, recall_score, roc_auc_score
+from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .augment import channel_stats, normalise
-from .config import EvalConfig, ModelConfig
-from .model import build_encoder
+from .config import EvalConfig
+from .data import HOLDOUT
+from .io import atomic_write
 
 STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")  # top first: the unfreezing order
 
@@ -58,26 +64,45 @@ class FoldResult:
     fold: int
     metrics: dict  # scores() of the validation images
     curves: list[dict] = field(default_factory=list)  # per epoch: train/val loss, acc, kappa
-    best_epoch: int = 0
+    best_epoch: int = 0  # the epoch kept: the last one, or the inner split's best
+    probs: np.ndarray | None = None  # (N_val, C) validation probabilities (not serialised)
+
+
+def _mean_std(vals: list[float]) -> tuple[float, float]:
+    """nan-aware mean and sample std (ddof=1; nan for a single value)."""
+    a = np.array(vals, dtype=float)
+    a = a[np.isfinite(a)]
+    if not len(a):
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan")
 
 
 @dataclass
 class EvalReport:
-    label: str  # "vicreg", "random-init", "imagenet"
+    label: str  # "vicreg", "random-init", "raw-pixels", "imagenet"
     protocol: str
     folds: list[FoldResult]
     test_probs: np.ndarray | None = None  # (N_test, C) averaged over the fold models
+    pooled: dict | None = None  # scores() of all out-of-fold predictions together
+    holdout: dict | None = None  # scores() of the hold-out images (fold models averaged)
+    n_train_per_fold: float = 0.0  # mean training images per fold (for the verdict's correction)
+    n_val_per_fold: float = 0.0
+
+    @property
+    def fold_kappas(self) -> list[float]:
+        return [f.metrics["kappa"] for f in self.folds]
 
     @property
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for key in ("kappa", "accuracy", "auc"):
-            vals = np.array([f.metrics[key] for f in self.folds], dtype=float)
-            out[f"{key}_mean"] = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-            out[f"{key}_std"] = float(np.nanstd(vals)) if np.isfinite(vals).any() else float("nan")
+            out[f"{key}_mean"], out[f"{key}_std"] = _mean_std([f.metrics[key] for f in self.folds])
         recalls = np.array([f.metrics["recall"] for f in self.folds])
         for c, r in enumerate(recalls.mean(0)):
             out[f"recall_{c}"] = float(r)
+        for name, m in (("pooled", self.pooled), ("holdout", self.holdout)):
+            if m is not None:
+                out |= {f"{key}_{name}": float(m[key]) for key in ("kappa", "accuracy", "auc")}
         return out
 
     @property
@@ -86,15 +111,40 @@ class EvalReport:
 
     def table(self) -> str:
         lines = [f"{self.label} ({self.protocol})",
-                 f"{'fold':>6} {'kappa':>7} {'acc':>7} {'auc':>7}  recall per class"]
+                 f"{'':>18} {'kappa':>7} {'acc':>7} {'auc':>7}  recall per class"]
         for f in self.folds:
             m = f.metrics
             rec = " ".join(f"{r:.2f}" for r in m["recall"])
-            lines.append(f"{f.fold:>6} {m['kappa']:7.4f} {m['accuracy']:7.4f} {m['auc']:7.4f}  {rec}")
+            name = f"CV fold {f.fold}"
+            lines.append(f"{name:>18} {m['kappa']:7.4f} {m['accuracy']:7.4f} {m['auc']:7.4f}  {rec}")
         s = self.summary
-        lines.append(f"{'mean':>6} {s['kappa_mean']:7.4f} {s['accuracy_mean']:7.4f} {s['auc_mean']:7.4f}")
-        lines.append(f"{'+-':>6} {s['kappa_std']:7.4f} {s['accuracy_std']:7.4f} {s['auc_std']:7.4f}")
+        lines.append(f"{'CV mean':>18} {s['kappa_mean']:7.4f} {s['accuracy_mean']:7.4f} {s['auc_mean']:7.4f}")
+        lines.append(f"{'CV std (ddof=1)':>18} {s['kappa_std']:7.4f} {s['accuracy_std']:7.4f} {s['auc_std']:7.4f}")
+        for name, m in (("pooled out-of-fold", self.pooled), ("hold-out", self.holdout)):
+            if m is not None:
+                rec = " ".join(f"{r:.2f}" for r in m["recall"])
+                lines.append(f"{name:>18} {m['kappa']:7.4f} {m['accuracy']:7.4f} {m['auc']:7.4f}  {rec}")
         return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: per-fold and pooled/hold-out scores (no curves, no probabilities)."""
+        def plain(m: dict | None) -> dict | None:
+            return None if m is None else {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
+
+        return {"label": self.label, "protocol": self.protocol, "pooled": plain(self.pooled),
+                "holdout": plain(self.holdout), "n_train_per_fold": self.n_train_per_fold,
+                "n_val_per_fold": self.n_val_per_fold,
+                "folds": [{"fold": f.fold, "best_epoch": f.best_epoch, "metrics": plain(f.metrics)}
+                          for f in self.folds]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EvalReport:
+        def arrays(m: dict | None) -> dict | None:
+            return None if m is None else {**m, "confusion": np.array(m["confusion"])}
+
+        folds = [FoldResult(f["fold"], arrays(f["metrics"]), [], f["best_epoch"]) for f in d["folds"]]
+        return cls(d["label"], d["protocol"], folds, None, arrays(d["pooled"]), arrays(d["holdout"]),
+                   d["n_train_per_fold"], d["n_val_per_fold"])
 
 
 # --- features and the cheap probe ----------------------------------------------------
@@ -121,7 +171,8 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean: torch.Tenso
 
 def probe_kappa(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
                 device: torch.device | str = "cpu") -> float:
-    """Mean validation kappa of a logistic regression on frozen features, over the folds.
+    """Mean validation kappa of a logistic regression on frozen features, over the CV folds
+    (hold-out images are neither fitted nor scored).
 
     Cheap enough to call every few pretraining epochs for monitoring and pruning.
     """
@@ -129,8 +180,8 @@ def probe_kappa(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, fo
     mean, std = channel_stats(images)
     feats = extract_features(encoder, images, mean, std, device).numpy()
     kappas = []
-    for k in np.unique(folds):
-        tr, va = folds != k, folds == k
+    for k in np.unique(folds[folds != HOLDOUT]):  # the hold-out is never scored here
+        tr, va = (folds != k) & (folds != HOLDOUT), folds == k
         scaler = StandardScaler().fit(feats[tr])
         clf = LogisticRegression(max_iter=300, class_weight="balanced")
         clf.fit(scaler.transform(feats[tr]), labels[tr])
@@ -182,13 +233,17 @@ def _light_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: EvalConfig, protocol: str,
-             device: torch.device, fold: int, test: dict | None = None
-             ) -> tuple[FoldResult, np.ndarray | None, nn.Module, nn.Module]:
-    """Train one fold's classifier on a copy of `encoder`; keep the epoch with the best val kappa.
+             device: torch.device, fold: int, predict_sets: dict[str, torch.Tensor] | None = None,
+             select: dict | None = None) -> tuple[FoldResult, dict[str, np.ndarray], nn.Module, nn.Module]:
+    """Train one fold's classifier on a copy of `encoder`, score it on `val`.
 
     `train` holds "x" (features (N, F) for frozen protocols, else uint8 images), "x_flip"
-    (flipped features), "y", and the images' "mean"/"std"; `val` and `test` hold "x" (and
-    "y"). Returns (result, test probabilities or None, the fold's encoder, its head).
+    (flipped features), "y", and the images' "mean"/"std"; `val` and `select` hold "x" and
+    "y". The kept model is the last epoch's, or, when `select` is given, the epoch with the
+    best kappa on `select` (an inner split of the training fold, with `cfg.patience`): `val`
+    never chooses anything. `predict_sets` maps names to inputs like "x" (test, hold-out)
+    that the kept model also predicts. Returns (result, {name: probabilities}, the fold's
+    encoder, its head).
     """
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)
     torch.manual_seed(cfg.seed * 1000 + fold)
@@ -235,7 +290,10 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
                    for i in range(0, len(batch_x), 256)]
         return torch.cat(out).numpy()
 
-    best, best_state, curves, wait = -np.inf, None, [], 0
+    def snapshot(epoch: int) -> tuple:
+        return (copy.deepcopy(head.state_dict()), None if frozen else copy.deepcopy(encoder.state_dict()), epoch)
+
+    best, kept, curves, wait = -np.inf, None, [], 0
     for epoch in range(cfg.epochs):
         if not frozen:
             active = _trainable_stages(protocol, epoch, cfg)
@@ -265,87 +323,99 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == y_train[idx].to(device)).sum()
             total += len(idx)
+        # The validation curve is drawn for the user; it chooses nothing.
         probs = predict(val["x"])
         m = scores(val["y"], probs)
         log_p = torch.log(torch.as_tensor(probs).clamp_min(1e-8))
-        val_loss = float(F.nll_loss(log_p, torch.as_tensor(val["y"])))
         curves.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(total, 1),
-                       "train_accuracy": float(correct) / max(total, 1), "val_loss": val_loss,
+                       "train_accuracy": float(correct) / max(total, 1),
+                       "val_loss": float(F.nll_loss(log_p, torch.as_tensor(val["y"]))),
                        "val_accuracy": m["accuracy"], "val_kappa": m["kappa"]})
-        if m["kappa"] > best:
-            best, wait = m["kappa"], 0
-            enc_state = None if frozen else copy.deepcopy(encoder.state_dict())
-            best_state = (copy.deepcopy(head.state_dict()), enc_state, epoch, m)
+        if select is None:
+            continue
+        inner = scores(select["y"], predict(select["x"]))["kappa"]
+        curves[-1]["inner_kappa"] = inner
+        if inner > best:
+            best, wait, kept = inner, 0, snapshot(epoch)
         else:
             wait += 1
             if cfg.patience and wait >= cfg.patience:
                 break
-    head.load_state_dict(best_state[0])
-    if best_state[1] is not None:
-        encoder.load_state_dict(best_state[1])
-    test_probs = predict(test["x"]) if test is not None else None
-    return FoldResult(fold, best_state[3], curves, best_state[2] + 1), test_probs, encoder, head
+    if kept is not None:
+        head.load_state_dict(kept[0])
+        if kept[1] is not None:
+            encoder.load_state_dict(kept[1])
+    kept_epoch = kept[2] + 1 if kept is not None else len(curves)
+    val_probs = predict(val["x"])
+    extra = {name: predict(x) for name, x in (predict_sets or {}).items()}
+    result = FoldResult(fold, scores(val["y"], val_probs), curves, kept_epoch, val_probs)
+    return result, extra, encoder, head
 
 
 def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray, cfg: EvalConfig,
              device: torch.device | str = "cpu", label: str = "vicreg",
-             test_images: torch.Tensor | None = None) -> EvalReport:
+             test_images: torch.Tensor | None = None, score_holdout: bool = False,
+             protocol: str | None = None) -> EvalReport:
     """k-fold downstream evaluation of `encoder` on uint8 images (N, C, H, W) -> EvalReport.
 
-    `folds[i]` is image i's validation fold (see vicreg.data.make_folds). With
-    `test_images`, each fold's best model predicts them and the report holds the mean
-    probabilities (for the DRAC22 submission file).
+    `folds[i]` is image i's validation fold, or HOLDOUT (-1) for hold-out images (see
+    vicreg.data.make_folds), which are left out of every fold and scored only with
+    `score_holdout`. With `test_images`, each fold's model predicts them and the report
+    holds the mean probabilities (for the DRAC22 submission file). `protocol` overrides
+    cfg.protocol (raw pixels have no conv stage to fine-tune).
     """
-    if cfg.protocol not in ("linear", "head", "conv+head", "full"):
-        raise ValueError(f"eval.protocol={cfg.protocol!r}: expected linear, head, conv+head or full")
+    protocol = protocol or cfg.protocol
+    if protocol not in ("linear", "head", "conv+head", "full"):
+        raise ValueError(f"eval.protocol={protocol!r}: expected linear, head, conv+head or full")
     device = torch.device(device)
-    mean, std = channel_stats(images)
+    cv = folds != HOLDOUT
+    mean, std = channel_stats(images[torch.from_numpy(np.flatnonzero(cv))])  # no hold-out statistics
     n_classes = int(labels.max()) + 1
-    frozen = cfg.protocol in ("linear", "head")
-    if frozen:  # extract once (and once flipped, the light augmentation of frozen protocols)
+    if protocol in ("linear", "head"):  # extract once (and once flipped, the frozen protocols' augmentation)
         enc = encoder.to(device)
         x = extract_features(enc, images, mean, std, device)
         x_flip = extract_features(enc, images, mean, std, device, flip=True) if cfg.augment else x
         x_test = extract_features(enc, test_images, mean, std, device) if test_images is not None else None
     else:
         x, x_flip, x_test = images, images, test_images
-    results, test_probs = [], []
-    for k in sorted(np.unique(folds).tolist()):
-        tr, va = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+    hold = np.flatnonzero(~cv)
+    sets = {}
+    if x_test is not None:
+        sets["test"] = x_test
+    if score_holdout and len(hold):
+        sets["holdout"] = x[hold]
+    results, extra = [], {name: [] for name in sets}
+    oof = np.zeros((len(labels), n_classes))
+    n_train, n_val = [], []
+    for k in sorted(np.unique(folds[cv]).tolist()):
+        tr, va = np.flatnonzero(cv & (folds != k)), np.flatnonzero(folds == k)
+        select = None
+        if cfg.patience > 0:  # early stopping on an inner split of the training fold only
+            tr, inner = train_test_split(tr, test_size=cfg.inner_val, stratify=labels[tr],
+                                         random_state=cfg.seed * 1000 + k)
+            select = {"x": x[inner], "y": labels[inner]}
         train = {"x": x[tr], "x_flip": x_flip[tr], "y": labels[tr], "mean": mean, "std": std}
         val = {"x": x[va], "y": labels[va]}
-        test = {"x": x_test} if x_test is not None else None
-        res, probs, _, _ = fit_fold(encoder, train, val, n_classes, cfg, cfg.protocol, device, k, test)
+        res, probs, _, _ = fit_fold(encoder, train, val, n_classes, cfg, protocol, device, k, sets, select)
         results.append(res)
-        if probs is not None:
-            test_probs.append(probs)
-    return EvalReport(label, cfg.protocol, results, np.mean(test_probs, axis=0) if test_probs else None)
-
-
-def evaluate_with_baselines(encoder: nn.Module, model_cfg: ModelConfig, image_size: int, images: torch.Tensor,
-                            labels: np.ndarray, folds: np.ndarray, cfg: EvalConfig,
-                            device: torch.device | str = "cpu", test_images: torch.Tensor | None = None,
-                            seed: int = 0) -> list[EvalReport]:
-    """The VICReg encoder's report, then the same protocol on baselines (when eval.baselines):
-    a randomly initialised encoder, and an ImageNet-initialised one if eval.imagenet_weights
-    names a local torchvision weights file. Shows whether pretraining helped."""
-    reports = [evaluate(encoder, images, labels, folds, cfg, device, "vicreg", test_images)]
-    if cfg.baselines:
-        torch.manual_seed(seed)
-        rand = build_encoder(dataclasses.replace(model_cfg, weights=None), image_size)
-        reports.append(evaluate(rand, images, labels, folds, cfg, device, "random-init"))
-        if cfg.imagenet_weights:
-            imnet = build_encoder(dataclasses.replace(model_cfg, weights=cfg.imagenet_weights), image_size)
-            reports.append(evaluate(imnet, images, labels, folds, cfg, device, "imagenet"))
-    return reports
+        oof[va] = res.probs
+        n_train.append(len(tr))
+        n_val.append(len(va))
+        for name, p in probs.items():
+            extra[name].append(p)
+    report = EvalReport(label, protocol, results, pooled=scores(labels[cv], oof[cv]),
+                        n_train_per_fold=float(np.mean(n_train)), n_val_per_fold=float(np.mean(n_val)))
+    if extra.get("test"):
+        report.test_probs = np.mean(extra["test"], axis=0)
+    if extra.get("holdout"):
+        report.holdout = scores(labels[hold], np.mean(extra["holdout"], axis=0))
+    return report
 
 
 def write_submission(names: list[str], probs: np.ndarray, path) -> None:
     """DRAC22 Task 3 submission: `case,class,P0,P1,P2`, one row per test image in name order."""
-    from .config import atomic_write_text
-
     probs = probs / probs.sum(1, keepdims=True)
     lines = ["case,class,P0,P1,P2"]
     for name, p in zip(names, probs):
         lines.append(f"{name},{int(p.argmax())},{p[0]:.6f},{p[1]:.6f},{p[2]:.6f}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    atomic_write(path, "\n".join(lines) + "\n")

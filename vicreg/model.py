@@ -13,21 +13,30 @@ from .config import ModelConfig
 _FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
-def build_encoder(cfg: ModelConfig, image_size: int) -> nn.Module:
+def uses_small_stem(cfg: ModelConfig, image_size: int) -> bool:
+    """The CIFAR stem: asked for, or by default at <= 64 px unless ImageNet weights keep theirs."""
+    if cfg.weights and cfg.small_stem:
+        raise ValueError("model.small_stem=true cannot be combined with model.weights: ImageNet "
+                         "weights keep their own 7x7 stem")
+    return cfg.small_stem if cfg.small_stem is not None else (image_size <= 64 and not cfg.weights)
+
+
+def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool = True) -> nn.Module:
     """torchvision ResNet without its classifier: (B, C, H, W) -> (B, feature_dim).
 
-    Randomly initialised with zero-init residuals (as the reference VICReg backbone), or
-    loaded from the local state-dict file `cfg.weights` (never downloaded). Inputs of
-    64 px and below get the CIFAR stem (3x3 stride-1 conv, no max-pool) unless
-    `cfg.small_stem` says otherwise, since a 7x7/2 conv + pool leaves a 32 px image 2x2
-    pixels by the last stage.
+    Randomly initialised, by default with zero-init residuals (the reference VICReg backbone:
+    a good start for training, Goyal et al. 2017, but a degenerate feature extractor if never
+    trained: every residual branch outputs 0), or loaded from the local state-dict file
+    `cfg.weights` (never downloaded). Inputs of 64 px and below get the CIFAR stem (3x3
+    stride-1 conv, no max-pool) unless `cfg.small_stem` says otherwise or ImageNet weights
+    are loaded, since a 7x7/2 conv + pool leaves a 32 px image 2x2 pixels by the last stage.
     """
     if cfg.arch not in _FEATURE_DIMS:
         raise ValueError(f"model.arch={cfg.arch!r}: expected one of {sorted(_FEATURE_DIMS)}")
-    net = getattr(torchvision.models, cfg.arch)(weights=None, zero_init_residual=True)
+    small = uses_small_stem(cfg, image_size)
+    net = getattr(torchvision.models, cfg.arch)(weights=None, zero_init_residual=zero_init_residual)
     if cfg.weights:
         load_torchvision_weights(net, cfg.weights)
-    small = cfg.small_stem if cfg.small_stem is not None else image_size <= 64
     old = net.conv1
     if small:
         net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

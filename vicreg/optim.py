@@ -11,7 +11,9 @@ from .config import OptimConfig
 
 
 class LARS(torch.optim.Optimizer):
-    """LARS as in facebookresearch/vicreg main_vicreg.py (You et al. 2017, arXiv:1708.03888).
+    """LARS as in facebookresearch/vicreg main_vicreg.py (You et al. 2017, arXiv:1708.03888),
+    with that reference's defaults whole (OptimConfig): eta 0.001, wd 1e-6, base lr 0.2 scaled
+    by batch/256. (solo-learn's CIFAR eta 0.02 needs its trust-ratio clipping, not done here.)
 
     For each parameter p with gradient g (in groups where `lars` is true):
         g <- g + wd * p
@@ -83,7 +85,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
 
 
 def peak_lr(cfg: OptimConfig, batch_size: int) -> float:
-    return cfg.lr * batch_size / 256 if cfg.scale_lr_by_batch else cfg.lr
+    """lr * batch/256 when scaled (default: LARS only, as facebookresearch/vicreg's base lr)."""
+    scale = cfg.scale_lr_by_batch if cfg.scale_lr_by_batch is not None else cfg.name == "lars"
+    return cfg.lr * batch_size / 256 if scale else cfg.lr
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, final_ratio: float) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from .augment import TwoViews, channel_stats
 from .config import Config, to_dict
+from .io import atomic_write
 from .loss import vicreg_loss
 from .model import VICRegModel, build_model
 from .optim import build_optimizer, lr_at, peak_lr, set_lr
@@ -89,23 +89,17 @@ def check_images(cfg: Config, images: torch.Tensor) -> None:
 def _training_key(cfg: Config) -> dict[str, Any]:
     """The parts of the config a checkpoint must agree with to be resumed."""
     d = to_dict(cfg)
+    data = {k: d["data"][k] for k in ("dataset", "root", "test_root", "image_size", "batch_size",
+                                      "include_test_in_pretrain", "holdout", "holdout_in_pretrain",
+                                      "fold_seed", "shuffle_labels", "skip_bad_images")}
+    train = {k: d["train"][k] for k in ("epochs", "patience", "min_delta", "seed")}
     return {"model": d["model"], "augment": d["augment"], "loss": d["loss"], "optim": d["optim"],
-            "data.batch_size": cfg.data.batch_size, "data.image_size": cfg.data.image_size,
-            "train.seed": cfg.train.seed, "train.epochs": cfg.train.epochs}
+            "data": data, "train": train}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
+    """torch.save, atomically: never half a file."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], VICRegModel]:
     """Checkpoint written by `pretrain` -> (config dict, model with its weights, on CPU)."""
@@ -236,14 +230,16 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
                        f"cov {metrics['covariance']:.4f}  lr {lr:.2e}  std {metrics['std']:.3f}  "
                        f"{metrics['images_per_s']:.1f} img/s")
 
+        # A callback's stop (a prune) wins over early stopping on the same epoch: a pruned trial
+        # must not be recorded as a finished one.
         ended = None
-        if tc.patience and wait >= tc.patience:
-            ended = ("early_stopped", f"loss did not improve by {tc.min_delta} for "
-                     f"{tc.patience} epochs (best {best:.4f})")
         for cb in callbacks:
             answer = cb(Report("epoch", epoch, step, metrics, model))
             if answer and ended is None:
                 ended = ("stopped", answer if isinstance(answer, str) else "stopped by a callback")
+        if ended is None and tc.patience and wait >= tc.patience:
+            ended = ("early_stopped", f"loss did not improve by {tc.min_delta} for "
+                     f"{tc.patience} epochs (best {best:.4f})")
         if ckpt_path is not None:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,

@@ -1,0 +1,212 @@
+"""Confirm before calling a configuration best.
+
+A sweep's winner is the best of many noisy draws, chosen on the CV folds it is scored on:
+its score is biased upward twice. When a study ends (and on demand, `--confirm`), its top-k
+configurations are pretrained again from scratch with seeds 0..N-1 (pretraining and head
+alike), scored on the CV folds and, for the first and only time, on the hold-out, against
+the baselines under the same seeds. The best file then ranks by the confirmed CV mean, and
+reports the hold-out score and the verdict (vicreg/verdict.py) beside it.
+
+Each confirm run is an MLflow child run tagged `stage=confirm` under the study's parent;
+its result is stored as runs/<study>/confirm/trial<N>-seed<S>.json, so an interrupted
+confirm stage resumes where it stopped (a run killed mid-pretraining resumes from its
+checkpoint), and confirm runs are not Optuna trials: they do not count towards --trials.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from vicreg.config import Config, config_from_dict, set_key
+from vicreg.data import pretrain_selection
+from vicreg.evaluate import EvalReport
+from vicreg.io import atomic_write, file_lock
+from vicreg.train import pretrain, resolve_device
+from vicreg.verdict import verdicts
+
+from .objective import KEY_PARAMS, SweepContext, _artifacts, _epoch_logger, check_interrupted
+from .study import Study, config_values
+
+CONFIRMED_FILE = "confirmed.json"
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'optim.lr': 1} -> {'optim': {'lr': 1}}."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        set_key(out, key, value)
+    return out
+
+
+def candidates(study: optuna.Study, spec: Study, top_k: int) -> list[optuna.trial.FrozenTrial]:
+    """The top-k COMPLETE trials by the study's objective (CV folds only)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(done, key=lambda t: t.value, reverse=spec.direction == "maximize")[:top_k]
+
+
+def confirm_config(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -> Config:
+    """The trial's resolved config with this run's overrides and seed, checkpointed under
+    out_dir/confirm so that a killed run resumes."""
+    raw = nest(trial.user_attrs["config"])
+    sets = {**ctx.overrides, "train.seed": seed, "eval.seed": seed, "train.progress": ctx.progress,
+            "train.checkpoint_dir": str(ctx.out_dir / "confirm" / f"ckpt-trial{trial.number:04d}-seed{seed}")}
+    for key, value in sets.items():
+        set_key(raw, key, value)
+    return config_from_dict(raw, source=f"trial {trial.number} (confirm)")
+
+
+def _result_path(ctx: SweepContext, trial: int, seed: int) -> Path:
+    return ctx.out_dir / "confirm" / f"trial{trial:04d}-seed{seed}.json"
+
+
+def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -> dict:
+    """Pretrain one (configuration, seed) from scratch and score it with the hold-out;
+    store and return {"trial", "seed", "status", "run_id", "reports": [vicreg, baselines...]}."""
+    cfg = confirm_config(ctx, trial, seed)
+    device = resolve_device(cfg.train.device)
+    tr = ctx.tracking
+    run_id = None
+    if tr is not None:
+        flat = {k: v for k, v in trial.user_attrs["config"].items() if k in KEY_PARAMS}
+        params = {**flat, **config_values(trial.params), "train.seed": seed,
+                  "eval.seed": seed}
+        tags = {"vicreg.study": ctx.study.name, "vicreg.role": "confirm", "stage": "confirm",
+                "confirm_of_trial": str(trial.number), "seed": str(seed), "git_commit": ctx.commit,
+                "dataset": cfg.data.dataset}
+        run_id = tr.start_trial(ctx.parent_id, f"confirm trial-{trial.number:03d} seed {seed}", params, tags)
+    try:
+        data = ctx.datasets(cfg)
+        folds = ctx.folds(cfg, data)
+        images, seen = pretrain_selection(data, folds, cfg.data)
+        callbacks = [lambda report: check_interrupted()]
+        if tr is not None:
+            tr.log_params(run_id, seen)
+            callbacks.append(_epoch_logger(ctx, run_id))
+        result = pretrain(cfg, images, callbacks)
+        out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run_id, "reports": []}
+        if result.status == "diverged":
+            if tr is not None:
+                tr.end(run_id, "FAILED", "DIVERGED", {"reason": result.reason})
+        else:
+            reports = ctx.score(cfg, result.model.encoder, data, folds, device, holdout=True)
+            out["reports"] = [r.to_dict() for r in reports]
+            if tr is not None:
+                summary = reports[0].summary
+                for r in reports[1:]:
+                    summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
+                tr.log_metrics(run_id, summary, step=result.epochs)
+                with tempfile.TemporaryDirectory() as tmp:
+                    _artifacts(ctx, run_id, cfg, result, reports, Path(tmp))
+                tr.end(run_id, "FINISHED", "COMPLETE", {"stop_reason": result.reason})
+        atomic_write(_result_path(ctx, trial.number, seed), json.dumps(out))
+        shutil.rmtree(cfg.train.checkpoint_dir, ignore_errors=True)  # runs/ must not fill the disk
+        return out
+    except KeyboardInterrupt:
+        if tr is not None:
+            tr.end(run_id, "KILLED", "INTERRUPTED", {"reason": "interrupted (Ctrl-C); resumes on the next --confirm"})
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded, then re-raised
+        if tr is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                tb = Path(tmp) / "traceback.txt"
+                tb.write_text(traceback.format_exc())
+                tr.log_artifacts(run_id, [tb])
+            tr.end(run_id, "FAILED", "FAILED", {"reason": f"{type(e).__name__}: {e}".splitlines()[0][:4000]})
+        raise
+
+
+def _stats(vals: list[float | None]) -> tuple[float, float]:
+    """Mean and std over seeds (ddof=1; nan for one seed), ignoring missing values."""
+    a = np.array([v for v in vals if v is not None and math.isfinite(v)], dtype=float)
+    if not len(a):
+        return float("nan"), float("nan")
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan")
+
+
+SCORES = {"cv_kappa": "kappa_mean", "pooled_kappa": "kappa_pooled", "holdout_kappa": "kappa_holdout",
+          "holdout_accuracy": "accuracy_holdout"}
+
+
+def summarise(trial: optuna.trial.FrozenTrial, runs: list[dict]) -> dict:
+    """One configuration's confirmed scores over its seeds, per model (vicreg and each
+    baseline): {name: mean, name_std: std over seeds} for SCORES; and its verdicts."""
+    ok = [r for r in runs if r["reports"]]
+    entry: dict[str, Any] = {"trial": trial.number, "params": config_values(trial.params), "seeds": len(runs),
+                             "diverged_seeds": len(runs) - len(ok), "trial_cv_value": trial.value,
+                             "mlflow_run_ids": [r["run_id"] for r in runs], "scores": {}, "verdicts": []}
+    by_label: dict[str, list[EvalReport]] = {}
+    for r in ok:
+        for d in r["reports"]:
+            by_label.setdefault(d["label"], []).append(EvalReport.from_dict(d))
+    for label, reps in by_label.items():
+        stats = {}
+        for name, key in SCORES.items():
+            stats[name], stats[f"{name}_std"] = _stats([r.summary.get(key) for r in reps])
+        entry["scores"][label] = stats
+    if "vicreg" in by_label:
+        baselines = {k: v for k, v in by_label.items() if k != "vicreg"}
+        entry["verdicts"] = [v.as_dict() for v in verdicts(by_label["vicreg"], baselines)]
+    return entry
+
+
+def confirmed_cv(entry: dict) -> float:
+    return entry["scores"].get("vicreg", {}).get("cv_kappa", float("nan"))
+
+
+def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) -> list[dict]:
+    """Confirm the top-k configurations with `seeds` seeds each (resuming stored runs);
+    write out_dir/confirmed.json ranked by confirmed CV kappa; return that ranking."""
+    top = candidates(study, ctx.study, top_k)
+    if not top or seeds < 1:
+        return []
+    (ctx.out_dir / "confirm").mkdir(parents=True, exist_ok=True)
+    with file_lock(ctx.out_dir / "confirm.lock"):  # one confirmer at a time: RUNNING ones are dead
+        if ctx.tracking is not None:
+            ctx.tracking.close_stale_confirm(ctx.study.name)
+        ranked = []
+        for t in top:
+            runs = []
+            for s in range(seeds):
+                path = _result_path(ctx, t.number, s)
+                if path.is_file():
+                    runs.append(json.loads(path.read_text()))
+                    continue
+                t0 = time.perf_counter()
+                runs.append(confirm_run(ctx, t, s))
+                print(f"confirm trial {t.number} seed {s}: {_line(runs[-1])} ({time.perf_counter() - t0:.0f} s)",
+                      flush=True)
+            ranked.append(summarise(t, runs) | {"config": nest(t.user_attrs["config"])})
+    ranked.sort(key=lambda e: -confirmed_cv(e) if math.isfinite(confirmed_cv(e)) else math.inf)
+    for rank, e in enumerate(ranked, start=1):
+        e["rank"] = rank
+    atomic_write(ctx.out_dir / CONFIRMED_FILE, json.dumps({"top_k": top_k, "seeds": seeds, "ranked": ranked}))
+    return ranked
+
+
+def _line(run: dict) -> str:
+    if not run["reports"]:
+        return run["status"]
+    s = EvalReport.from_dict(run["reports"][0]).summary
+    return f"CV kappa {s['kappa_mean']:.4f}, hold-out kappa {s.get('kappa_holdout', float('nan')):.4f}"
+
+
+def load_confirmed(out_dir: Path) -> dict | None:
+    """out_dir/confirmed.json, or None when no confirm stage has run."""
+    path = Path(out_dir) / CONFIRMED_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise ValueError(f"{path}: cannot be parsed (delete it and run --confirm again)") from None

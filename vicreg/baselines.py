@@ -1,0 +1,133 @@
+"""Baselines that a pretrained encoder must beat, scored under the same protocol, folds and
+head seed as it, and cached: a baseline's scores depend only on what `baseline_key` hashes.
+
+  random-init  the architecture as its torchvision constructor initialises it (Kaiming-normal
+               convs, BatchNorm weight 1, bias 0), NOT with zero-init residuals: those make
+               every residual branch output 0 in an untrained network, which then is its stem
+               plus three 1x1 downsampling convs (REFERENCE.md section 7).
+  raw-pixels   the images themselves, average-pooled to at most 32x32 and flattened: the
+               floor on small images. No conv stage exists to fine-tune, so the fine-tuning
+               protocols score it with the `head` MLP (linear stays linear).
+  imagenet     torchvision ImageNet weights from a local file (eval.imagenet_weights), with
+               their own 7x7 stem; grey input sums conv1's RGB filters.
+
+Both untrained encoders are scored as torchvision builds them, in eval mode: random-init's
+BatchNorm layers then hold their constructed statistics (mean 0, variance 1, weight 1, bias 0),
+which makes each one the identity, so the network is the plain Kaiming-initialised ResNet;
+imagenet keeps the statistics it was trained with (a grey image through summed RGB filters is
+the RGB image (x, x, x), which those statistics fit). We tried estimating random-init's
+statistics on the images instead: every residual branch then weighs as much as its skip
+path, and the probe fell (synthetic set, `python benchmarks/random_init_variants.py`), so
+that variant would be a weaker floor, flattering pretraining. Features are standardised per
+fold before any head, so the un-normalised scale does not matter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config, to_dict
+from .evaluate import EvalReport, evaluate
+from .io import atomic_write, file_lock
+from .model import build_encoder
+
+BASELINES = ("random-init", "raw-pixels", "imagenet")
+RAW_PIXELS_SIDE = 32  # raw pixels are pooled to at most this side (1024 features per channel)
+
+
+class RawPixels(nn.Module):
+    """(B, C, H, W) -> (B, C * s * s) with s = min(H, RAW_PIXELS_SIDE): pooled pixels."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        side = min(x.shape[-1], RAW_PIXELS_SIDE)
+        return nn.functional.adaptive_avg_pool2d(x, side).flatten(1)
+
+
+def baseline_encoder(kind: str, cfg: Config, seed: int) -> nn.Module:
+    """The untrained encoder of `kind`, built the library's default way (seeded)."""
+    if kind == "raw-pixels":
+        return RawPixels()
+    if kind == "random-init":
+        model_cfg = dataclasses.replace(cfg.model, weights=None)
+    elif kind == "imagenet":
+        if not cfg.eval.imagenet_weights:
+            raise ValueError("the imagenet baseline needs eval.imagenet_weights (a local torchvision file)")
+        model_cfg = dataclasses.replace(cfg.model, weights=cfg.eval.imagenet_weights, small_stem=None)
+    else:
+        raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+    torch.manual_seed(seed)
+    return build_encoder(model_cfg, cfg.data.image_size, zero_init_residual=False).eval()
+
+
+def baseline_kinds(cfg: Config) -> list[str]:
+    """The baselines this config asks for: none without eval.baselines; imagenet with a file."""
+    if not cfg.eval.baselines:
+        return []
+    return [k for k in BASELINES if k != "imagenet" or cfg.eval.imagenet_weights]
+
+
+def _digest(*arrays: np.ndarray | torch.Tensor) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def baseline_key(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+                 seed: int) -> str:
+    """What a baseline's scores depend on: its kind, the architecture and image size, the
+    evaluation config (less the switches that do not change a score), the labelled images,
+    labels and folds, and the seed. Not the pretraining recipe."""
+    ev = {k: v for k, v in to_dict(cfg)["eval"].items() if k not in ("baselines", "probe_every")}
+    desc = {"kind": kind, "model": to_dict(cfg)["model"], "size": cfg.data.image_size, "eval": ev, "seed": seed,
+            "data": _digest(images, labels, folds)}
+    return hashlib.blake2b(json.dumps(desc, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+                   device: torch.device | str = "cpu", seed: int = 0,
+                   score_holdout: bool = False, cache_dir: str | Path | None = None) -> EvalReport:
+    """One baseline's report under cfg.eval (head seed cfg.eval.seed; encoder seed `seed`).
+
+    With `cache_dir`, the report is stored there as JSON under its key and reused by every
+    later call (every trial and worker of a study); a file lock makes concurrent workers
+    compute it once."""
+    device = torch.device(device)
+    protocol = cfg.eval.protocol if kind != "raw-pixels" or cfg.eval.protocol == "linear" else "head"
+
+    def compute() -> EvalReport:
+        enc = baseline_encoder(kind, cfg, seed)
+        return evaluate(enc, images, labels, folds, cfg.eval, device, kind, score_holdout=score_holdout,
+                        protocol=protocol)
+
+    if cache_dir is None:
+        return compute()
+    key = baseline_key(kind, cfg, images, labels, folds, seed)
+    path = Path(cache_dir) / f"{kind}-{key}{'-holdout' if score_holdout else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_suffix(".lock")):
+        if path.is_file():
+            try:
+                return EvalReport.from_dict(json.loads(path.read_text()))
+            except (ValueError, KeyError, TypeError):
+                pass  # a damaged cache entry is derived data: recompute it
+        report = compute()
+        atomic_write(path, json.dumps(report.to_dict()))
+    return report
+
+
+def score_baselines(cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+                    device: torch.device | str = "cpu", seed: int = 0, score_holdout: bool = False,
+                    cache_dir: str | Path | None = None) -> list[EvalReport]:
+    """Every baseline `cfg` asks for (baseline_kinds), in order."""
+    return [score_baseline(k, cfg, images, labels, folds, device, seed, score_holdout, cache_dir)
+            for k in baseline_kinds(cfg)]
