@@ -131,15 +131,16 @@ def plot_score_distributions(frames: dict[str, pd.DataFrame], metric: str = "met
 
 
 def plot_vs_baseline(df: pd.DataFrame):
-    """VICReg kappa against the random-init baseline's, per completed trial."""
+    """VICReg's CV kappa against the baselines' (the same for every trial), per completed trial."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ok = df[df.state == "COMPLETE"]
     ax.errorbar(ok.trial - 0.1, ok["metrics.kappa_mean"], yerr=ok.get("metrics.kappa_std"), fmt="o", label="VICReg")
-    if "metrics.random-init_kappa_mean" in ok:
-        ax.errorbar(ok.trial + 0.1, ok["metrics.random-init_kappa_mean"], yerr=ok.get("metrics.random-init_kappa_std"),
-                    fmt="s", label="random init")
+    for shift, (name, marker) in enumerate((("random-init", "s"), ("raw-pixels", "^"), ("imagenet", "D")), start=1):
+        if f"metrics.{name}_kappa_mean" in ok:
+            ax.errorbar(ok.trial + 0.1 * shift, ok[f"metrics.{name}_kappa_mean"],
+                        yerr=ok.get(f"metrics.{name}_kappa_std"), fmt=marker, label=name)
     ax.set_xlabel("trial")
-    ax.set_ylabel("kappa (mean +- std over folds)")
+    ax.set_ylabel("CV kappa (mean +- std over folds)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -165,3 +166,32 @@ def best_configs(study: str, experiments: str | Path = "experiments") -> pd.Data
     doc = yaml.safe_load(path.read_text())
     return pd.DataFrame([{k: v for k, v in e.items() if k not in ("config", "params")} | e["params"]
                          for e in doc["top"]])
+
+
+def _best_doc(study: str, experiments: str | Path) -> dict:
+    path = Path(experiments) / "best" / f"{study}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def confirmed_table(study: str, experiments: str | Path = "experiments") -> pd.DataFrame:
+    """The confirm stage's ranking: per configuration, VICReg's and each baseline's CV,
+    pooled and hold-out kappa (mean and std over seeds). Empty before a confirm stage."""
+    rows = []
+    for e in _best_doc(study, experiments).get("confirmed") or []:
+        row = {"rank": e["rank"], "trial": e["trial"], "seeds": e["seeds"]}
+        for label, sc in e["scores"].items():
+            for key in ("cv_kappa", "cv_kappa_std", "pooled_kappa", "holdout_kappa", "holdout_kappa_std"):
+                row[f"{label} {key}"] = sc.get(key)
+        rows.append(row | e["params"])
+    return pd.DataFrame(rows)
+
+
+def verdict(study: str, experiments: str | Path = "experiments") -> list[str]:
+    """The verdict lines of the confirmed best (one per baseline), and the number to quote."""
+    doc = _best_doc(study, experiments)
+    if not doc.get("confirmed"):
+        return [f"not confirmed yet: python sweeps/run.py --study {study} --confirm"]
+    best = doc["confirmed"][0]
+    vic = best["scores"]["vicreg"]
+    return [*doc["verdict"], f"quote: hold-out kappa {vic['holdout_kappa']:.4f} +- {vic['holdout_kappa_std']:.4f} "
+                             f"(confirmed best, trial {best['trial']}, over {best['seeds']} seeds)"]

@@ -30,7 +30,7 @@ def tiny_store(tmp_path_factory, synthetic_root):
                         search={"optim.name": {"choice": ["adam", "sgd"]},
                                 "optim.lr": {"float": [1e-4, 1e-2], "log": True}})
     doc = study.read_text().replace("baselines: false", "baselines: true")
-    study.write_text(doc)
+    study.write_text(doc.replace("top_k: 0", "top_k: 1").replace("seeds: 0", "seeds: 2"))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     cwd = os.getcwd()
     os.chdir(tmp)
@@ -65,6 +65,11 @@ def test_notebooks_run_and_draw(tiny_store, name: str, params: str, min_images: 
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     assert _images(nb) >= min_images
+    if name == "sweep_report.ipynb":  # the verdict and the confirmed table, as a reader sees them
+        text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                       for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+        assert "pretraining vs random-init:" in text and "pretraining vs raw-pixels:" in text
+        assert "quote: hold-out kappa" in text and "vicreg holdout_kappa" in text
 
 
 def test_committed_notebooks_carry_no_outputs() -> None:
