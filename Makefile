@@ -37,7 +37,8 @@ gpu-check:
 	bash benchmarks/gpu_check.sh
 
 ui: $(STAMP)
-	@echo "MLflow UI: http://127.0.0.1:5000"
+	@echo "MLflow UI: http://127.0.0.1:5000; each study's runs page:"
+	@$(PY) -c "from sweeps.tracking import experiment_links; print(*experiment_links('sqlite:///mlflow.db'), sep='\n')"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -62,7 +62,7 @@ def measure(trials: int, tracking: bool) -> dict[str, float]:
         study_file = Path(tmp) / "demo.yaml"
         # Trials only: the confirm stage is not a trial, and would blur the per-trial figure.
         text = (ROOT / "experiments" / "demo.yaml").read_text()
-        study_file.write_text(text.replace("confirm: {top_k: 2, seeds: 3}", "confirm: {top_k: 0, seeds: 0}"))
+        study_file.write_text(text.replace("confirm: {top_k: 1, seeds: 3}", "confirm: {top_k: 0, seeds: 0}"))
         args = ["--config", str(study_file), "--trials", str(trials), "--out", f"{tmp}/runs",
                 "--set", f"data.root={ROOT / 'data' / 'synthetic-drac22'}",
                 "--set", f"data.cache_dir={ROOT / 'data' / '.cache'}"]

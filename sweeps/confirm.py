@@ -94,7 +94,8 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
             tr.log_params(run_id, seen)
             callbacks.append(_epoch_logger(ctx, run_id))
         result = pretrain(cfg, images, callbacks)
-        out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run_id, "reports": []}
+        out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run_id, "reports": [],
+               "pretrain_images": seen}
         if result.status == "diverged":
             if tr is not None:
                 tr.end(run_id, "FAILED", "DIVERGED", {"reason": result.reason})
@@ -144,7 +145,8 @@ def summarise(trial: optuna.trial.FrozenTrial, runs: list[dict]) -> dict:
     ok = [r for r in runs if r["reports"]]
     entry: dict[str, Any] = {"trial": trial.number, "params": config_values(trial.params), "seeds": len(runs),
                              "diverged_seeds": len(runs) - len(ok), "trial_cv_value": trial.value,
-                             "mlflow_run_ids": [r["run_id"] for r in runs], "scores": {}, "verdicts": []}
+                             "mlflow_run_ids": [r["run_id"] for r in runs], "scores": {}, "verdicts": [],
+                             "pretrain_images": runs[0].get("pretrain_images", {}) if runs else {}}
     by_label: dict[str, list[EvalReport]] = {}
     for r in ok:
         for d in r["reports"]:

@@ -31,7 +31,7 @@ import yaml  # noqa: E402
 from sweeps.objective import INTERRUPTED, SweepContext, on_sigint, worker_threads  # noqa: E402
 from sweeps.storage import StorageUnavailable, claim_lock, make_storage  # noqa: E402
 from sweeps.study import Study, load_study, study_path  # noqa: E402
-from sweeps.tracking import PARENT_ATTR, Tracking, TrackingUnavailable, mask_url  # noqa: E402
+from sweeps.tracking import PARENT_ATTR, Tracking, TrackingUnavailable, mask_url, runs_page  # noqa: E402
 from sweeps.worker import (  # noqa: E402
     SweepStopped,
     best_path,
@@ -42,7 +42,7 @@ from sweeps.worker import (  # noqa: E402
     timing_summary,
 )
 from vicreg.config import ConfigError  # noqa: E402
-from vicreg.data import DataError, load_datasets  # noqa: E402
+from vicreg.data import DataError, describe_pretrain, load_datasets  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -118,6 +118,8 @@ def print_best(spec: Study) -> int:
     confirmed = doc.get("confirmed") or []
     if confirmed:
         print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
+        if confirmed[0].get("pretrain_images"):
+            print(f"({describe_pretrain(confirmed[0]['pretrain_images'])})")
         print("verdict for the confirmed best (paired over folds x seeds):")
         for line in doc["verdict"]:
             print(f"  {line}")
@@ -346,7 +348,7 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
         line = timing_summary(timings, timings_from)
         if line:
             print(line)
-        summary(spec, args)
+        summary(spec, args, tracking)
     return code
 
 
@@ -368,8 +370,10 @@ def _run_trials(args: argparse.Namespace, spec: Study, study: optuna.Study, trac
         from tqdm import tqdm
 
         ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=args.dry_run)
+        # disable=None: no bar when stdout is not a terminal (CI, SLURM, nohup), where each
+        # update would be a carriage-return line; the one line per trial below is printed anyway.
         bar = tqdm(total=target, initial=min(c["done"], target), desc="trials", position=0,
-                   dynamic_ncols=True)
+                   dynamic_ncols=True, disable=None)
 
         def on_end(t: optuna.trial.FrozenTrial) -> None:
             bar.n = min(counts(study)["done"], target)
@@ -378,7 +382,7 @@ def _run_trials(args: argparse.Namespace, spec: Study, study: optuna.Study, trac
             except ValueError:
                 pass
             bar.write(f"trial {t.number}: {t.state.name.lower()}"
-                      + (f", {spec.metric} {t.value:.4f}" if t.value is not None else "")
+                      + (f", {spec.metric} {t.value:.4f}" if t.state == optuna.trial.TrialState.COMPLETE else "")
                       + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""))
             bar.refresh()
 
@@ -411,7 +415,7 @@ def _confirm_stage(args: argparse.Namespace, spec: Study, study: optuna.Study, t
 def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], target: int) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(total=target, desc="trials", dynamic_ncols=True)
+    bar = tqdm(total=target, desc="trials", dynamic_ncols=True, disable=None)
     try:
         while any(p.poll() is None for p in procs):
             bar.n = min(counts(study)["done"], target)
@@ -425,12 +429,15 @@ def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], targ
         raise
 
 
-def summary(spec: Study, args: argparse.Namespace) -> None:
+def summary(spec: Study, args: argparse.Namespace, tracking: Tracking | None) -> None:
     print()
-    if print_best(spec) == 0:
+    if print_best(spec) == 0 and tracking is not None:
         uri = args.tracking_uri or "sqlite:///mlflow.db"
-        print(f"MLflow UI on this store: mlflow ui --backend-store-uri {mask_url(uri)} "
-              f"--host 127.0.0.1 --port 5000  (or: make ui)")
+        server = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        if server == "http://127.0.0.1:5000":
+            print(f"MLflow UI on this store: mlflow ui --backend-store-uri {mask_url(uri)} "
+                  f"--host 127.0.0.1 --port 5000  (or: make ui)")
+        print(f"the study's runs: {runs_page(server, tracking.experiment_id)}")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,20 @@ from mlflow.tracking import MlflowClient
 from vicreg.io import file_lock
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
+# MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def runs_page(server: str, experiment_id: str) -> str:
+    """The UI page of an experiment's runs table (the parameter picks MLflow 3's model-training view)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def experiment_links(tracking_uri: str, server: str = "http://127.0.0.1:5000") -> list[str]:
+    """'name: URL' of every experiment's runs page in a store (for `make ui`)."""
+    client = MlflowClient(tracking_uri)
+    return [f"{e.name}: {runs_page(server, e.experiment_id)}" for e in client.search_experiments()
+            if e.name != "Default"]
 
 
 @contextmanager
@@ -116,11 +130,13 @@ class Tracking:
                                           f"{mask_url(tracking_uri) or '(default)'}: {first}") from e
         if exp is None:
             try:
-                exp_id = client.create_experiment(study_name, tags={"vicreg.study": study_name})
+                exp_id = client.create_experiment(study_name, tags={"vicreg.study": study_name, **EXPERIMENT_KIND})
             except Exception:  # noqa: BLE001 - another worker created it first
                 exp_id = client.get_experiment_by_name(study_name).experiment_id
         else:
             exp_id = exp.experiment_id
+            if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+                client.set_experiment_tag(exp_id, *next(iter(EXPERIMENT_KIND.items())))  # made before we tagged
         return cls(client, exp_id)
 
     # --- runs ---------------------------------------------------------------------

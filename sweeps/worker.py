@@ -162,7 +162,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
                 value = objective(trial, ctx)
             frozen = _tell(study, trial, value)
             consecutive = 0
-            if frozen.state == TrialState.COMPLETE:
+            if frozen.state == TrialState.COMPLETE and not ctx.dry_run:  # a dry run leaves no best file
                 record_best(study, ctx.study, ctx.tracking, frozen, ctx.out_dir)
         except optuna.TrialPruned:
             frozen = _tell(study, trial, state=TrialState.PRUNED)

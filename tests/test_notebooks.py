@@ -109,7 +109,11 @@ def test_mlflow_server_serves_the_study(tiny_store) -> None:
         runs = _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
                                                           "max_results": 100})["runs"]
         roles = sorted(t["value"] for r in runs for t in r["data"]["tags"] if t["key"] == "vicreg.role")
-        assert roles == ["parent", "trial", "trial", "trial"]
+        assert roles == ["confirm", "confirm", "parent", "trial", "trial", "trial"]
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
+        parent = next(r for r in runs if {"key": "vicreg.role", "value": "parent"} in r["data"]["tags"])
+        verdict = next(t["value"] for t in parent["data"]["tags"] if t["key"] == "verdict.random-init")
+        assert verdict.startswith("pretraining vs random-init: ") and "95% CI" in verdict
         trial = next(r for r in runs if {"key": "vicreg.role", "value": "trial"} in r["data"]["tags"])
         hist = _get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={trial['info']['run_id']}&metric_key=loss")
         assert sorted(m["step"] for m in hist["metrics"]) == [1, 2]

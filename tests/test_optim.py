@@ -67,3 +67,15 @@ def test_schedule_values() -> None:
     assert lr_at(q, total, warm, peak, 0.001) == pytest.approx(
         end + (peak - end) * 0.5 * (1 + math.cos(math.pi * 0.2)))
     assert lr_at(0, 10, 0, 1.0, 0.0) == pytest.approx(1.0)  # no warm-up
+
+
+def test_lars_defaults_are_the_reference_whole() -> None:
+    # facebookresearch/vicreg: base lr 0.2 scaled by batch/256, trust coefficient 0.001, wd 1e-6.
+    from vicreg.config import OptimConfig
+    from vicreg.optim import peak_lr
+
+    cfg = OptimConfig()
+    assert (cfg.name, cfg.lr, cfg.eta, cfg.weight_decay) == ("lars", 0.2, 0.001, 1e-6)
+    assert peak_lr(cfg, 512) == pytest.approx(0.4)
+    assert peak_lr(OptimConfig(name="adam", lr=1e-3), 512) == pytest.approx(1e-3)  # others: unscaled
+    assert peak_lr(OptimConfig(name="adam", lr=1e-3, scale_lr_by_batch=True), 512) == pytest.approx(2e-3)

@@ -95,6 +95,8 @@ def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
         assert {"config.yaml", "loss_terms.png", "vicreg_confusion.png", "vicreg_curves.png",
                 "folds_scores.csv", "checkpoint"} <= arts
     assert "best_value" in parent.data.metrics
+    # MLflow 3 opens a model-training experiment on its runs table, not the GenAI overview.
+    assert client.get_experiment_by_name("tiny").tags["mlflow.experimentKind"] == "custom_model_development"
     parent_arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert "tiny.top5.csv" in parent_arts and "optuna" in parent_arts
     opt = _optuna(env)
@@ -174,6 +176,8 @@ def test_ctrl_c_leaves_no_run_running(env) -> None:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
+    # stdout is a pipe, not a terminal: no progress bars (carriage returns), one line per epoch.
+    assert "\r" not in out and "epoch   1/50  loss" in out
     assert "run the same command again to resume" in out
     _, parents, trials = _runs(env)
     assert all(r.info.status != "RUNNING" for r in parents + trials)
@@ -280,6 +284,8 @@ def test_shipped_studies_load() -> None:
     keys = {d.key for d in load_study(study_path("drac22")).search}
     assert keys == {"optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay",
                     "data.image_size", "optim.name"}
+    drac22 = load_study(study_path("drac22"))
+    assert drac22.make_pruner()._max_resource == drac22.max_epochs == 100  # Hyperband spans the epochs
     for name in ("demo", "drac22", "cifar10"):  # each optimiser its own learning-rate range
         lr = next(d for d in load_study(study_path(name)).search if d.key == "optim.lr")
         assert lr.kind == "by" and lr.by == "optim.name" and set(lr.cases) == {"lars", "sgd", "adam"}
@@ -294,6 +300,7 @@ def test_learning_rate_range_follows_the_optimiser(env) -> None:
     doc["base"]["train"]["epochs"] = 1
     study.write_text(yaml.safe_dump(doc))
     assert main(_args(env, study, "--dry-run")) == 0
+    assert not (env["dir"] / "best").exists()  # a dry run leaves no best-configurations file
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(env["dir"] / "runs" / "optuna.journal")))
     trials = optuna.load_study(study_name="tiny-dryrun", storage=storage).trials

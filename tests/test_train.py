@@ -31,6 +31,16 @@ def test_early_stopping_fires_when_the_loss_stalls(synthetic_images) -> None:
     assert "did not improve" in r.reason
 
 
+def test_early_stopping_is_off_by_default_and_a_prune_wins_over_it(synthetic_images) -> None:
+    assert tiny_config().train.patience == 0
+    # Early stopping would fire at epoch 3 (as above); a callback stops the same epoch: the
+    # run is "stopped" (pruned by the sweep), not "early_stopped" (recorded as finished).
+    cfg = tiny_config(**{"train.epochs": 10, "optim.lr": 1e-12, "train.patience": 2,
+                         "train.min_delta": 5.0})
+    r = pretrain(cfg, synthetic_images.train.images, [lambda rep: "pruned" if rep.epoch == 2 else None])
+    assert (r.status, r.reason, r.epochs) == ("stopped", "pruned", 3)
+
+
 def test_non_finite_loss_ends_the_run_as_diverged(synthetic_images, monkeypatch) -> None:
     real = train_mod.vicreg_loss
     calls = {"n": 0}

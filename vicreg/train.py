@@ -177,7 +177,7 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
         model.train()
         t0 = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
-                   disable=not tc.progress, dynamic_ncols=True)
+                   disable=None if tc.progress else True, dynamic_ncols=True)  # None: off unless a TTY
         for i in bar:
             # --- one step: views on the device, forward both, loss in fp32, update ------
             x = images[perm[i * bs:(i + 1) * bs]]
@@ -224,7 +224,7 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
             best, wait = metrics["loss"], 0
         else:
             wait += 1
-        if tc.progress:
+        if tc.progress:  # one line per epoch, also when the bar is off (logs, SLURM, nohup)
             tqdm.write(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {metrics['loss']:.4f}  "
                        f"inv {metrics['invariance']:.4f}  var {metrics['variance']:.4f}  "
                        f"cov {metrics['covariance']:.4f}  lr {lr:.2e}  std {metrics['std']:.3f}  "
