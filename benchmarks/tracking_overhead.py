@@ -89,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
     obj.pretrain = timed(obj.pretrain)
     obj.SweepContext.score = timed(obj.SweepContext.score)
-    obj._epoch_logger = epoch_logger_timed(obj._epoch_logger)
+    obj.epoch_logger = epoch_logger_timed(obj.epoch_logger)
     # Prune nothing, so both runs do the same work.
     orig = run.Study.make_pruner
     run.Study.make_pruner = lambda self: optuna.pruners.NopPruner()

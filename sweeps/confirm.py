@@ -35,7 +35,7 @@ from vicreg.io import atomic_write, file_lock
 from vicreg.train import pretrain, resolve_device
 from vicreg.verdict import verdicts
 
-from .objective import KEY_PARAMS, SweepContext, _artifacts, _epoch_logger, check_interrupted
+from .objective import KEY_PARAMS, SweepContext, check_interrupted, epoch_logger, log_run_artifacts
 from .study import Study, config_values
 
 CONFIRMED_FILE = "confirmed.json"
@@ -92,7 +92,7 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
         callbacks = [lambda report: check_interrupted()]
         if tr is not None:
             tr.log_params(run_id, seen)
-            callbacks.append(_epoch_logger(ctx, run_id))
+            callbacks.append(epoch_logger(ctx, run_id))
         result = pretrain(cfg, images, callbacks)
         out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run_id, "reports": [],
                "pretrain_images": seen}
@@ -108,7 +108,7 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
                     summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
                 tr.log_metrics(run_id, summary, step=result.epochs)
                 with tempfile.TemporaryDirectory() as tmp:
-                    _artifacts(ctx, run_id, cfg, result, reports, Path(tmp))
+                    log_run_artifacts(ctx, run_id, cfg, result, reports, Path(tmp))
                 tr.end(run_id, "FINISHED", "COMPLETE", {"stop_reason": result.reason})
         atomic_write(_result_path(ctx, trial.number, seed), json.dumps(out))
         shutil.rmtree(cfg.train.checkpoint_dir, ignore_errors=True)  # runs/ must not fill the disk

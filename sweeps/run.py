@@ -41,8 +41,7 @@ from sweeps.worker import (  # noqa: E402
     run_worker,
     timing_summary,
 )
-from vicreg.config import ConfigError  # noqa: E402
-from vicreg.data import DataError, describe_pretrain, load_datasets  # noqa: E402
+from vicreg.config import ConfigError, DataError  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -95,6 +94,8 @@ def preflight(spec: Study, overrides: dict) -> None:
         raise DataError(f"study '{spec.name}' needs the DRAC22 data: pass --data-root DIR (or set "
                         f"DRAC22_ROOT) pointing at the download from drac22.grand-challenge.org; "
                         f"to try the tool without it: python sweeps/run.py --study demo")
+    from vicreg.data import load_datasets
+
     load_datasets(cfg.data)  # scans, checks and fills the cache (the synthetic set is made here)
 
 
@@ -119,6 +120,8 @@ def print_best(spec: Study) -> int:
     if confirmed:
         print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
         if confirmed[0].get("pretrain_images"):
+            from vicreg.data import describe_pretrain
+
             print(f"({describe_pretrain(confirmed[0]['pretrain_images'])})")
         print("verdict for the confirmed best (paired over folds x seeds):")
         for line in doc["verdict"]:
@@ -297,7 +300,8 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
     deadline = time.time() + (args.timeout or spec.timeout_s) if (args.timeout or spec.timeout_s) else None
 
     if args.worker_index is not None:  # a spawned worker: run trials, nothing else
-        worker_threads(int(os.environ.get("VICREG_SWEEP_WORKERS", "1")))
+        if not args.dry_run:
+            worker_threads(int(os.environ.get("VICREG_SWEEP_WORKERS", "1")))
         ctx = SweepContext(spec, out_dir, overrides, tracking, study.user_attrs.get(PARENT_ATTR), worker,
                            progress=False, dry_run=args.dry_run)
         try:
@@ -329,7 +333,14 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
             status, code = _run_trials(args, spec, study, tracking, parent, overrides, target, out_dir, c, deadline,
                                        n_workers, gpus)
         if args.confirm or (code == 0 and counts(study)["done"] >= target):
-            _confirm_stage(args, spec, study, tracking, parent, overrides, out_dir)
+            try:
+                _confirm_stage(args, spec, study, tracking, parent, overrides, out_dir)
+            except (KeyboardInterrupt, SweepStopped):
+                raise
+            except Exception as e:  # noqa: BLE001 - the run is FAILED with its traceback in MLflow
+                print(f"error: the confirm stage failed ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+                      f"its finished runs are kept: rerun with --confirm to resume", file=sys.stderr)
+                status, code = "FAILED", 1
     except SweepStopped as e:
         print(f"error: {e}", file=sys.stderr)
         status, code = "FAILED", 1
@@ -431,7 +442,9 @@ def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], targ
 
 def summary(spec: Study, args: argparse.Namespace, tracking: Tracking | None) -> None:
     print()
-    if print_best(spec) == 0 and tracking is not None:
+    if args.dry_run:
+        print("dry run: nothing was trained, so no best-configurations file is written")
+    if (args.dry_run or print_best(spec) == 0) and tracking is not None:
         uri = args.tracking_uri or "sqlite:///mlflow.db"
         server = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
         if server == "http://127.0.0.1:5000":

@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 from sweeps.run import main
+from tests.helpers import start_mlflow_server
 from tests.test_sweeps import RUN_PY, _runs, write_study
 
 pytestmark = pytest.mark.postgres
@@ -81,19 +82,7 @@ def test_a_killed_worker_s_trial_is_retried_by_another(postgres, env) -> None:
 
 
 def _start_mlflow(folder: Path, backend: str, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
-                             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import urllib.request
-
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return proc
-        except OSError:
-            assert proc.poll() is None, "mlflow server exited"
-            time.sleep(0.5)
-    raise AssertionError("mlflow server did not start")
+    return start_mlflow_server(folder, backend, port)
 
 
 def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env) -> None:

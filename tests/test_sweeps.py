@@ -361,7 +361,7 @@ def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory,
                         log_checkpoint=False)
     doc = yaml.safe_load(study.read_text())
     doc["base"]["data"].update({"shuffle_labels": True, "holdout": 0.2, "batch_size": 32})
-    doc["base"]["eval"].update({"baselines": True, "epochs": 3})
+    doc["base"]["eval"].update({"baselines": True, "epochs": 2})
     doc["base"]["train"]["epochs"] = 1
     study.write_text(yaml.safe_dump(doc))
     assert main(_args(env, study)) == 0

@@ -25,6 +25,11 @@ class ConfigError(ValueError):
     """A bad config file or override; the message is one line naming the key."""
 
 
+class DataError(ValueError):
+    """A bad dataset; the message is one line naming the path and the problem. (Here, beside
+    ConfigError, so that the sweep's command line can catch it without importing torch.)"""
+
+
 @dataclass
 class DataConfig:
     dataset: str = "synthetic"  # drac22 | cifar10 | synthetic

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import DataConfig
+from .config import DataConfig, DataError  # noqa: F401 - DataError is part of this module's API
 from .io import atomic_write, file_lock
 
 TASK_DIR = "C. Diabetic Retinopathy Grading"
@@ -32,10 +32,6 @@ LABELS_CSV = Path("2. Groundtruths/a. DRAC2022_ Diabetic Retinopathy Grading_Tra
 NAME_COL, GRADE_COL = "image name", "DR grade"
 CACHE_VERSION = 1
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic-drac22"
-
-
-class DataError(ValueError):
-    """A bad dataset; the message is one line naming the path and the problem."""
 
 
 @dataclass
@@ -54,7 +50,6 @@ class ImageSet:
 class Datasets:
     train: ImageSet  # labelled
     test: ImageSet | None  # unlabelled (DRAC22) or labelled (CIFAR-10 test batch)
-
 
 
 # --- DRAC22 layout ------------------------------------------------------------------
