@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/ensure_postgres.sh
 	$(PY) -m ruff check vicreg sweeps tests benchmarks
-	$(PY) -m pytest -q -x -p no:cacheprovider
+	$(PY) -m pytest -q -x -p no:cacheprovider --durations=15
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/throughput.py

@@ -16,13 +16,13 @@ from pathlib import Path
 from .config import (
     Config,
     ConfigError,
+    DataError,
     config_from_dict,
     load_config,
     parse_overrides,
     save_config,
     set_key,
 )
-from .data import DataError
 from .io import atomic_write
 
 
@@ -99,7 +99,16 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _check_first(args: argparse.Namespace) -> None:
+    """User errors before torch is even imported: a bad config file, a missing checkpoint."""
+    if args.config:
+        _config(args)
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {args.checkpoint} does not exist")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_first(args)
     from .baselines import score_baselines
     from .data import HOLDOUT, describe_pretrain, pretrain_selection
     from .evaluate import evaluate
@@ -107,8 +116,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import load_encoder_checkpoint, resolve_device
     from .verdict import verdicts
 
-    if args.config:  # a bad config file fails before the checkpoint is even read
-        _config(args)
     raw, model = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
     data, folds = _labelled_folds(cfg, args.out)
@@ -139,11 +146,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    _check_first(args)
     from .evaluate import evaluate, write_submission
     from .train import load_encoder_checkpoint, resolve_device
 
-    if args.config:
-        _config(args)
     raw, model = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
     if cfg.data.dataset == "cifar10":
