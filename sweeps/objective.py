@@ -167,9 +167,10 @@ def log_run_artifacts(ctx: SweepContext, run_id: str, cfg: Config, result, repor
     from vicreg.plots import plot_loss_terms, save_report_plots
 
     save_config(cfg, folder / "config.yaml")
-    data_name = "synthetic DRAC22-format" if cfg.data.dataset == "synthetic" else cfg.data.dataset
-    plot_loss_terms(result.history, folder / "loss_terms.png", f"VICReg loss terms ({data_name})")
-    save_report_plots(reports[0], folder)  # baselines: their scores are in the CSV and metrics
+    if ctx.study.log_plots:
+        data_name = "synthetic DRAC22-format" if cfg.data.dataset == "synthetic" else cfg.data.dataset
+        plot_loss_terms(result.history, folder / "loss_terms.png", f"VICReg loss terms ({data_name})")
+        save_report_plots(reports[0], folder)  # baselines: their scores are in the CSV and metrics
     rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
     for r in reports:
         rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"

@@ -35,7 +35,8 @@ import optuna
 from vicreg.config import Config, ConfigError, config_from_dict, get_key, read_yaml, set_key
 
 STUDY_KEYS = {"name", "description", "base", "search", "objective", "sampler", "pruner", "budget",
-              "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint", "confirm"}
+              "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint", "log_plots",
+              "confirm"}
 METRICS = ("kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "threshold", "none")
@@ -106,6 +107,7 @@ class Study:
     top_k: int = 5
     max_consecutive_failures: int = 3
     log_checkpoint: bool = True
+    log_plots: bool = True  # loss-terms, confusion and curve PNGs per run (about 1 s each)
     description: str = ""
     confirm_top_k: int = 3  # configurations re-pretrained from scratch when the study ends
     confirm_seeds: int = 3  # seeds each (0..N-1, for pretraining and the head alike)
@@ -287,7 +289,8 @@ def load_study(path: str | Path) -> Study:
         timeout_s=budget.get("timeout_s"), epochs=budget.get("epochs"),
         probe_every=int(raw.get("probe_every", 1)), top_k=int(raw.get("top_k", 5)),
         max_consecutive_failures=int(raw.get("max_consecutive_failures", 3)),
-        log_checkpoint=bool(raw.get("log_checkpoint", True)), description=str(raw.get("description", "")),
+        log_checkpoint=bool(raw.get("log_checkpoint", True)), log_plots=bool(raw.get("log_plots", True)),
+        description=str(raw.get("description", "")),
         confirm_top_k=confirm.get("top_k", 3), confirm_seeds=confirm.get("seeds", 3),
     )
     try:  # building the pruner and sampler checks their options

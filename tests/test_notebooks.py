@@ -24,7 +24,7 @@ def tiny_store(tmp_path_factory, synthetic_root):
     """A 3-trial study that varied the optimiser, in its own project-like folder."""
     tmp = tmp_path_factory.mktemp("project")
     (tmp / "experiments").mkdir()
-    study = write_study(tmp / "experiments", synthetic_root,
+    study = write_study(tmp / "experiments", synthetic_root, log_plots=True,
                         search={"optim.name": {"choice": ["adam", "sgd"]},
                                 "optim.lr": {"float": [1e-4, 1e-2], "log": True}})
     doc = study.read_text().replace("baselines: false", "baselines: true")

@@ -40,6 +40,7 @@ def write_study(folder: Path, root: Path, name: str = "tiny", **over) -> Path:
         "probe_every": 1,
         "confirm": {"top_k": 0, "seeds": 0},  # the confirm stage has its own tests
         "log_checkpoint": False,  # a 45 MB encoder file per trial; one test asks for it
+        "log_plots": False,  # about 1 s of matplotlib per trial; the tests that look at plots ask
     }
     for key, value in over.items():
         doc[key] = value
@@ -75,7 +76,7 @@ def _optuna(env, name: str = "tiny") -> optuna.Study:
 
 
 def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
-    study = write_study(env["dir"], env["root"], log_checkpoint=True)
+    study = write_study(env["dir"], env["root"], log_checkpoint=True, log_plots=True)
     assert main(_args(env, study)) == 0
     client, parents, trials = _runs(env)
     assert len(parents) == 1 and len(trials) == 3
