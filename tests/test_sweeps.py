@@ -346,7 +346,7 @@ def test_database_storage_records_heartbeats(env) -> None:
     assert parents[0].data.params["storage"] == url
 
 
-def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory, capsys) -> None:
+def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory, capsys, report) -> None:
     """The null test: labels permuted, so no encoder can predict them. A 2-trial sweep, then
     the confirm stage (best configuration, 2 seeds, then a 3rd on demand). Its hold-out kappa
     must be within noise of 0, and the verdict must not claim that pretraining helped.
@@ -380,6 +380,9 @@ def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory,
     n_holdout = 60
     bound = 4 / (n_holdout - 1) ** 0.5
     vic = top["scores"]["vicreg"]
+    report(f"null test (permuted labels): confirmed hold-out kappa {vic['holdout_kappa']:+.3f} +- "
+           f"{vic['holdout_kappa_std']:.3f} over 3 seeds, bound {bound:.2f}; CV {vic['cv_kappa']:+.3f}; "
+           + "; ".join(best["verdict"]))
     assert abs(vic["holdout_kappa"]) < bound, (vic, bound)
     assert top["seeds"] == 3 and {"random-init", "raw-pixels"} <= set(top["scores"])
     assert len(best["verdict"]) == 2 and not any(line.endswith(": pretraining helped") for line in best["verdict"])
