@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
-from vicreg.config import Config, config_from_dict, set_key
+from vicreg.config import Config, config_from_dict, set_key, unflatten
 from vicreg.data import pretrain_selection
 from vicreg.evaluate import EvalReport
 from vicreg.io import atomic_write, file_lock
@@ -36,29 +35,16 @@ from vicreg.train import pretrain, resolve_device
 from vicreg.verdict import verdicts
 
 from .objective import KEY_PARAMS, SweepContext, check_interrupted, epoch_logger, log_run_artifacts
-from .study import Study, config_values
+from .study import config_values
+from .worker import top_trials
 
 CONFIRMED_FILE = "confirmed.json"
-
-
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """{'optim.lr': 1} -> {'optim': {'lr': 1}}."""
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        set_key(out, key, value)
-    return out
-
-
-def candidates(study: optuna.Study, spec: Study, top_k: int) -> list[optuna.trial.FrozenTrial]:
-    """The top-k COMPLETE trials by the study's objective (CV folds only)."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(done, key=lambda t: t.value, reverse=spec.direction == "maximize")[:top_k]
 
 
 def confirm_config(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -> Config:
     """The trial's resolved config with this run's overrides and seed, checkpointed under
     out_dir/confirm so that a killed run resumes."""
-    raw = nest(trial.user_attrs["config"])
+    raw = unflatten(trial.user_attrs["config"])
     sets = {**ctx.overrides, "train.seed": seed, "eval.seed": seed, "train.progress": ctx.progress,
             "train.checkpoint_dir": str(ctx.out_dir / "confirm" / f"ckpt-trial{trial.number:04d}-seed{seed}")}
     for key, value in sets.items():
@@ -169,7 +155,7 @@ def confirmed_cv(entry: dict) -> float:
 def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) -> list[dict]:
     """Confirm the top-k configurations with `seeds` seeds each (resuming stored runs);
     write out_dir/confirmed.json ranked by confirmed CV kappa; return that ranking."""
-    top = candidates(study, ctx.study, top_k)
+    top = top_trials(study, ctx.study, top_k)
     if not top or seeds < 1:
         return []
     (ctx.out_dir / "confirm").mkdir(parents=True, exist_ok=True)
@@ -188,7 +174,7 @@ def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) 
                 runs.append(confirm_run(ctx, t, s))
                 print(f"confirm trial {t.number} seed {s}: {_line(runs[-1])} ({time.perf_counter() - t0:.0f} s)",
                       flush=True)
-            ranked.append(summarise(t, runs) | {"config": nest(t.user_attrs["config"])})
+            ranked.append(summarise(t, runs) | {"config": unflatten(t.user_attrs["config"])})
     ranked.sort(key=lambda e: -confirmed_cv(e) if math.isfinite(confirmed_cv(e)) else math.inf)
     for rank, e in enumerate(ranked, start=1):
         e["rank"] = rank

@@ -277,8 +277,6 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
                 tr.log_metrics(run_id, {"objective": value}, step=cfg.train.epochs)
                 tr.end(run_id, "FINISHED", "COMPLETE", {"stop_reason": "dry run"})
             return value
-        import torch  # noqa: F401 - the trainer from here on (see the module docstring)
-
         from vicreg.data import pretrain_selection
         from vicreg.train import pretrain
 

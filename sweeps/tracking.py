@@ -26,7 +26,7 @@ from vicreg.io import file_lock
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
 # MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def runs_page(server: str, experiment_id: str) -> str:
@@ -130,13 +130,14 @@ class Tracking:
                                           f"{mask_url(tracking_uri) or '(default)'}: {first}") from e
         if exp is None:
             try:
-                exp_id = client.create_experiment(study_name, tags={"vicreg.study": study_name, **EXPERIMENT_KIND})
+                tags = {"vicreg.study": study_name, KIND_TAG: MODEL_TRAINING}
+                exp_id = client.create_experiment(study_name, tags=tags)
             except Exception:  # noqa: BLE001 - another worker created it first
                 exp_id = client.get_experiment_by_name(study_name).experiment_id
         else:
             exp_id = exp.experiment_id
-            if exp.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
-                client.set_experiment_tag(exp_id, *next(iter(EXPERIMENT_KIND.items())))  # made before we tagged
+            if exp.tags.get(KIND_TAG) != MODEL_TRAINING:  # made before we tagged
+                client.set_experiment_tag(exp_id, KIND_TAG, MODEL_TRAINING)
         return cls(client, exp_id)
 
     # --- runs ---------------------------------------------------------------------
@@ -199,22 +200,19 @@ class Tracking:
 
     def close_stale(self, study_name: str, trial_number: int) -> list[str]:
         """Mark a dead trial's RUNNING MLflow run(s) FAILED (after a kill -9). Returns run ids."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`vicreg.study` = '{study_name}' and tags.`vicreg.trial` = '{trial_number}' "
-            f"and attributes.status = 'RUNNING'")
+        return self._fail_running(f"tags.`vicreg.study` = '{study_name}' and tags.`vicreg.trial` = '{trial_number}'",
+                                  "worker died (stale trial)")
+
+    def _fail_running(self, filter_string: str, failure: str) -> list[str]:
+        runs = self.client.search_runs([self.experiment_id], f"{filter_string} and attributes.status = 'RUNNING'")
         for r in runs:
-            self.end(r.info.run_id, "FAILED", "FAILED", {"failure": "worker died (stale trial)"})
+            self.end(r.info.run_id, "FAILED", "FAILED", {"failure": failure})
         return [r.info.run_id for r in runs]
 
     def close_stale_confirm(self, study_name: str) -> list[str]:
         """Mark RUNNING confirm runs FAILED: called under the confirm lock, so their process is gone."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            f"tags.`vicreg.study` = '{study_name}' and tags.stage = 'confirm' and attributes.status = 'RUNNING'")
-        for r in runs:
-            self.end(r.info.run_id, "FAILED", "FAILED", {"failure": "confirm process died; resumed by the next one"})
-        return [r.info.run_id for r in runs]
+        return self._fail_running(f"tags.`vicreg.study` = '{study_name}' and tags.stage = 'confirm'",
+                                  "confirm process died; resumed by the next one")
 
     def log_confirmed(self, parent_id: str, ranked: list[dict]) -> None:
         """The confirmed best on the study's parent run: its scores as metrics, and one

@@ -23,6 +23,7 @@ import yaml
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
+from vicreg.config import unflatten
 from vicreg.io import atomic_write
 
 from .objective import SweepContext, check_interrupted, objective
@@ -213,9 +214,10 @@ def best_path(spec: Study) -> Path:
     return spec.path.parent / "best" / f"{spec.name}.yaml"
 
 
-def top_trials(study: optuna.Study, spec: Study) -> list[optuna.trial.FrozenTrial]:
+def top_trials(study: optuna.Study, spec: Study, k: int | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The best `k` (default: the study's top_k) COMPLETE trials by the objective (CV folds only)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(done, key=lambda t: t.value, reverse=spec.direction == "maximize")[:spec.top_k]
+    return sorted(done, key=lambda t: t.value, reverse=spec.direction == "maximize")[:spec.top_k if k is None else k]
 
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
@@ -248,7 +250,7 @@ def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None,
             "accuracy": f"{s.get('accuracy_mean', float('nan')):.4f} +- {s.get('accuracy_std', float('nan')):.4f}",
             "auc": f"{s.get('auc_mean', float('nan')):.4f} +- {s.get('auc_std', float('nan')):.4f}",
             "params": config_values(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            "config": _nest(t.user_attrs.get("config", {})),
+            "config": unflatten(t.user_attrs.get("config", {})),
         })
     confirmed = load_confirmed(out_dir) if out_dir is not None else None
     ranked = confirmed["ranked"] if confirmed else []
@@ -277,14 +279,6 @@ def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None,
         topk = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
         atomic_write(topk, "\n".join(rows) + "\n")
         tracking.log_artifacts(parent, [topk])
-
-
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in flat.items():
-        section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = value
-    return out
 
 
 def rerun_command(spec: Study) -> str:

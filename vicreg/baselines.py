@@ -82,20 +82,21 @@ def _digest(*arrays: np.ndarray | torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def baseline_key(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
-                 seed: int) -> str:
+def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int) -> str:
     """What a baseline's scores depend on: its kind, the architecture and image size, the
     evaluation config (less the switches that do not change a score), the labelled images,
-    labels and folds, and the seed. Not the pretraining recipe."""
-    ev = {k: v for k, v in to_dict(cfg)["eval"].items() if k not in ("baselines", "probe_every")}
-    desc = {"kind": kind, "model": to_dict(cfg)["model"], "size": cfg.data.image_size, "eval": ev, "seed": seed,
-            "data": _digest(images, labels, folds)}
+    labels and folds (`data_digest`, from _digest), and the seed. Not the pretraining recipe."""
+    d = to_dict(cfg)
+    ev = {k: v for k, v in d["eval"].items() if k not in ("baselines", "probe_every")}
+    desc = {"kind": kind, "model": d["model"], "size": cfg.data.image_size, "eval": ev, "seed": seed,
+            "data": data_digest}
     return hashlib.blake2b(json.dumps(desc, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
 def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
                    device: torch.device | str = "cpu", seed: int = 0,
-                   score_holdout: bool = False, cache_dir: str | Path | None = None) -> EvalReport:
+                   score_holdout: bool = False, cache_dir: str | Path | None = None,
+                   data_digest: str | None = None) -> EvalReport:
     """One baseline's report under cfg.eval (head seed cfg.eval.seed; encoder seed `seed`).
 
     With `cache_dir`, the report is stored there as JSON under its key and reused by every
@@ -111,7 +112,7 @@ def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndar
 
     if cache_dir is None:
         return compute()
-    key = baseline_key(kind, cfg, images, labels, folds, seed)
+    key = baseline_key(kind, cfg, data_digest or _digest(images, labels, folds), seed)
     path = Path(cache_dir) / f"{kind}-{key}{'-holdout' if score_holdout else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_suffix(".lock")):
@@ -128,6 +129,7 @@ def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndar
 def score_baselines(cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
                     device: torch.device | str = "cpu", seed: int = 0, score_holdout: bool = False,
                     cache_dir: str | Path | None = None) -> list[EvalReport]:
-    """Every baseline `cfg` asks for (baseline_kinds), in order."""
-    return [score_baseline(k, cfg, images, labels, folds, device, seed, score_holdout, cache_dir)
+    """Every baseline `cfg` asks for (baseline_kinds), in order; the data is hashed once."""
+    digest = _digest(images, labels, folds) if cache_dir is not None else None
+    return [score_baseline(k, cfg, images, labels, folds, device, seed, score_holdout, cache_dir, digest)
             for k in baseline_kinds(cfg)]

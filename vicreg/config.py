@@ -332,6 +332,14 @@ def to_dict(cfg: Config) -> dict[str, Any]:
     return plain(dataclasses.asdict(cfg))
 
 
+def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    """{'optim.lr': 0.3} -> {'optim': {'lr': 0.3}}: the inverse of flatten, for stored configs."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        set_key(out, key, value)
+    return out
+
+
 def flatten(cfg: Config) -> dict[str, Any]:
     """{'optim.lr': 0.3, ...}: every leaf with its dotted key."""
     out: dict[str, Any] = {}

@@ -346,7 +346,7 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
         if kept[1] is not None:
             encoder.load_state_dict(kept[1])
     kept_epoch = kept[2] + 1 if kept is not None else len(curves)
-    val_probs = predict(val["x"])
+    val_probs = probs if kept is None else predict(val["x"])  # the last epoch's, unless one was kept
     extra = {name: predict(x) for name, x in (predict_sets or {}).items()}
     result = FoldResult(fold, scores(val["y"], val_probs), curves, kept_epoch, val_probs)
     return result, extra, encoder, head
