@@ -116,6 +116,10 @@ def print_best(spec: Study) -> int:
     for e in doc["top"]:
         vals = "  ".join(_fmt(e["params"].get(k, "-")) for k in params)
         print(f"{e['rank']:>4} {e['trial']:>5} {e['value']:8.4f}  {e['kappa']:>17}  {vals}")
+    floors = doc["top"][0].get("baselines_cv_kappa") or {}
+    if floors:
+        print("baselines on the same CV folds and head seed, no pretraining: "
+              + ", ".join(f"{k} CV kappa {v:.4f}" for k, v in floors.items()))
     confirmed = doc.get("confirmed") or []
     if confirmed:
         print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))

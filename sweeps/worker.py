@@ -247,6 +247,9 @@ def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None,
             "rank": rank, "trial": t.number, "value": t.value, "metric": spec.metric,
             "kappa": f"{s.get('kappa_mean', float('nan')):.4f} +- {s.get('kappa_std', float('nan')):.4f}",
             "kappa_pooled": s.get("kappa_pooled"),
+            # the same folds and head seed, no pretraining: what each trial's CV kappa is read against
+            "baselines_cv_kappa": {k.removesuffix("_kappa_mean"): v for k, v in s.items()
+                                   if k.endswith("_kappa_mean") and k != "kappa_mean"},
             "accuracy": f"{s.get('accuracy_mean', float('nan')):.4f} +- {s.get('accuracy_std', float('nan')):.4f}",
             "auc": f"{s.get('auc_mean', float('nan')):.4f} +- {s.get('auc_std', float('nan')):.4f}",
             "params": config_values(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),

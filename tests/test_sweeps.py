@@ -387,6 +387,7 @@ def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory,
     assert top["seeds"] == 3 and {"random-init", "raw-pixels"} <= set(top["scores"])
     assert len(best["verdict"]) == 2 and not any(line.endswith(": pretraining helped") for line in best["verdict"])
     assert "quote: hold-out kappa" in out and "confirmed: top 1 configurations pretrained again with 3 seeds" in out
+    assert "baselines on the same CV folds and head seed, no pretraining: random-init CV kappa" in out
     for line in best["verdict"]:
         assert line in out
     # MLflow: 3 confirm runs under the parent, apart from the 2 trials; the verdict on the parent.
