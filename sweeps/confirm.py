@@ -34,7 +34,7 @@ from vicreg.io import atomic_write, file_lock
 from vicreg.train import pretrain, resolve_device
 from vicreg.verdict import verdicts
 
-from .objective import KEY_PARAMS, SweepContext, check_interrupted, epoch_logger, log_run_artifacts
+from .objective import SweepContext, check_interrupted, epoch_logger, log_run_artifacts, run_params
 from .study import config_values
 from .worker import top_trials
 
@@ -64,8 +64,7 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
     tr = ctx.tracking
     run_id = None
     if tr is not None:
-        flat = {k: v for k, v in trial.user_attrs["config"].items() if k in KEY_PARAMS}
-        params = {**flat, **config_values(trial.params), "train.seed": seed,
+        params = {**run_params(trial.user_attrs["config"]), **config_values(trial.params), "train.seed": seed,
                   "eval.seed": seed}
         tags = {"vicreg.study": ctx.study.name, "vicreg.role": "confirm", "stage": "confirm",
                 "confirm_of_trial": str(trial.number), "seed": str(seed), "git_commit": ctx.commit,

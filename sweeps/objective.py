@@ -23,6 +23,7 @@ import numpy as np
 import optuna
 
 from vicreg.config import Config, flatten, save_config
+from vicreg.weights import resolve_init
 
 from .study import Study, suggest_all
 from .tracking import Tracking
@@ -38,7 +39,15 @@ if TYPE_CHECKING:
 KEY_PARAMS = ("data.dataset", "data.image_size", "data.batch_size", "model.arch", "model.expander_hidden",
               "model.expander_out", "optim.name", "optim.lr", "optim.weight_decay", "train.epochs",
               "train.patience", "eval.protocol", "data.include_test_in_pretrain", "data.holdout",
-              "data.holdout_in_pretrain", "data.shuffle_labels")
+              "data.holdout_in_pretrain", "data.shuffle_labels", "model.init", "model.weights",
+              "model.small_stem", "optim.warmup_epochs", "optim.warmup_fraction")
+# Every augmentation value is a param too: the recipe must be readable from the run page.
+PARAM_PREFIXES = ("augment.",)
+
+
+def run_params(flat: dict[str, Any]) -> dict[str, Any]:
+    """The config values logged as a run's MLflow params (the whole config is its config.yaml)."""
+    return {k: v for k, v in flat.items() if k in KEY_PARAMS or k.startswith(PARAM_PREFIXES)}
 SHORT = {"optim.lr": "lr", "data.batch_size": "bs", "model.expander_hidden": "hid", "optim.weight_decay": "wd",
          "data.image_size": "px", "optim.name": "opt"}
 
@@ -247,7 +256,8 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     trials, TrialFailed/other exceptions for failures (the MLflow run is closed either way)."""
     study = ctx.study
     values = suggest_all(trial, study.search)
-    cfg = study.config(values, {**ctx.overrides, "train.progress": ctx.progress})
+    # The ImageNet file (if model.init takes one) and the stem, written into the logged config.
+    cfg = resolve_init(study.config(values, {**ctx.overrides, "train.progress": ctx.progress}))
     trial.set_user_attr("config", flatten(cfg))
     if not ctx.dry_run:
         from vicreg.train import resolve_device
@@ -259,7 +269,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     run_id, started = None, None
     if tr is not None:
         flat = flatten(cfg)
-        params = {**{k: flat[k] for k in KEY_PARAMS}, **values}
+        params = {**run_params(flat), **values}
         tags = {"vicreg.study": study.name, "vicreg.trial": str(trial.number),
                 "sampler": study.sampler["name"], "pruner": study.pruner["name"], "dataset": cfg.data.dataset,
                 "synthetic": str(cfg.data.dataset == "synthetic").lower(), "device": str(device),

@@ -42,6 +42,7 @@ from sweeps.worker import (  # noqa: E402
     timing_summary,
 )
 from vicreg.config import ConfigError, DataError  # noqa: E402
+from vicreg.weights import ENV as IMAGENET_ENV  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", help="dataset folder (or DRAC22_ROOT)")
     p.add_argument("--test-root", help="DRAC22 test set under its own root")
     p.add_argument("--out", help="study output folder (default runs/<study>)")
+    p.add_argument("--imagenet-weights", metavar="FILE",
+                   help="local torchvision weights for model.init imagenet/auto (sets VICREG_IMAGENET_WEIGHTS "
+                        "for the workers; never downloaded)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="fix a config value for every trial, e.g. train.device=cpu")
     p.add_argument("--storage-wait", type=float, default=600.0, metavar="SECONDS",
@@ -85,6 +89,19 @@ def overrides_from(args: argparse.Namespace) -> dict:
     if args.test_root:
         out["data.test_root"] = args.test_root
     return out
+
+
+def check_init(spec: Study, overrides: dict) -> None:
+    """A study that can start from ImageNet weights needs the file before any trial starts."""
+    from vicreg.weights import init_weights
+
+    cfg = spec.config({}, overrides)
+    for init in spec.values_of("model.init", overrides):
+        try:
+            init_weights(dataclasses.replace(cfg.model, init=init))
+        except ConfigError as e:
+            hint = "; or --set model.init=random to search without it" if len(spec.values_of("model.init")) > 1 else ""
+            raise ConfigError(f"{spec.path}: {e}{hint}") from None
 
 
 def preflight(spec: Study, overrides: dict) -> None:
@@ -254,6 +271,15 @@ def main(argv: list[str] | None = None) -> int:
             return print_best(spec)
         overrides = overrides_from(args)
         spec.config({}, overrides)  # --set values are checked like the study file
+        spec, dropped = spec.fixed(overrides)
+        if dropped and args.worker_index is None:
+            print(f"--set fixes {', '.join(dropped)}: not searched in this run")
+        if args.imagenet_weights:
+            if not Path(args.imagenet_weights).expanduser().is_file():
+                raise ConfigError(f"--imagenet-weights: {args.imagenet_weights} does not exist "
+                                  f"(weights are never downloaded)")
+            os.environ[IMAGENET_ENV] = args.imagenet_weights  # the workers and confirm runs inherit it
+        check_init(spec, overrides)
         if args.trials is not None and args.trials < 1:
             raise ConfigError("--trials must be >= 1")
         target = args.trials or spec.trials

@@ -123,8 +123,40 @@ class Study:
 
     @property
     def max_epochs(self) -> int:
-        """The epoch budget of one trial: budget.epochs, else the base config's train.epochs."""
-        return self.epochs if self.epochs is not None else self.config({}).train.epochs
+        """The epoch budget of one trial: budget.epochs, else the top of a searched train.epochs,
+        else the base config's train.epochs."""
+        if self.epochs is not None:
+            return self.epochs
+        for d in self.search:
+            if d.key == "train.epochs":
+                return int(max(d.choices) if d.kind == "choice" else d.high)
+        return self.config({}).train.epochs
+
+    def values_of(self, key: str, overrides: dict[str, Any] | None = None) -> list[Any]:
+        """Every value `key` can take in a trial: its search choices, else its fixed value."""
+        for d in self.search:
+            if d.key == key and d.kind == "choice":
+                return list(d.choices)
+        return [get_key(self.config({}, overrides), key)]
+
+    def fixed(self, overrides: dict[str, Any]) -> tuple[Study, list[str]]:
+        """This study with the search entries that `--set` fixes taken out (a `by` entry whose
+        choice is fixed becomes that case's range); returns it and the keys taken out."""
+        search, dropped = [], []
+        for d in self.search:
+            if d.key in overrides:
+                dropped.append(d.key)
+            elif d.kind == "by" and d.by in overrides:
+                case = overrides[d.by]
+                if case not in d.cases:
+                    raise ConfigError(f"--set {d.by}={case}: {self.path} has no '{d.key}' range for it "
+                                      f"(it has {', '.join(map(str, d.cases))})")
+                search.append(d.cases[case])
+            else:
+                search.append(d)
+        if not search:
+            raise ConfigError(f"--set fixes every search entry of {self.path}; leave at least one to search")
+        return dataclasses.replace(self, search=search), dropped
 
     def make_sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
         """The study's sampler with seed + offset (each worker its own offset: sweeps/run.py)."""
@@ -280,6 +312,8 @@ def load_study(path: str | Path) -> Study:
         (all(isinstance(confirm.get(k, 1), int) and confirm.get(k, 1) >= 0 for k in ("top_k", "seeds")),
          "confirm", "top_k and seeds must be integers >= 0"),
     ]
+    if "train.epochs" in search_raw and budget.get("epochs") is not None:
+        checks.append((False, "budget.epochs", "fixes train.epochs, which the search also sets: keep one"))
     for ok, key, msg in checks:
         if not ok:
             raise ConfigError(f"{path}: {key} {msg}")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vicreg.augment import TwoViews, channel_stats
@@ -39,9 +40,56 @@ def test_seeded_views_are_reproducible() -> None:
     assert torch.equal(a1, a2) and torch.equal(b1, b2)
 
 
+# Every transform off: both views are the normalised image itself.
+OFF = dict(crop_min_scale=1.0, crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0,
+           blur_p_a=0.0, blur_p_b=0.0, solarize_p_a=0.0, solarize_p_b=0.0)
+
+
+@pytest.mark.parametrize("off,on", [
+    ({}, {"crop_min_scale": 0.08}),
+    ({}, {"flip_p": 1.0}),
+    ({}, {"jitter_p": 1.0}),
+    ({"jitter_p": 1.0, "jitter_strength": 0.0}, {"jitter_strength": 1.0}),
+    ({}, {"grayscale_p": 1.0}),
+    ({}, {"blur_p_a": 1.0}),
+    ({}, {"blur_p_b": 1.0}),
+    ({}, {"solarize_p_a": 1.0}),
+    ({}, {"solarize_p_b": 1.0}),
+])
+def test_each_dimension_at_its_extremes(off: dict, on: dict) -> None:
+    """Off: both views are the image itself; on: the view(s) the key acts on differ from it
+    (and `_a`/`_b` keys leave the other view alone). So a study searching any one of these
+    keys really changes what pretraining sees."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (8, 3, 64, 64), generator=g, dtype=torch.uint8)
+    zero, one = torch.zeros(3), torch.ones(3)
+    torch.manual_seed(0)
+    a, b = TwoViews(AugmentConfig(**{**OFF, **off}), 64, 3, zero, one)(x)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, x.float() / 255, rtol=0, atol=1e-5)
+    torch.manual_seed(0)
+    a, b = TwoViews(AugmentConfig(**{**OFF, **off, **on}), 64, 3, zero, one)(x)
+    image = x.float() / 255
+    key = next(iter(on))
+    for name, view in (("a", a), ("b", b)):
+        acts = not key.endswith(("_a", "_b")) or key.endswith(f"_{name}")
+        changed = bool((view - image).abs().max() > 0.01)
+        assert changed is acts, f"{on}: view {name} {'unchanged' if acts else 'changed'}"
+
+
+def test_old_pair_keys_point_to_the_scalars() -> None:
+    from vicreg.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"'augment.blur_p' is now augment.blur_p_a and augment.blur_p_b"):
+        load_config(None, ["augment.blur_p=[1.0, 0.1]"])
+    with pytest.raises(ConfigError, match=r"augment.flip_p=1.5 must be a probability"):
+        load_config(None, ["augment.flip_p=1.5"])
+    with pytest.raises(ConfigError, match=r"augment.crop_min_scale=0.0 must satisfy 0 < crop_min_scale"):
+        load_config(None, ["augment.crop_min_scale=0"])
+
+
 def test_view_b_solarises_and_view_a_does_not() -> None:
-    cfg = AugmentConfig(solarize_p=(0.0, 1.0), blur_p=(0.0, 0.0), jitter_p=0.0, flip_p=0.0,
-                        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    cfg = AugmentConfig(**{**OFF, "solarize_p_b": 1.0})
     x = torch.full((4, 1, 16, 16), 230, dtype=torch.uint8)  # bright: solarised to dark
     tv = TwoViews(cfg, 16, 1, torch.zeros(1), torch.ones(1))
     a, b = tv(x)

@@ -18,7 +18,10 @@ def _write(tmp_path, text: str):
     ("data:\n  batch_size: 3.5\n", r"data.batch_size: expected an integer"),
     ("train:\n  compile: yes please\n", r"train.compile: expected true/false"),
     ("optim:\n  name: rmsprop\n", r"optim.name='rmsprop' must be lars, sgd, adam or adamw"),
-    ("augment:\n  crop_scale: [0.5]\n", r"augment.crop_scale: expected a list of 2"),
+    ("augment:\n  crop_ratio: [0.5]\n", r"augment.crop_ratio: expected a list of 2"),
+    ("model:\n  init: pretrained\n", r"model.init='pretrained' must be random, imagenet or auto"),
+    ("model:\n  weights: w.pth\n", r"model.weights='w.pth' is set but model.init is random"),
+    ("optim:\n  warmup_fraction: 1.5\n", r"optim.warmup_fraction=1.5 must be a fraction in \[0, 1\)"),
     ("data: [1, 2]\n", r"data: expected a mapping"),
     ("optim:\n  lr: [\n", r"not valid YAML"),
 ])
@@ -29,9 +32,9 @@ def test_bad_config_files_name_file_and_key(tmp_path, text: str, match: str) -> 
 
 def test_overrides_and_round_trip(tmp_path) -> None:
     p = _write(tmp_path, "optim:\n  name: sgd\n  lr: 1e-3\nmodel:\n  weights: null\n")
-    cfg = load_config(p, ["optim.lr=0.05", "data.image_size=224", "augment.blur_p=[0.5, 0.0]"])
+    cfg = load_config(p, ["optim.lr=0.05", "data.image_size=224", "augment.blur_p_a=0.5"])
     assert cfg.optim.lr == 0.05 and cfg.optim.name == "sgd" and cfg.data.image_size == 224
-    assert cfg.augment.blur_p == (0.5, 0.0)
+    assert cfg.augment.blur_p_a == 0.5 and cfg.augment.blur_p_b == 0.1
     save_config(cfg, tmp_path / "out.yaml")
     assert load_config(tmp_path / "out.yaml") == cfg
 

@@ -364,5 +364,5 @@ def test_baselines_are_scored_once_and_reused(with_holdout, tmp_path, monkeypatc
 def test_small_stem_with_imagenet_weights_is_a_one_line_error(tmp_path) -> None:
     from vicreg.config import ConfigError
 
-    with pytest.raises(ConfigError, match="model.small_stem=True cannot be true with model.weights"):
-        tiny_config(**{"model.weights": str(tmp_path / "w.pth"), "model.small_stem": True})
+    with pytest.raises(ConfigError, match="model.small_stem=True cannot be true with model.init=imagenet"):
+        tiny_config(**{"model.init": "imagenet", "model.small_stem": True})

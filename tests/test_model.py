@@ -5,8 +5,9 @@ import torch
 import torchvision
 from torch import nn
 
-from vicreg.config import ModelConfig
-from vicreg.model import build_expander, build_model
+from vicreg.config import ConfigError, ModelConfig
+from vicreg.model import build_expander, build_model, uses_small_stem
+from vicreg.weights import ENV, STANDARD_FILES, init_weights
 
 
 @pytest.mark.parametrize("size,channels,small", [(32, 1, True), (64, 3, True), (96, 1, False)])
@@ -34,15 +35,67 @@ def test_expander_layout() -> None:
     assert [type(x).__name__ for x in build_expander(512, 128, 1, 64)] == ["Linear"]
 
 
-def test_local_weights_are_loaded_and_summed_for_grey(tmp_path) -> None:
+def _torchvision_file(path, seed: int = 1) -> torchvision.models.ResNet:
+    """A torchvision-format ResNet-18 state-dict file (seeded), standing in for ImageNet's."""
+    torch.manual_seed(seed)
     ref = torchvision.models.resnet18(weights=None)
-    path = tmp_path / "r18.pth"
+    for bn in (m for m in ref.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial running stats
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.running_var.uniform_(0.5, 1.5)
+    path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(ref.state_dict(), path)
-    m = build_model(ModelConfig(weights=str(path), in_channels=1), 224)
-    torch.testing.assert_close(m.encoder.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
-    torch.testing.assert_close(m.encoder.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))
+    return ref.eval()
 
 
-def test_missing_weights_file_is_a_clear_error(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
-        build_model(ModelConfig(weights=str(tmp_path / "nope.pth")), 224)
+def test_init_imagenet_loads_the_file_and_matches_torchvision(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-home"))
+    ref = _torchvision_file(tmp_path / "r18.pth")
+    m = build_model(ModelConfig(init="imagenet", weights=str(tmp_path / "r18.pth"), in_channels=3), 224).eval()
+    torch.manual_seed(0)
+    random = build_model(ModelConfig(in_channels=3), 224)
+    assert not torch.allclose(m.encoder.conv1.weight, random.encoder.conv1.weight)
+    x = torch.randn(2, 3, 64, 64)
+    ref.fc = nn.Identity()
+    with torch.no_grad():  # the same features as torchvision's own network with these weights
+        torch.testing.assert_close(m.encoder(x), ref(x))
+    grey = build_model(ModelConfig(init="imagenet", weights=str(tmp_path / "r18.pth"), in_channels=1), 32)
+    torch.testing.assert_close(grey.encoder.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
+    torch.testing.assert_close(grey.encoder.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))
+    assert grey.encoder.conv1.kernel_size == (7, 7)  # the ImageNet stem, even at 32 px
+
+
+def test_init_finds_the_file_in_torch_hub_cache_or_environment(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(ENV, raising=False)
+    assert init_weights(ModelConfig(init="auto")) is None  # nothing there: auto starts random
+    assert uses_small_stem(ModelConfig(init="auto"), 32)
+    with pytest.raises(ConfigError, match=r"model.init=imagenet: no weights file for resnet18 .*"
+                                          r"resnet18-f37072fd.pth.*never downloaded"):
+        build_model(ModelConfig(init="imagenet"), 32)
+    hub = tmp_path / "home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    _torchvision_file(hub)
+    assert init_weights(ModelConfig(init="auto")) == hub and not uses_small_stem(ModelConfig(init="auto"), 32)
+    assert init_weights(ModelConfig(init="imagenet")) == hub
+    other = tmp_path / "other.pth"
+    _torchvision_file(other, seed=2)
+    monkeypatch.setenv(ENV, str(other))  # the environment (what --imagenet-weights sets) wins
+    assert init_weights(ModelConfig(init="imagenet")) == other
+    monkeypatch.setenv(ENV, str(tmp_path / "typo.pth"))
+    with pytest.raises(ConfigError, match=r"VICREG_IMAGENET_WEIGHTS: .*typo.pth does not exist"):
+        init_weights(ModelConfig(init="auto"))
+
+
+def test_standard_file_names_are_torchvisions() -> None:
+    enums = {"resnet18": torchvision.models.ResNet18_Weights, "resnet34": torchvision.models.ResNet34_Weights,
+             "resnet50": torchvision.models.ResNet50_Weights}
+    for arch, names in STANDARD_FILES.items():
+        assert set(names) == {w.url.rsplit("/", 1)[1] for w in enums[arch]}
+        assert names[0] == enums[arch].DEFAULT.url.rsplit("/", 1)[1]
+
+
+def test_missing_or_damaged_weights_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="never downloaded"):
+        build_model(ModelConfig(init="imagenet", weights=str(tmp_path / "nope.pth")), 224)
+    (tmp_path / "bad.pth").write_bytes(b"not a state dict")
+    with pytest.raises(ValueError, match="bad.pth is not a readable torch state dict"):
+        build_model(ModelConfig(init="imagenet", weights=str(tmp_path / "bad.pth")), 224)

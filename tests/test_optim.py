@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vicreg.config import OptimConfig
-from vicreg.optim import LARS, build_optimizer, lr_at, param_groups
+from vicreg.optim import LARS, build_optimizer, lr_at, param_groups, warmup_steps
 
 
 def _model() -> nn.Module:
@@ -79,3 +79,11 @@ def test_lars_defaults_are_the_reference_whole() -> None:
     assert peak_lr(cfg, 512) == pytest.approx(0.4)
     assert peak_lr(OptimConfig(name="adam", lr=1e-3), 512) == pytest.approx(1e-3)  # others: unscaled
     assert peak_lr(OptimConfig(name="adam", lr=1e-3, scale_lr_by_batch=True), 512) == pytest.approx(2e-3)
+
+
+def test_warmup_as_a_fraction_follows_the_epochs() -> None:
+    cfg = OptimConfig(warmup_epochs=10.0, warmup_fraction=0.05)
+    assert warmup_steps(cfg, 100, 7) == 35 and warmup_steps(cfg, 20, 7) == 7  # 5% of the run either way
+    fixed = OptimConfig(warmup_epochs=10.0)
+    assert warmup_steps(fixed, 100, 7) == warmup_steps(fixed, 20, 7) == 70
+    assert warmup_steps(fixed, 5, 7) == 35  # never longer than the run

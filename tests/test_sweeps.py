@@ -238,6 +238,9 @@ def test_two_workers_on_the_default_storage(env, capfd) -> None:
     ({"sampler": {"name": "bayes"}}, r"sampler.name must be one of"),
     ({"budget": {"trials": 0}}, r"budget.trials must be an integer >= 1"),
     ({"base": {"optim": {"lrr": 1}}}, r"unknown key 'optim.lrr'"),
+    ({"search": {"train.epochs": {"choice": [2, 4]}}, "budget": {"trials": 2, "epochs": 3}},
+     r"budget.epochs fixes train.epochs, which the search also sets"),
+    ({"search": {"augment.blur_p_a": {"float": [0.0, 1.5]}}}, r"'augment.blur_p_a': value 1.5 is invalid .*probability"),
 ])
 def test_bad_study_files_are_one_line_errors(env, capsys, change: dict, match: str) -> None:
     study = write_study(env["dir"], env["root"], **change)
@@ -285,9 +288,12 @@ def test_shipped_studies_load() -> None:
         assert s.search and s.trials >= 1
     keys = {d.key for d in load_study(study_path("drac22")).search}
     assert keys == {"optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay",
-                    "data.image_size", "optim.name"}
+                    "data.image_size", "optim.name", "model.init", "train.epochs", "optim.warmup_fraction",
+                    "data.include_test_in_pretrain", "augment.crop_min_scale", "augment.flip_p",
+                    "augment.jitter_strength", "augment.blur_p_a", "augment.solarize_p_b"}
+    assert any(d.key.startswith("augment.") for d in load_study(study_path("demo")).search)
     drac22 = load_study(study_path("drac22"))
-    assert drac22.make_pruner()._max_resource == drac22.max_epochs == 100  # Hyperband spans the epochs
+    assert drac22.make_pruner()._max_resource == drac22.max_epochs == 200  # the top of the searched epochs
     for name in ("demo", "drac22", "cifar10"):  # each optimiser its own learning-rate range
         lr = next(d for d in load_study(study_path(name)).search if d.key == "optim.lr")
         assert lr.kind == "by" and lr.by == "optim.name" and set(lr.cases) == {"lars", "sgd", "adam"}
@@ -316,6 +322,38 @@ def test_learning_rate_range_follows_the_optimiser(env) -> None:
     runs = client.search_runs([client.get_experiment_by_name("tiny-dryrun").experiment_id],
                               "tags.`vicreg.role` = 'trial'")
     assert all(r.data.params["optim.lr"] for r in runs)
+
+
+def test_imagenet_start_needs_a_file_and_set_fixes_a_searched_key(env, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(env["dir"] / "torch-home"))  # an empty hub cache
+    monkeypatch.delenv("VICREG_IMAGENET_WEIGHTS", raising=False)
+    study = write_study(env["dir"], env["root"], budget={"trials": 4}, search={
+        "model.init": {"choice": ["random", "imagenet"]},
+        "optim.name": {"choice": ["adam", "sgd"]},
+        "optim.lr": {"by": "optim.name", "adam": {"float": [1e-4, 1e-3], "log": True},
+                     "sgd": {"float": [1e-3, 1e-1], "log": True}},
+        "augment.crop_min_scale": {"float": [0.08, 0.8]}})
+    assert main(_args(env, study, "--dry-run")) == 2  # before any trial starts
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(study) in err and "--set model.init=random" in err, err
+    assert "model.init=imagenet: no weights file for resnet18" in err and not (env["dir"] / "runs").exists()
+
+    assert main(_args(env, study, "--dry-run", "--set", "model.init=random", "--set", "optim.name=adam")) == 0
+    assert "--set fixes model.init, optim.name: not searched" in capsys.readouterr().out
+    trials = _optuna(env, "tiny-dryrun").trials
+    assert all(set(t.params) == {"optim.lr[adam]", "augment.crop_min_scale"} for t in trials)
+    _, _, runs = _runs(env, "tiny-dryrun")
+    for r in runs:  # the whole recipe and the start are run params
+        assert r.data.params["model.init"] == "random" and r.data.params["augment.flip_p"] == "0.5"
+        assert 0.08 <= float(r.data.params["augment.crop_min_scale"]) <= 0.8
+
+    weights = env["dir"] / "r18.pth"
+    weights.write_bytes(b"stand-in: a dry run never loads it")
+    assert main(_args(env, study, "--dry-run", "--trials", "8", "--imagenet-weights", str(weights))) == 0
+    by_init = {}
+    for r in _runs(env, "tiny-dryrun")[2]:
+        by_init.setdefault(r.data.params["model.init"], set()).add(r.data.params["model.weights"])
+    assert by_init == {"random": {"None"}, "imagenet": {str(weights)}}, by_init
 
 
 @pytest.mark.parametrize("search, match", [

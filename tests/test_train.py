@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torchvision
 
 import vicreg.train as train_mod
 from tests.conftest import tiny_config
@@ -115,6 +116,23 @@ def test_checkpoint_reloads_the_model(synthetic_images, tmp_path) -> None:
                  synthetic_images.train.images)
     raw, model = load_encoder_checkpoint(tmp_path / "last.pt")
     assert raw["data"]["image_size"] == 32
+    for a, b in zip(r.model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_imagenet_start_is_logged_and_reloads_without_the_file(synthetic_images, tmp_path, monkeypatch) -> None:
+    """Continued pretraining from a weights file; the checkpoint's config names the file and
+    pins the stem, and loading it needs no file (every weight is in the checkpoint)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))
+    hub = tmp_path / "home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    hub.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), hub)
+    r = pretrain(tiny_config(**{"train.epochs": 1, "model.init": "auto", "train.checkpoint_dir": str(tmp_path)}),
+                 synthetic_images.train.images)
+    assert r.model.encoder.conv1.kernel_size == (7, 7)
+    hub.unlink()
+    raw, model = load_encoder_checkpoint(tmp_path / "last.pt")
+    assert raw["model"]["weights"] == str(hub) and raw["model"]["small_stem"] is False
     for a, b in zip(r.model.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
 

@@ -152,8 +152,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     raw, model = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
-    if cfg.data.dataset == "cifar10":
-        raise ConfigError("predict writes a DRAC22 submission; data.dataset is cifar10")
+    if cfg.data.dataset not in ("drac22", "synthetic"):
+        raise ConfigError(f"predict writes a DRAC22 submission; data.dataset is {cfg.data.dataset}")
     data, folds = _labelled_folds(cfg, None)
     if data.test is None:
         raise DataError("no test images found: point --test-root at the DRAC22 testing set")

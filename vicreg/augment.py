@@ -1,10 +1,13 @@
 """VICReg's two asymmetric views, made batch-wise on the training device with kornia.
 
-Recipe: facebookresearch/vicreg augmentations.py (RandomResizedCrop scale (0.08, 1),
-flip 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8, grayscale 0.2, Gaussian blur p=1.0 /
-0.1, solarisation p=0.0 / 0.2). kornia draws the random parameters per sample, so a
-whole batch of uint8 images becomes two float views in a handful of tensor ops on the
-GPU (or CPU), with no per-image Python and no DataLoader workers.
+Recipe (the defaults of AugmentConfig): facebookresearch/vicreg augmentations.py
+(RandomResizedCrop scale (0.08, 1), flip 0.5, ColorJitter(0.4, 0.4, 0.2, 0.1) p=0.8,
+grayscale 0.2, Gaussian blur p=1.0 / 0.1, solarisation p=0.0 / 0.2). Each knob is a scalar
+that a study can search; `jitter_strength` scales the four jitter amounts together, as
+SimCLR's colour-distortion strength s (Chen et al. 2020, appendix A). kornia draws the
+random parameters per sample, so a whole batch of uint8 images becomes two float views in
+a handful of tensor ops on the GPU (or CPU), with no per-image Python and no DataLoader
+workers.
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from .config import AugmentConfig
 
 def _view(cfg: AugmentConfig, size: int, channels: int, blur_p: float, solarize_p: float) -> nn.Sequential:
     ops: list[nn.Module] = [
-        K.RandomResizedCrop((size, size), scale=cfg.crop_scale, ratio=cfg.crop_ratio,
-                            resample="BILINEAR"),
-        K.RandomHorizontalFlip(p=cfg.flip_p),
+        K.RandomResizedCrop((size, size), scale=(cfg.crop_min_scale, cfg.crop_max_scale),
+                            ratio=cfg.crop_ratio, resample="BILINEAR"),
     ]
-    if cfg.jitter_p > 0:
+    if cfg.flip_p > 0:
+        ops.append(K.RandomHorizontalFlip(p=cfg.flip_p))
+    s = cfg.jitter_strength
+    if cfg.jitter_p > 0 and s > 0:
         if channels == 3:
-            ops.append(K.ColorJitter(cfg.brightness, cfg.contrast, cfg.saturation, cfg.hue,
-                                     p=cfg.jitter_p))
+            ops.append(K.ColorJitter(cfg.brightness * s, cfg.contrast * s, cfg.saturation * s,
+                                     min(0.5, cfg.hue * s), p=cfg.jitter_p))
         else:
             # Hue and saturation have no meaning for a single grey channel.
-            ops.append(K.ColorJitter(cfg.brightness, cfg.contrast, p=cfg.jitter_p))
+            ops.append(K.ColorJitter(cfg.brightness * s, cfg.contrast * s, p=cfg.jitter_p))
     if channels == 3 and cfg.grayscale_p > 0:
         ops.append(K.RandomGrayscale(p=cfg.grayscale_p))
     if blur_p > 0:
@@ -55,8 +60,8 @@ class TwoViews(nn.Module):
     def __init__(self, cfg: AugmentConfig, size: int, channels: int,
                  mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
-        self.view_a = _view(cfg, size, channels, cfg.blur_p[0], cfg.solarize_p[0])
-        self.view_b = _view(cfg, size, channels, cfg.blur_p[1], cfg.solarize_p[1])
+        self.view_a = _view(cfg, size, channels, cfg.blur_p_a, cfg.solarize_p_a)
+        self.view_b = _view(cfg, size, channels, cfg.blur_p_b, cfg.solarize_p_b)
         self.register_buffer("mean", mean.view(1, -1, 1, 1).float())
         self.register_buffer("std", std.view(1, -1, 1, 1).float())
 

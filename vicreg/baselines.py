@@ -8,8 +8,11 @@ head seed as it, and cached: a baseline's scores depend only on what `baseline_k
   raw-pixels   the images themselves, average-pooled to at most 32x32 and flattened: the
                floor on small images. No conv stage exists to fine-tune, so the fine-tuning
                protocols score it with the `head` MLP (linear stays linear).
-  imagenet     torchvision ImageNet weights from a local file (eval.imagenet_weights), with
-               their own 7x7 stem; grey input sums conv1's RGB filters.
+  imagenet     torchvision ImageNet weights from a local file, with their own 7x7 stem; grey
+               input sums conv1's RGB filters. Scored whenever a file is found:
+               eval.imagenet_weights, else the file `model.init: imagenet` would load
+               (vicreg.weights). With `model.init: imagenet` this is the floor that continued
+               pretraining must beat.
 
 Both untrained encoders are scored as torchvision builds them, in eval mode: random-init's
 BatchNorm layers then hold their constructed statistics (mean 0, variance 1, weight 1, bias 0),
@@ -33,10 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config, to_dict
+from .config import Config, ModelConfig, to_dict
 from .evaluate import EvalReport, evaluate
 from .io import atomic_write, file_lock
 from .model import build_encoder
+from .weights import find_imagenet_file
 
 BASELINES = ("random-init", "raw-pixels", "imagenet")
 RAW_PIXELS_SIDE = 32  # raw pixels are pooled to at most this side (1024 features per channel)
@@ -50,18 +54,33 @@ class RawPixels(nn.Module):
         return nn.functional.adaptive_avg_pool2d(x, side).flatten(1)
 
 
+def imagenet_file(cfg: Config) -> Path | None:
+    """The imagenet baseline's weights: eval.imagenet_weights, else what init imagenet would load."""
+    explicit = cfg.eval.imagenet_weights or (cfg.model.weights if cfg.model.init != "random" else None)
+    return find_imagenet_file(cfg.model.arch, explicit)
+
+
+def baseline_model(kind: str, cfg: Config) -> ModelConfig | None:
+    """The encoder config of `kind` (None for raw pixels): the same for every trial of a study,
+    whatever it searches for model.init, so that all trials face the same floors."""
+    if kind == "raw-pixels":
+        return None
+    if kind == "random-init":  # the stem a random start gets (a trial's ImageNet start has its own)
+        stem = cfg.model.small_stem if cfg.model.init == "random" else None
+        return dataclasses.replace(cfg.model, init="random", weights=None, small_stem=stem)
+    if kind == "imagenet":
+        path = imagenet_file(cfg)
+        if path is None:
+            raise ValueError("the imagenet baseline needs a local torchvision weights file (eval.imagenet_weights)")
+        return dataclasses.replace(cfg.model, init="imagenet", weights=str(path), small_stem=None)
+    raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
+
+
 def baseline_encoder(kind: str, cfg: Config, seed: int) -> nn.Module:
     """The untrained encoder of `kind`, built the library's default way (seeded)."""
-    if kind == "raw-pixels":
+    model_cfg = baseline_model(kind, cfg)
+    if model_cfg is None:
         return RawPixels()
-    if kind == "random-init":
-        model_cfg = dataclasses.replace(cfg.model, weights=None)
-    elif kind == "imagenet":
-        if not cfg.eval.imagenet_weights:
-            raise ValueError("the imagenet baseline needs eval.imagenet_weights (a local torchvision file)")
-        model_cfg = dataclasses.replace(cfg.model, weights=cfg.eval.imagenet_weights, small_stem=None)
-    else:
-        raise ValueError(f"unknown baseline {kind!r}: expected one of {', '.join(BASELINES)}")
     torch.manual_seed(seed)
     return build_encoder(model_cfg, cfg.data.image_size, zero_init_residual=False).eval()
 
@@ -70,7 +89,7 @@ def baseline_kinds(cfg: Config) -> list[str]:
     """The baselines this config asks for: none without eval.baselines; imagenet with a file."""
     if not cfg.eval.baselines:
         return []
-    return [k for k in BASELINES if k != "imagenet" or cfg.eval.imagenet_weights]
+    return [k for k in BASELINES if k != "imagenet" or imagenet_file(cfg) is not None]
 
 
 def _digest(*arrays: np.ndarray | torch.Tensor) -> str:
@@ -87,8 +106,11 @@ def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int) -> str:
     evaluation config (less the switches that do not change a score), the labelled images,
     labels and folds (`data_digest`, from _digest), and the seed. Not the pretraining recipe."""
     d = to_dict(cfg)
-    ev = {k: v for k, v in d["eval"].items() if k not in ("baselines", "probe_every")}
-    desc = {"kind": kind, "model": d["model"], "size": cfg.data.image_size, "eval": ev, "seed": seed,
+    ev = {k: v for k, v in d["eval"].items() if k not in ("baselines", "probe_every", "imagenet_weights")}
+    model = baseline_model(kind, cfg)
+    if model is not None:  # what builds the encoder, less the expander (unused by a baseline)
+        model = {k: v for k, v in dataclasses.asdict(model).items() if not k.startswith("expander")}
+    desc = {"kind": kind, "model": model, "size": cfg.data.image_size, "eval": ev, "seed": seed,
             "data": data_digest}
     return hashlib.blake2b(json.dumps(desc, sort_keys=True).encode(), digest_size=12).hexdigest()
 

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
 
@@ -30,9 +30,22 @@ class DataError(ValueError):
     ConfigError, so that the sweep's command line can catch it without importing torch.)"""
 
 
+# The allowed names, declared once: the fields below use them and the loader checks them.
+Dataset = Literal["synthetic", "drac22", "cifar10", "digits"]
+Arch = Literal["resnet18", "resnet34", "resnet50"]
+Init = Literal["random", "imagenet", "auto"]
+Optimizer = Literal["lars", "sgd", "adam", "adamw"]
+Protocol = Literal["linear", "head", "conv+head", "full"]
+
+
+def names(kind: Any) -> tuple[str, ...]:
+    """The allowed values of a Literal type: names(Protocol) -> ('linear', 'head', ...)."""
+    return typing.get_args(kind)
+
+
 @dataclass
 class DataConfig:
-    dataset: str = "synthetic"  # drac22 | cifar10 | synthetic
+    dataset: Dataset = "synthetic"  # digits: scikit-learn's 1,797 scanned handwritten digits
     root: str | None = None  # dataset folder (drac22/synthetic: the DRAC22 layout root)
     test_root: str | None = None  # DRAC22 test set under its own root, if not under `root`
     image_size: int = 64  # images are resized once to this and cached as uint8
@@ -56,8 +69,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "resnet18"  # resnet18 | resnet34 | resnet50
-    weights: str | None = None  # local torchvision state-dict file; never downloaded
+    arch: Arch = "resnet18"
+    # Where the encoder starts: random (torchvision's init), imagenet (a local torchvision
+    # weights file, else an error) or auto (imagenet when a file is found, else random).
+    # The file: `weights`, else $VICREG_IMAGENET_WEIGHTS, else torch's hub cache
+    # ($TORCH_HOME/hub/checkpoints/<the architecture's standard file>). Never downloaded.
+    init: Init = "random"
+    weights: str | None = None  # local torchvision state-dict file (for init imagenet/auto)
     # 3x3 stride-1 stem, no max-pool; None: auto (<= 64 px and no `weights`)
     small_stem: bool | None = None
     in_channels: int = 1
@@ -68,20 +86,26 @@ class ModelConfig:
 
 @dataclass
 class AugmentConfig:
-    """Strengths and probabilities of the VICReg recipe; pairs are (view 1, view 2)."""
+    """Strengths and probabilities of the VICReg recipe (defaults: facebookresearch/vicreg
+    augmentations.py). Every knob is one scalar, so a study can search each of them (`_a`/`_b`
+    are the two asymmetric views); 0 (or crop_min_scale 1) turns a transform off."""
 
-    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_min_scale: float = 0.08  # RandomResizedCrop area in [crop_min_scale, crop_max_scale]
+    crop_max_scale: float = 1.0
     crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
     flip_p: float = 0.5
     jitter_p: float = 0.8
+    jitter_strength: float = 1.0  # multiplies brightness, contrast, saturation and hue
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.2  # ignored for 1-channel images
     hue: float = 0.1  # ignored for 1-channel images
     grayscale_p: float = 0.2  # ignored for 1-channel images
-    blur_p: tuple[float, float] = (1.0, 0.1)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: tuple[float, float] = (0.0, 0.2)
+    blur_p_a: float = 1.0
+    blur_p_b: float = 0.1
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels of a 224 px crop
+    solarize_p_a: float = 0.0
+    solarize_p_b: float = 0.2
 
 
 @dataclass
@@ -96,7 +120,7 @@ class OptimConfig:
     """LARS defaults are facebookresearch/vicreg's, whole: base lr 0.2 scaled by batch/256,
     trust coefficient 0.001, weight decay 1e-6 (main_vicreg.py)."""
 
-    name: str = "lars"  # lars | sgd | adam | adamw
+    name: Optimizer = "lars"
     lr: float = 0.2
     weight_decay: float = 1e-6
     momentum: float = 0.9  # sgd and lars
@@ -104,6 +128,9 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw
     scale_lr_by_batch: bool | None = None  # peak lr = lr * batch_size / 256; None: true for lars only
     warmup_epochs: float = 10.0
+    # When set, the warm-up is this fraction of train.epochs instead (so a study can search
+    # train.epochs and keep the warm-up in proportion).
+    warmup_fraction: float | None = None
     final_lr_ratio: float = 0.001  # cosine decays to peak * this
 
 
@@ -124,7 +151,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    protocol: str = "linear"  # linear | head | conv+head | full
+    protocol: Protocol = "linear"
     epochs: int = 30
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -157,6 +184,12 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+# Keys of earlier versions, for a pointed error instead of "unknown key".
+RENAMED = {"augment.crop_scale": "augment.crop_min_scale and augment.crop_max_scale",
+           "augment.blur_p": "augment.blur_p_a and augment.blur_p_b",
+           "augment.solarize_p": "augment.solarize_p_a and augment.solarize_p_b"}
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`; return it converted (int -> float, list -> tuple)."""
     origin = typing.get_origin(tp)
@@ -173,6 +206,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            listed = ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
+            raise ConfigError(f"{where}={value!r} must be {listed}")
+        return value
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -207,11 +246,13 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - known)
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]
-        raise ConfigError(f"unknown key '{key}' (known: {', '.join(sorted(names))})")
+        if key in RENAMED:
+            raise ConfigError(f"'{key}' is now {RENAMED[key]} (one scalar each, so that a study can search them)")
+        raise ConfigError(f"unknown key '{key}' (known: {', '.join(sorted(known))})")
     kwargs = {}
     for name, value in raw.items():
         key = f"{where}.{name}" if where else name
@@ -236,35 +277,34 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
 def validate(cfg: Config) -> None:
     """Value checks that types alone cannot express."""
     checks = [
-        (cfg.data.dataset in ("drac22", "cifar10", "synthetic"), "data.dataset",
-         "must be drac22, cifar10 or synthetic"),
         (cfg.data.image_size >= 8, "data.image_size", "must be >= 8"),
         (cfg.data.batch_size >= 2, "data.batch_size", "must be >= 2 (VICReg needs a batch)"),
         (cfg.data.folds >= 2, "data.folds", "must be >= 2"),
         (0 <= cfg.data.holdout <= 0.5, "data.holdout", "must be a fraction in [0, 0.5]"),
         (0 < cfg.eval.inner_val <= 0.5, "eval.inner_val", "must be a fraction in (0, 0.5]"),
         (cfg.eval.patience >= 0, "eval.patience", "must be >= 0"),
-        (not (cfg.model.weights and cfg.model.small_stem), "model.small_stem",
-         "cannot be true with model.weights: ImageNet weights keep their own 7x7 stem"),
-        (cfg.model.arch in ("resnet18", "resnet34", "resnet50"), "model.arch",
-         "must be resnet18, resnet34 or resnet50"),
+        (not (cfg.model.init == "imagenet" and cfg.model.small_stem), "model.small_stem",
+         "cannot be true with model.init=imagenet: ImageNet weights keep their own 7x7 stem"),
+        (not (cfg.model.weights and cfg.model.init == "random"), "model.weights",
+         "is set but model.init is random: set model.init to imagenet (or auto) to start from it"),
         (cfg.model.in_channels in (1, 3), "model.in_channels", "must be 1 or 3"),
         (cfg.model.expander_layers >= 1, "model.expander_layers", "must be >= 1"),
-        (cfg.optim.name in ("lars", "sgd", "adam", "adamw"), "optim.name",
-         "must be lars, sgd, adam or adamw"),
         (cfg.optim.lr > 0, "optim.lr", "must be > 0"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
         (cfg.train.epochs >= 1, "train.epochs", "must be >= 1"),
-        (cfg.eval.protocol in ("linear", "head", "conv+head", "full"), "eval.protocol",
-         "must be linear, head, conv+head or full"),
+        (cfg.optim.warmup_fraction is None or 0 <= cfg.optim.warmup_fraction < 1, "optim.warmup_fraction",
+         "must be a fraction in [0, 1)"),
+        (0 < cfg.augment.crop_min_scale <= cfg.augment.crop_max_scale <= 1, "augment.crop_min_scale",
+         f"must satisfy 0 < crop_min_scale <= crop_max_scale ({cfg.augment.crop_max_scale}) <= 1"),
+        (cfg.augment.jitter_strength >= 0, "augment.jitter_strength", "must be >= 0"),
     ]
+    probabilities = ("flip_p", "jitter_p", "grayscale_p", "blur_p_a", "blur_p_b", "solarize_p_a", "solarize_p_b")
+    checks += [(0 <= getattr(cfg.augment, k) <= 1, f"augment.{k}", "must be a probability in [0, 1]")
+               for k in probabilities]
     for ok, key, msg in checks:
         if not ok:
             value = get_key(cfg, key)
             raise ConfigError(f"{key}={value!r} {msg}")
-    lo, hi = cfg.augment.crop_scale
-    if not 0 < lo <= hi <= 1:
-        raise ConfigError(f"augment.crop_scale={cfg.augment.crop_scale!r} must satisfy 0 < lo <= hi <= 1")
 
 
 def get_key(cfg: Any, dotted: str) -> Any:

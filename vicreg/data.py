@@ -1,4 +1,6 @@
-"""Datasets as uint8 tensors: DRAC22 Task 3, CIFAR-10 and the synthetic DRAC22-format set.
+"""Datasets as uint8 tensors: DRAC22 Task 3, CIFAR-10, the synthetic DRAC22-format set, and
+scikit-learn's digits (1,797 real 8x8 scans of handwritten digits that ship inside
+scikit-learn: the one real image set here that needs no download and no folder).
 
 Images are decoded and resized once per (dataset, image size) into a .npy file in the
 cache folder, written atomically under a file lock, and memory-mapped afterwards, so
@@ -361,10 +363,28 @@ def load_cifar10(cfg: DataConfig) -> Datasets:
     return Datasets(*sets)
 
 
+def load_digits(cfg: DataConfig) -> Datasets:
+    """scikit-learn's digits (UCI optdigits: 1,797 scans, 10 classes, 17 grey levels at 8x8),
+    as uint8 (N, 1, size, size) upsampled bilinearly; no test set (the hold-out plays it)."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = torch.from_numpy(bunch.images.astype(np.float32) * (255 / 16)).unsqueeze(1)
+    x = torch.nn.functional.interpolate(x, size=cfg.image_size, mode="bilinear", align_corners=False)
+    images = x.round().clamp(0, 255).to(torch.uint8).contiguous()
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    return Datasets(ImageSet(images, labels, [f"digit-{i:04d}" for i in range(len(labels))], "digits"), None)
+
+
 def load_datasets(cfg: DataConfig) -> Datasets:
     """The configured dataset, checked and decoded (or read from the cache); with
     data.shuffle_labels, the labels permuted (the null test)."""
-    data = load_cifar10(cfg) if cfg.dataset == "cifar10" else load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
+    if cfg.dataset == "cifar10":
+        data = load_cifar10(cfg)
+    elif cfg.dataset == "digits":
+        data = load_digits(cfg)
+    else:
+        data = load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
     if cfg.shuffle_labels:
         data.train.labels = shuffled_labels(data.train.labels, cfg.fold_seed)
     return data

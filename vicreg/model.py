@@ -9,16 +9,13 @@ import torchvision
 from torch import nn
 
 from .config import ModelConfig
+from .weights import init_weights, uses_small_stem
 
 _FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
 
-def uses_small_stem(cfg: ModelConfig, image_size: int) -> bool:
-    """The CIFAR stem: asked for, or by default at <= 64 px unless ImageNet weights keep theirs."""
-    if cfg.weights and cfg.small_stem:
-        raise ValueError("model.small_stem=true cannot be combined with model.weights: ImageNet "
-                         "weights keep their own 7x7 stem")
-    return cfg.small_stem if cfg.small_stem is not None else (image_size <= 64 and not cfg.weights)
+__all__ = ["build_encoder", "build_expander", "build_model", "load_torchvision_weights", "uses_small_stem",
+           "VICRegModel"]
 
 
 def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool = True) -> nn.Module:
@@ -26,24 +23,24 @@ def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool = 
 
     Randomly initialised, by default with zero-init residuals (the reference VICReg backbone:
     a good start for training, Goyal et al. 2017, but a degenerate feature extractor if never
-    trained: every residual branch outputs 0), or loaded from the local state-dict file
-    `cfg.weights` (never downloaded). Inputs of 64 px and below get the CIFAR stem (3x3
-    stride-1 conv, no max-pool) unless `cfg.small_stem` says otherwise or ImageNet weights
-    are loaded, since a 7x7/2 conv + pool leaves a 32 px image 2x2 pixels by the last stage.
+    trained: every residual branch outputs 0), or, under `cfg.init` imagenet/auto, loaded
+    from a local torchvision state-dict file (vicreg.weights says which; never downloaded).
+    Inputs of 64 px and below get the CIFAR stem (3x3 stride-1 conv, no max-pool) unless
+    `cfg.small_stem` says otherwise or ImageNet weights are loaded, since a 7x7/2 conv + pool
+    leaves a 32 px image 2x2 pixels by the last stage.
     """
-    if cfg.arch not in _FEATURE_DIMS:
-        raise ValueError(f"model.arch={cfg.arch!r}: expected one of {sorted(_FEATURE_DIMS)}")
     small = uses_small_stem(cfg, image_size)
+    weights = init_weights(cfg)
     net = getattr(torchvision.models, cfg.arch)(weights=None, zero_init_residual=zero_init_residual)
-    if cfg.weights:
-        load_torchvision_weights(net, cfg.weights)
+    if weights is not None:
+        load_torchvision_weights(net, weights)
     old = net.conv1
     if small:
         net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
     elif cfg.in_channels != 3:
         net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        if cfg.weights:
+        if weights is not None:
             # Grey input: sum the RGB filters, the usual way to keep pretrained responses.
             with torch.no_grad():
                 net.conv1.weight.copy_(old.weight.sum(dim=1, keepdim=True))
@@ -51,12 +48,15 @@ def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool = 
     return net
 
 
-def load_torchvision_weights(net: nn.Module, path: str) -> None:
+def load_torchvision_weights(net: nn.Module, path: str | Path) -> None:
     """Load a torchvision ResNet state dict (the `fc.*` keys are ignored)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"model.weights: {p} does not exist (weights are never downloaded)")
-    state = torch.load(p, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
+        raise ValueError(f"model.weights: {p} is not a readable torch state dict ({type(e).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.startswith("fc.")}

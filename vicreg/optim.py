@@ -90,6 +90,12 @@ def peak_lr(cfg: OptimConfig, batch_size: int) -> float:
     return cfg.lr * batch_size / 256 if scale else cfg.lr
 
 
+def warmup_steps(cfg: OptimConfig, epochs: int, steps_per_epoch: int) -> int:
+    """Warm-up length in steps: optim.warmup_fraction of the run when set, else warmup_epochs."""
+    warm = cfg.warmup_epochs if cfg.warmup_fraction is None else cfg.warmup_fraction * epochs
+    return min(epochs * steps_per_epoch, round(warm * steps_per_epoch))
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float, final_ratio: float) -> float:
     """Linear warm-up from 0 over `warmup_steps`, then cosine from `peak` to `peak*final_ratio`.
 

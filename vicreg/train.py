@@ -11,6 +11,7 @@ used on CUDA only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -28,7 +29,8 @@ from .config import Config, to_dict
 from .io import atomic_write
 from .loss import vicreg_loss
 from .model import VICRegModel, build_model
-from .optim import build_optimizer, lr_at, peak_lr, set_lr
+from .optim import build_optimizer, lr_at, peak_lr, set_lr, warmup_steps
+from .weights import resolve_init, uses_small_stem
 
 CHECKPOINT_NAME = "last.pt"
 METRIC_NAMES = ("loss", "invariance", "variance", "covariance", "std")
@@ -115,7 +117,11 @@ def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], VI
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise ValueError(f"checkpoint {p} is not a VICReg checkpoint ({type(e).__name__})") from None
     cfg = config_from_dict(raw, source=str(p))
-    model = build_model(cfg.model, cfg.data.image_size)
+    # Every weight comes from the checkpoint: build the same network (the stem it was trained
+    # with) without reading the ImageNet file it once started from, which may not be here.
+    stem = uses_small_stem(cfg.model, cfg.data.image_size) if cfg.model.small_stem is None else cfg.model.small_stem
+    model = build_model(dataclasses.replace(cfg.model, init="random", weights=None, small_stem=stem),
+                        cfg.data.image_size)
     model.load_state_dict(weights)
     return raw, model
 
@@ -130,6 +136,7 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     and an existing one is resumed from (bit-identical on CPU with the same seed).
     """
     check_images(cfg, images)
+    cfg = resolve_init(cfg)  # the ImageNet file (if any) and the stem, pinned for the checkpoint
     tc, dc = cfg.train, cfg.data
     device = resolve_device(tc.device)
     cuda = device.type == "cuda"
@@ -145,7 +152,7 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     n, bs = images.shape[0], dc.batch_size
     steps_per_epoch = n // bs  # drop the last partial batch: VICReg statistics need full batches
     total_steps = tc.epochs * steps_per_epoch
-    warmup_steps = min(total_steps, round(cfg.optim.warmup_epochs * steps_per_epoch))
+    warmup = warmup_steps(cfg.optim, tc.epochs, steps_per_epoch)
     peak = peak_lr(cfg.optim, bs)
     forward = torch.compile(model) if (tc.compile and cuda) else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
@@ -184,7 +191,7 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
             view_a, view_b = views(x)
             view_a = view_a.contiguous(memory_format=torch.channels_last)
             view_b = view_b.contiguous(memory_format=torch.channels_last)
-            lr = lr_at(step, total_steps, warmup_steps, peak, cfg.optim.final_lr_ratio)
+            lr = lr_at(step, total_steps, warmup, peak, cfg.optim.final_lr_ratio)
             set_lr(opt, lr)
             with autocast:
                 z_a, z_b = forward(view_a), forward(view_b)
