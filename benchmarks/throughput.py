@@ -143,7 +143,7 @@ def main() -> None:
             ])
             need = args.batch * args.steps
             # ours: decode once (not timed: the cache makes it a one-off), then pretrain.
-            arr, _, _ = cached_images("bench", paths, size, 1, Path(tmp) / "cache")
+            arr, _, _, _ = cached_images("bench", paths, size, 1, Path(tmp) / "cache")
             images = torch.from_numpy(arr.copy()).repeat(math.ceil(need / len(paths)), 1, 1, 1)[:need]
             ours = pretrain(cfg, images).history[-1]["images_per_s"]
 

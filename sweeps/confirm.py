@@ -15,6 +15,7 @@ checkpoint), and confirm runs are not Optuna trials: they do not count towards -
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -26,15 +27,25 @@ from typing import Any
 
 import numpy as np
 import optuna
+import torch
 
 from vicreg.config import Config, config_from_dict, set_key, unflatten
 from vicreg.data import pretrain_selection
 from vicreg.evaluate import EvalReport
 from vicreg.io import atomic_write, file_lock
+from vicreg.model import build_encoder
 from vicreg.train import pretrain, resolve_device
 from vicreg.verdict import verdicts
 
-from .objective import SweepContext, check_interrupted, epoch_logger, log_run_artifacts, run_params
+from .objective import (
+    SweepContext,
+    check_interrupted,
+    epoch_logger,
+    log_dataset,
+    log_run_artifacts,
+    monitored,
+    run_params,
+)
 from .study import config_values
 from .worker import top_trials
 
@@ -77,16 +88,21 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
         callbacks = [lambda report: check_interrupted()]
         if tr is not None:
             tr.log_params(run_id, seen)
+            log_dataset(tr, run_id, data, folds, seen)
             callbacks.append(epoch_logger(ctx, run_id))
-        result = pretrain(cfg, images, callbacks)
+        with monitored(ctx, run_id):
+            result = pretrain(cfg, images, callbacks)
+            reports = [] if result.status == "diverged" else ctx.score(cfg, result.model.encoder, data, folds,
+                                                                         device, holdout=True)
         out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run_id, "reports": [],
                "pretrain_images": seen}
         if result.status == "diverged":
             if tr is not None:
                 tr.end(run_id, "FAILED", "DIVERGED", {"reason": result.reason})
         else:
-            reports = ctx.score(cfg, result.model.encoder, data, folds, device, holdout=True)
             out["reports"] = [r.to_dict() for r in reports]
+            if tr is not None and seed == 0:  # the candidate for the Model Registry (register_best)
+                _save_encoder(ctx, trial.number, result.model.encoder, images)
             if tr is not None:
                 summary = reports[0].summary
                 for r in reports[1:]:
@@ -110,6 +126,64 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
                 tr.log_artifacts(run_id, [tb])
             tr.end(run_id, "FAILED", "FAILED", {"reason": f"{type(e).__name__}: {e}".splitlines()[0][:4000]})
         raise
+
+
+def _encoder_path(ctx: SweepContext, trial: int) -> Path:
+    return ctx.out_dir / "confirm" / f"encoder-trial{trial:04d}-seed0.pt"
+
+
+def _save_encoder(ctx: SweepContext, trial: int, encoder: torch.nn.Module, images: torch.Tensor) -> None:
+    """Seed 0's encoder and a 2-image input example (normalised as the features are), until the
+    ranking says which configuration is best."""
+    from vicreg.augment import channel_stats, normalise
+
+    mean, std = channel_stats(images)
+    example = normalise(images[:2], mean, std).cpu()
+    atomic_write(_encoder_path(ctx, trial), lambda tmp: torch.save(
+        {"encoder": {k: v.cpu() for k, v in encoder.state_dict().items()}, "example": example}, tmp))
+
+
+def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
+    """When the confirmed best configuration changed, its seed-0 encoder goes to the Model
+    Registry as `vicreg-<study>` with the alias `best` (Tracking.register_encoder); the kept
+    encoder files are removed either way (runs/ must not fill the disk)."""
+    tr = ctx.tracking
+    try:
+        if tr is None or not ranked or not ranked[0]["mlflow_run_ids"]:
+            return
+        best, name = ranked[0], f"vicreg-{ctx.study.name}"
+        current = tr.best_version(name)
+        if current is not None and current.get("vicreg.trial") == str(best["trial"]):
+            return  # the same configuration: its version stays
+        path = _encoder_path(ctx, best["trial"])
+        if not path.is_file():
+            print(f"model registry: the encoder of trial {best['trial']} seed 0 is not kept here ({path}); "
+                  f"not registered")
+            return
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = config_from_dict(best["config"], source=f"trial {best['trial']} (registry)")
+        encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None), cfg.data.image_size)
+        encoder.load_state_dict(state["encoder"])
+        vic = best["scores"].get("vicreg", {})
+        tags = {"vicreg.study": ctx.study.name, "vicreg.trial": str(best["trial"]), "vicreg.seed": "0",
+                "confirmed_cv_kappa": f"{vic.get('cv_kappa', float('nan')):.4f}",
+                "confirmed_holdout_kappa": f"{vic.get('holdout_kappa', float('nan')):.4f}",
+                "image_size": str(cfg.data.image_size), "in_channels": str(cfg.model.in_channels)}
+        tr.register_encoder(best["mlflow_run_ids"][0], name, encoder, state["example"], tags)
+    finally:
+        for p in (ctx.out_dir / "confirm").glob("encoder-trial*-seed0.pt"):
+            p.unlink(missing_ok=True)
+
+
+def _read_result(path: Path) -> dict | None:
+    """A stored (configuration, seed) result; a damaged one is run again (one warning)."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        print(f"warning: {path} cannot be parsed; that run is done again", flush=True)
+        return None
 
 
 def _stats(vals: list[float | None]) -> tuple[float, float]:
@@ -166,8 +240,9 @@ def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) 
             runs = []
             for s in range(seeds):
                 path = _result_path(ctx, t.number, s)
-                if path.is_file():
-                    runs.append(json.loads(path.read_text()))
+                stored = _read_result(path)
+                if stored is not None:
+                    runs.append(stored)
                     continue
                 t0 = time.perf_counter()
                 runs.append(confirm_run(ctx, t, s))
@@ -178,6 +253,7 @@ def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) 
     for rank, e in enumerate(ranked, start=1):
         e["rank"] = rank
     atomic_write(ctx.out_dir / CONFIRMED_FILE, json.dumps({"top_k": top_k, "seeds": seeds, "ranked": ranked}))
+    register_best(ctx, ranked)
     return ranked
 
 

@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,6 +162,20 @@ def _probe_callback(trial: optuna.Trial, ctx: SweepContext, data: Datasets,
     return callback
 
 
+def log_dataset(tr: Tracking, run_id: str, data: Datasets, folds: np.ndarray, seen: dict) -> None:
+    """The run's data as an MLflow dataset input: name, the decode cache's digest, source, profile."""
+    from vicreg.data import profile
+
+    tr.log_dataset(run_id, data.train.name, data.train.digest, data.train.source, profile(data, folds, seen))
+
+
+def monitored(ctx: SweepContext, run_id: str | None):
+    """MLflow's system-metrics monitor around a run's work (none without tracking or in a dry run)."""
+    if ctx.tracking is None or run_id is None or ctx.dry_run:
+        return nullcontext()
+    return ctx.tracking.system_metrics(run_id, ctx.study.system_metrics_interval_s)
+
+
 def epoch_logger(ctx: SweepContext, run_id: str):
     def callback(report: Report) -> None:
         if report.kind == "epoch":
@@ -296,14 +311,16 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         images, seen = pretrain_selection(data, folds, cfg.data)
         if tr is not None:
             tr.log_params(run_id, seen)
+            log_dataset(tr, run_id, data, folds, seen)
         callbacks = [_probe_callback(trial, ctx, data, folds, device)]
         if tr is not None:
             callbacks.append(epoch_logger(ctx, run_id))
-        result = pretrain(cfg, images, callbacks)
-        if result.status in ("diverged", "stopped"):
-            _work_done(ctx, started)
-            _pruned(trial, ctx, run_id, result.reason, result.epochs)
-        reports = ctx.score(cfg, result.model.encoder, data, folds, device, holdout=False)
+        with monitored(ctx, run_id):
+            result = pretrain(cfg, images, callbacks)
+            if result.status in ("diverged", "stopped"):
+                _work_done(ctx, started)
+                _pruned(trial, ctx, run_id, result.reason, result.epochs)
+            reports = ctx.score(cfg, result.model.encoder, data, folds, device, holdout=False)
         _work_done(ctx, started)
         summary = reports[0].summary
         for r in reports[1:]:  # the same numbers in every trial: the floors to read it against

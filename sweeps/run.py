@@ -76,6 +76,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="re-pretrain the top-k configurations with --seeds seeds and score the hold-out, "
                         "then exit (also done when a study ends; stored runs are reused)")
     p.add_argument("--seeds", type=int, help="seeds per confirmed configuration (default: the study's confirm.seeds)")
+    p.add_argument("--predict", action="store_true",
+                   help="write the DRAC22 submission from a registered encoder (--model) and exit")
+    p.add_argument("--model", metavar="URI", help="for --predict: models:/NAME@ALIAS, models:/NAME/VERSION or "
+                                                  "runs:/RUN/encoder (default: models:/vicreg-<study>@best)")
+    p.add_argument("--submission", metavar="CSV", help="for --predict: the file to write "
+                                                       "(default: runs/<study>/submission.csv)")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -114,6 +120,29 @@ def preflight(spec: Study, overrides: dict) -> None:
     from vicreg.data import load_datasets
 
     load_datasets(cfg.data)  # scans, checks and fills the cache (the synthetic set is made here)
+
+
+def predict_entry(spec: Study, args: argparse.Namespace) -> int:
+    """--predict: fetch the encoder and its run's config through MLflow, hand them to vicreg's
+    predict (which never imports mlflow), write the submission."""
+    from vicreg.config import config_from_dict, set_key
+    from vicreg.predict import describe, predict
+
+    out_dir = Path(args.out or f"runs/{spec.name}")
+    uri = args.model or f"models:/vicreg-{spec.name}@best"
+    tracking = Tracking.open(args.tracking_uri, spec.name)
+    try:
+        encoder, raw, run_id = tracking.load_encoder(uri)
+    except Exception as e:  # noqa: BLE001 - an unknown model or alias is a user error, one line
+        raise ConfigError(f"--model {uri}: {str(e).strip().splitlines()[0][:300]}") from None
+    for key, value in overrides_from(args).items():
+        set_key(raw, key, value)
+    cfg = config_from_dict(raw, source=f"{uri} (config.yaml of run {run_id})")
+    folds = out_dir / "folds.csv"
+    out = Path(args.submission or out_dir / "submission.csv")
+    report = predict(encoder, cfg, out, folds if folds.is_file() else None)
+    print(f"{describe(report, out, len(report.test_probs))}; encoder {uri} (run {run_id})")
+    return 0
 
 
 def print_best(spec: Study) -> int:
@@ -269,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             spec = dataclasses.replace(spec, name=f"{spec.name}-dryrun")
         if args.best:
             return print_best(spec)
+        if args.predict:
+            return predict_entry(spec, args)
         overrides = overrides_from(args)
         spec.config({}, overrides)  # --set values are checked like the study file
         spec, dropped = spec.fixed(overrides)
@@ -291,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.storage and mask_url(args.storage) != args.storage:  # it carries a password
             print("note: the password in --storage is visible to other users of this machine (ps); "
                   "put it in ~/.pgpass or PGPASSWORD instead", file=sys.stderr)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, FileNotFoundError, TrackingUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -36,7 +36,7 @@ from vicreg.config import Config, ConfigError, config_from_dict, get_key, read_y
 
 STUDY_KEYS = {"name", "description", "base", "search", "objective", "sampler", "pruner", "budget",
               "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint", "log_plots",
-              "confirm"}
+              "confirm", "system_metrics_interval_s"}
 METRICS = ("kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "threshold", "none")
@@ -111,6 +111,7 @@ class Study:
     description: str = ""
     confirm_top_k: int = 3  # configurations re-pretrained from scratch when the study ends
     confirm_seeds: int = 3  # seeds each (0..N-1, for pretraining and the head alike)
+    system_metrics_interval_s: float = 10.0  # MLflow's CPU/memory/GPU monitor on every run (0: off)
 
     def config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
         """Resolved trainer config: base + budget epochs + sampled values + run overrides."""
@@ -312,6 +313,9 @@ def load_study(path: str | Path) -> Study:
         (all(isinstance(confirm.get(k, 1), int) and confirm.get(k, 1) >= 0 for k in ("top_k", "seeds")),
          "confirm", "top_k and seeds must be integers >= 0"),
     ]
+    interval = raw.get("system_metrics_interval_s", 10.0)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
+        checks.append((False, "system_metrics_interval_s", "must be a number of seconds >= 0 (0: off)"))
     if "train.epochs" in search_raw and budget.get("epochs") is not None:
         checks.append((False, "budget.epochs", "fixes train.epochs, which the search also sets: keep one"))
     for ok, key, msg in checks:
@@ -326,6 +330,7 @@ def load_study(path: str | Path) -> Study:
         log_checkpoint=bool(raw.get("log_checkpoint", True)), log_plots=bool(raw.get("log_plots", True)),
         description=str(raw.get("description", "")),
         confirm_top_k=confirm.get("top_k", 3), confirm_seeds=confirm.get("seeds", 3),
+        system_metrics_interval_s=float(raw.get("system_metrics_interval_s", 10.0)),
     )
     try:  # building the pruner and sampler checks their options
         study.make_sampler()

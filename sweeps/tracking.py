@@ -9,6 +9,8 @@ worker processes can log to the same study without shared global state.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import time
 import urllib.error
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vicreg.io import file_lock
@@ -111,6 +114,7 @@ class TimedClient:
 class Tracking:
     client: MlflowClient  # a TimedClient around it
     experiment_id: str
+    tracking_uri: str = ""
 
     @property
     def seconds(self) -> float:
@@ -138,7 +142,7 @@ class Tracking:
             exp_id = exp.experiment_id
             if exp.tags.get(KIND_TAG) != MODEL_TRAINING:  # made before we tagged
                 client.set_experiment_tag(exp_id, KIND_TAG, MODEL_TRAINING)
-        return cls(client, exp_id)
+        return cls(client, exp_id, client.tracking_uri)
 
     # --- runs ---------------------------------------------------------------------
 
@@ -197,6 +201,108 @@ class Tracking:
     def log_artifacts(self, run_id: str, paths: Iterable[str], artifact_path: str | None = None) -> None:
         for p in paths:
             self.client.log_artifact(run_id, str(p), artifact_path)
+
+    def log_dataset(self, run_id: str, name: str, digest: str, source: str, profile: dict[str, Any],
+                    context: str = "train") -> None:
+        """The data a run used, as an MLflow dataset input (the runs table's Dataset column):
+        `digest` identifies the images (the decode cache's key), `profile` says what is in them."""
+        ds = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                     profile=json.dumps(profile))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(ds, [InputTag("mlflow.data.context", context)])])
+
+    @contextmanager
+    def system_metrics(self, run_id: str, interval_s: float) -> Iterator[None]:
+        """MLflow's own system-metrics monitor on `run_id` while the block runs: CPU, memory,
+        disk and network, and GPU utilisation and memory when NVIDIA's management library
+        (nvidia-ml-py) finds a GPU; sampled every `interval_s` seconds (0: off)."""
+        if interval_s <= 0:
+            yield
+            return
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # no start/stop lines per trial
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s, tracking_uri=self.tracking_uri)
+        monitor.start()
+        try:
+            yield
+        finally:
+            monitor.finish()
+
+    # --- the Model Registry ---------------------------------------------------------
+
+    def register_encoder(self, run_id: str, model_name: str, encoder: Any, example: Any,
+                         tags: dict[str, str]) -> str | None:
+        """Log `encoder` (a torch module: normalised images (B, C, H, W) -> features (B, F)) on
+        `run_id` as an MLflow PyTorch model with its signature and input example, register it
+        as a new version of `model_name` and point the alias `best` at it. The version names
+        its run (run_id, tags) and the run names the version (tag `registered_model`).
+        Returns the version, or None with one printed line on a store without a registry."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        import torchvision
+        from mlflow.models import infer_signature
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = encoder.eval()(example)
+        signature = infer_signature(example.numpy(), out.numpy())
+        mlflow.set_tracking_uri(self.tracking_uri)
+        with mlflow.start_run(run_id=run_id):  # the run is reopened for the upload, then FINISHED again
+            info = mlflow.pytorch.log_model(
+                encoder, name="encoder", signature=signature, input_example=example.numpy(),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                  f"torchvision=={torchvision.__version__.split('+')[0]}"])
+        try:
+            try:
+                self.client.get_registered_model(model_name)
+            except MlflowException:
+                self.client.create_registered_model(model_name, description="VICReg encoders confirmed best by "
+                                                    "their study (alias `best`); inputs normalised per channel")
+            version = self.client.create_model_version(model_name, info.model_uri, run_id=run_id, tags=tags)
+            self.client.set_registered_model_alias(model_name, "best", version.version)
+        except MlflowException as e:
+            print(f"model registry: not available on {mask_url(self.tracking_uri)} ({str(e).splitlines()[0][:200]}); "
+                  f"the encoder is logged on run {run_id} only")
+            return None
+        self.set_tags(run_id, {"registered_model": f"{model_name} version {version.version}",
+                               "registered_model_alias": "best"})
+        print(f"model registry: {model_name} version {version.version} (alias best) from run {run_id} "
+              f"({time.perf_counter() - t0:.0f} s)")
+        return version.version
+
+    def best_version(self, model_name: str) -> dict[str, str] | None:
+        """The tags of the version the alias `best` points at, with its 'version' and 'run_id'."""
+        try:
+            v = self.client.get_model_version_by_alias(model_name, "best")
+        except MlflowException:
+            return None
+        return {**v.tags, "version": v.version, "run_id": v.run_id}
+
+    def load_encoder(self, model_uri: str) -> tuple[Any, dict[str, Any], str]:
+        """`models:/name@alias` (or /version, or runs:/...) -> (encoder, its run's resolved config
+        dict, run id), through MLflow; the caller hands the encoder to vicreg's predict."""
+        import mlflow
+        import mlflow.artifacts
+        import mlflow.pytorch
+        import yaml
+
+        m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+        if m:
+            name, alias, number = m.groups()
+            v = (self.client.get_model_version_by_alias(name, alias) if alias
+                 else self.client.get_model_version(name, number))
+            run_id = v.run_id
+        elif model_uri.startswith("runs:/"):
+            run_id = model_uri.removeprefix("runs:/").split("/", 1)[0]
+        else:
+            raise ValueError(f"--model {model_uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION "
+                             f"or runs:/RUN/PATH")
+        mlflow.set_tracking_uri(self.tracking_uri)
+        encoder = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
+                                                   tracking_uri=self.tracking_uri)
+        return encoder, yaml.safe_load(Path(path).read_text()), run_id
 
     def close_stale(self, study_name: str, trial_number: int) -> list[str]:
         """Mark a dead trial's RUNNING MLflow run(s) FAILED (after a kill -9). Returns run ids."""

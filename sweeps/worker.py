@@ -191,7 +191,12 @@ def timing_summary(path: Path, offset: int = 0) -> str | None:
         return None
     with open(path) as f:
         f.seek(offset)
-        rows = [json.loads(line) for line in f if line.strip()]
+        rows = []
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a killed worker: timings are informative only
     if not rows:
         return None
 

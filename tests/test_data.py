@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import pickle
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,48 @@ def test_changed_source_file_invalidates_the_cache(root: Path, tmp_path: Path, m
     assert calls["n"] == 80 + 60  # the training set again, not the unchanged test set
     assert after.train.images[0].float().mean() > 250
     assert not np.array_equal(before.train.images[0].numpy(), after.train.images[0].numpy())
+    # The digest MLflow shows as the dataset's: the same for the same files, new for a changed image.
+    again = load_datasets(_cfg(root, tmp_path))
+    assert again.train.digest == after.train.digest != before.train.digest
+    assert again.test.digest == before.test.digest and again.train.source == str((_task(root) / TRAIN_DIR).resolve())
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "sidecar"])
+def test_damaged_cache_is_rebuilt_with_one_warning(root: Path, tmp_path: Path, damage: str) -> None:
+    good = load_datasets(_cfg(root, tmp_path))
+    expected, names = good.train.images.clone(), good.train.names
+    del good  # its memory map: a file cut short under a live map is a SIGBUS, not a damaged cache
+    npy = next(p for p in (tmp_path / "cache").glob("*-train-*.npy"))
+    whole = npy.read_bytes()
+    npy.unlink()
+    if damage == "truncate":
+        npy.write_bytes(whole[: len(whole) // 2])
+    elif damage == "garbage":
+        npy.write_bytes(np.random.default_rng(0).bytes(100))
+    else:  # the sidecar says another count
+        npy.write_bytes(whole)
+        meta = npy.with_suffix(".json")
+        info = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**info, "names": info["names"][:-1]}))
+    with pytest.warns(UserWarning, match=rf"{npy.name}: damaged cache file .*rebuilding it") as caught:
+        again = load_datasets(_cfg(root, tmp_path))
+    assert len([w for w in caught if "damaged" in str(w.message)]) == 1
+    assert np.array_equal(expected.numpy(), again.train.images.numpy())
+    assert again.train.names == names
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # rebuilt: the next load is clean
+        load_datasets(_cfg(root, tmp_path))
+
+
+def test_digits_are_real_scans_from_scikit_learn() -> None:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    d = load_datasets(tiny_config(**{"data.dataset": "digits", "data.image_size": 8}).data)
+    raw = sklearn_digits()
+    assert d.train.images.shape == (1797, 1, 8, 8) and d.test is None
+    np.testing.assert_array_equal(d.train.images[:, 0].numpy(), np.round(raw.images * 255 / 16).astype(np.uint8))
+    np.testing.assert_array_equal(d.train.labels, raw.target)
+    assert len(d.train.digest) == 16 and d.train.name == "digits"
 
 
 def test_nothing_is_written_into_the_dataset_folder(root: Path, tmp_path: Path) -> None:

@@ -24,7 +24,8 @@ def tiny_store(tmp_path_factory, synthetic_root):
     """A 3-trial study that varied the optimiser, in its own project-like folder."""
     tmp = tmp_path_factory.mktemp("project")
     (tmp / "experiments").mkdir()
-    study = write_study(tmp / "experiments", synthetic_root, log_plots=True,
+    study = write_study(tmp / "experiments", synthetic_root, log_plots=True, log_checkpoint=True,
+                        system_metrics_interval_s=0.5,
                         search={"optim.name": {"choice": ["adam", "sgd"]},
                                 "optim.lr": {"float": [1e-4, 1e-2], "log": True}})
     doc = study.read_text().replace("baselines: false", "baselines: true")
@@ -106,6 +107,60 @@ def test_mlflow_server_serves_the_study(tiny_store) -> None:
         trial = next(r for r in runs if {"key": "vicreg.role", "value": "trial"} in r["data"]["tags"])
         hist = _get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={trial['info']['run_id']}&metric_key=loss")
         assert sorted(m["step"] for m in hist["metrics"]) == [1, 2]
+
+        # Every trial and confirm run names its data: the decode cache's digest and a profile.
+        children = [r for r in runs if {"key": "vicreg.role", "value": "parent"} not in r["data"]["tags"]]
+        inputs = [r["inputs"]["dataset_inputs"] for r in children]
+        assert all(len(i) == 1 for i in inputs)
+        datasets = [i[0]["dataset"] for i in inputs]
+        assert {d["name"] for d in datasets} == {"synthetic-drac22"} and len({d["digest"] for d in datasets}) == 1
+        profile = json.loads(datasets[0]["profile"])
+        assert profile["images"] == 60 and profile["holdout_images"] == 12 and profile["cv_folds"] == 3
+        assert sum(profile["per_grade"].values()) == 60 and profile["image_size"] == 16
+        assert {"key": "mlflow.data.context", "value": "train"} in inputs[0][0]["tags"]
+
+        # MLflow's system metrics on the trial runs (CPU and memory here; GPU ones on a GPU machine).
+        keys = {m["key"] for m in trial["data"]["metrics"]}
+        assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= keys, keys
+
+        # The confirmed best encoder in the Model Registry, alias best, pointing at its confirm run.
+        version = _get(f"{base}/api/2.0/mlflow/registered-models/alias?name=vicreg-tiny&alias=best")["model_version"]
+        confirm = next(r for r in runs if {"key": "stage", "value": "confirm"} in r["data"]["tags"])
+        assert version["run_id"] == confirm["info"]["run_id"]
+        assert {"key": "vicreg.trial", "value": next(t["value"] for t in confirm["data"]["tags"]
+                                                       if t["key"] == "confirm_of_trial")} in version["tags"]
+        assert {"key": "registered_model", "value": f"vicreg-tiny version {version['version']}"} in \
+            confirm["data"]["tags"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_predict_from_the_registry_reproduces_the_checkpoint(tiny_store, synthetic_root, capsys) -> None:
+    """The submission written from models:/vicreg-tiny@best equals the one `python -m vicreg
+    predict` writes from the same run's checkpoint artifact."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    from vicreg.__main__ import main as vicreg_main
+
+    folder, uri = tiny_store
+    run_id = MlflowClient(uri).get_model_version_by_alias("vicreg-tiny", "best").run_id
+    ckpt = download_artifacts(run_id=run_id, artifact_path="checkpoint/encoder.pt", tracking_uri=uri,
+                              dst_path=str(folder / "download"))
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["--config", str(folder / "experiments" / "tiny.yaml"), "--tracking-uri", uri, "--predict",
+                     "--submission", str(folder / "from-registry.csv")]) == 0
+        assert vicreg_main(["predict", "--checkpoint", ckpt, "--data-root", str(synthetic_root),
+                            "--out", str(folder / "from-checkpoint.csv")]) == 0
+        assert main(["--config", str(folder / "experiments" / "tiny.yaml"), "--tracking-uri", uri, "--predict",
+                     "--model", "models:/vicreg-tiny@nope"]) == 2
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --model models:/vicreg-tiny@nope:"), err
+    rows = (folder / "from-registry.csv").read_text().splitlines()
+    assert rows[0] == "case,class,P0,P1,P2" and len(rows) == 21  # the 20 synthetic test images
+    assert (folder / "from-registry.csv").read_bytes() == (folder / "from-checkpoint.csv").read_bytes()

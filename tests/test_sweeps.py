@@ -240,7 +240,8 @@ def test_two_workers_on_the_default_storage(env, capfd) -> None:
     ({"base": {"optim": {"lrr": 1}}}, r"unknown key 'optim.lrr'"),
     ({"search": {"train.epochs": {"choice": [2, 4]}}, "budget": {"trials": 2, "epochs": 3}},
      r"budget.epochs fixes train.epochs, which the search also sets"),
-    ({"search": {"augment.blur_p_a": {"float": [0.0, 1.5]}}}, r"'augment.blur_p_a': value 1.5 is invalid .*probability"),
+    ({"search": {"augment.blur_p_a": {"float": [0.0, 1.5]}}},
+     r"'augment.blur_p_a': value 1.5 is invalid .*probability"),
 ])
 def test_bad_study_files_are_one_line_errors(env, capsys, change: dict, match: str) -> None:
     study = write_study(env["dir"], env["root"], **change)

@@ -111,12 +111,25 @@ def test_resume_with_another_config_is_refused(synthetic_images, tmp_path) -> No
                                 "train.checkpoint_dir": str(tmp_path)}), images)
 
 
+def test_unreadable_checkpoint_is_moved_aside_and_training_starts_over(synthetic_images, tmp_path) -> None:
+    images = synthetic_images.train.images
+    cfg = tiny_config(**{"train.epochs": 1, "train.checkpoint_dir": str(tmp_path)})
+    straight = pretrain(tiny_config(**{"train.epochs": 1}), images)
+    pretrain(cfg, images)
+    ckpt = tmp_path / "last.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"last.pt: unreadable checkpoint .*moved to last.pt.corrupt-.*from scratch"):
+        again = pretrain(cfg, images)
+    assert len(list(tmp_path.glob("last.pt.corrupt-*"))) == 1 and ckpt.is_file()
+    assert [h["loss"] for h in again.history] == [h["loss"] for h in straight.history]
+
+
 def test_checkpoint_reloads_the_model(synthetic_images, tmp_path) -> None:
     r = pretrain(tiny_config(**{"train.epochs": 1, "train.checkpoint_dir": str(tmp_path)}),
                  synthetic_images.train.images)
-    raw, model = load_encoder_checkpoint(tmp_path / "last.pt")
+    raw, encoder = load_encoder_checkpoint(tmp_path / "last.pt")
     assert raw["data"]["image_size"] == 32
-    for a, b in zip(r.model.state_dict().values(), model.state_dict().values()):
+    for a, b in zip(r.model.encoder.state_dict().values(), encoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 
@@ -131,9 +144,9 @@ def test_imagenet_start_is_logged_and_reloads_without_the_file(synthetic_images,
                  synthetic_images.train.images)
     assert r.model.encoder.conv1.kernel_size == (7, 7)
     hub.unlink()
-    raw, model = load_encoder_checkpoint(tmp_path / "last.pt")
+    raw, encoder = load_encoder_checkpoint(tmp_path / "last.pt")
     assert raw["model"]["weights"] == str(hub) and raw["model"]["small_stem"] is False
-    for a, b in zip(r.model.state_dict().values(), model.state_dict().values()):
+    for a, b in zip(r.model.encoder.state_dict().values(), encoder.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vicreg.evaluate import EvalReport, FoldResult
-from vicreg.verdict import Verdict, paired_verdict, verdicts
+from vicreg.verdict import Verdict, _metric, holdout_verdict, paired_verdict, verdicts
 
 T_975_DF4 = 2.7764451051977987  # Student t, 97.5th percentile, 4 degrees of freedom (tables)
 
@@ -59,3 +59,19 @@ def test_pairs_run_over_seeds_and_folds() -> None:
     assert (v.lo, v.hi) == pytest.approx((ref.lo, ref.hi))
     with pytest.raises(ValueError, match="paired scores must match"):
         paired_verdict([0.1, 0.2], [0.1], "x", 0.25)
+
+
+def test_holdout_bootstrap_verdict() -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    noisy = np.where(rng.random(300) < 0.5, y, rng.integers(0, 4, 300))
+    assert _metric("kappa", y, noisy, 4) == pytest.approx(cohen_kappa_score(y, noisy, weights="quadratic"))
+    assert _metric("accuracy", y, noisy, 4) == pytest.approx((y == noisy).mean())
+    good, bad = np.eye(4)[y] * 0.9 + 0.025, np.eye(4)[noisy] * 0.9 + 0.025
+    same = holdout_verdict(y, [bad], [bad], "random-init", n_boot=200)
+    assert same.diff == 0 and (same.lo, same.hi) == (0, 0)
+    v = holdout_verdict(y, [good, good], [bad, bad], "random-init", metric="accuracy", n_boot=200)
+    assert v.diff == pytest.approx(1 - (y == noisy).mean()) and 0 < v.lo < v.diff < v.hi
+    assert v.conclusion == "pretraining helped" and "300 hold-out images x 2 seed(s), paired bootstrap" in v.line()

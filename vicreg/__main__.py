@@ -116,13 +116,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import load_encoder_checkpoint, resolve_device
     from .verdict import verdicts
 
-    raw, model = load_encoder_checkpoint(args.checkpoint)
+    raw, encoder = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
     data, folds = _labelled_folds(cfg, args.out)
     _, seen = pretrain_selection(data, folds, cfg.data)
     device = resolve_device(cfg.train.device)
     x, y = data.train.images, data.train.labels
-    reports = [evaluate(model.encoder, x, y, folds, cfg.eval, device, "vicreg", score_holdout=True)]
+    reports = [evaluate(encoder, x, y, folds, cfg.eval, device, "vicreg", score_holdout=True)]
     cache = Path(args.out) / "baselines" if args.out else None
     reports += score_baselines(cfg, x, y, folds, device, cfg.eval.seed, True, cache)
     n_hold = int((folds == HOLDOUT).sum())
@@ -147,22 +147,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _check_first(args)
-    from .evaluate import evaluate, write_submission
-    from .train import load_encoder_checkpoint, resolve_device
+    from .predict import describe, predict
+    from .train import load_encoder_checkpoint
 
-    raw, model = load_encoder_checkpoint(args.checkpoint)
+    raw, encoder = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
-    if cfg.data.dataset not in ("drac22", "synthetic"):
-        raise ConfigError(f"predict writes a DRAC22 submission; data.dataset is {cfg.data.dataset}")
-    data, folds = _labelled_folds(cfg, None)
-    if data.test is None:
-        raise DataError("no test images found: point --test-root at the DRAC22 testing set")
-    report = evaluate(model.encoder, data.train.images, data.train.labels, folds, cfg.eval,
-                      resolve_device(cfg.train.device), "vicreg", data.test.images)
-    write_submission(data.test.names, report.test_probs, args.out)
-    s = report.summary
-    print(f"wrote {args.out}: {len(data.test.names)} test images, averaged over {len(report.folds)} fold "
-          f"models (cv kappa {s['kappa_mean']:.4f} +- {s['kappa_std']:.4f})")
+    report = predict(encoder, cfg, args.out)
+    print(describe(report, args.out, len(report.test_probs)))
     return 0
 
 

@@ -43,9 +43,13 @@ class ImageSet:
     images: torch.Tensor
     labels: np.ndarray | None
     names: list[str]
-    name: str  # "drac22", "synthetic-drac22", "cifar10"
+    name: str  # "drac22", "synthetic-drac22", "cifar10", "digits"
     synthetic: bool = False
     skipped: list[str] = field(default_factory=list)  # undecodable files left out
+    # What identifies these images: the decode cache's key (every source file's name, size
+    # and mtime, the image size) for files, a hash of the pixels otherwise; and where from.
+    digest: str = ""
+    source: str = ""
 
 
 @dataclass
@@ -211,29 +215,48 @@ def _cache_key(label: str, files: list[Path], size: int, channels: int) -> str:
 
 
 def cached_images(label: str, files: list[Path], size: int, channels: int, cache_dir: str | Path,
-                  skip_bad: bool = False) -> tuple[np.ndarray, list[str], list[str]]:
+                  skip_bad: bool = False) -> tuple[np.ndarray, list[str], list[str], str]:
     """uint8 (N, channels, size, size) for `files`, decoded once and memory-mapped after.
 
-    Returns (images, names kept, names skipped). The cache file's name holds a hash of
+    Returns (images, names kept, names skipped, cache key). The cache file's name holds a hash of
     every source file's name, size and mtime, so any change makes a new entry. A file
-    lock makes concurrent processes wait for one decode instead of all decoding.
+    lock makes concurrent processes wait for one decode instead of all decoding. A cache
+    entry that is damaged (cut short, overwritten, or disagreeing with its JSON sidecar) is
+    derived data: it is rebuilt, with one warning naming it.
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    stem = f"{label}-{size}px-c{channels}-{_cache_key(label, files, size, channels)}"
+    key = _cache_key(label, files, size, channels)
+    stem = f"{label}-{size}px-c{channels}-{key}"
     npy, meta = cache / f"{stem}.npy", cache / f"{stem}.json"
     with file_lock(cache / f"{stem}.lock"):
-        if not (npy.is_file() and meta.is_file()):
+        loaded = _load_entry(npy, meta, size, channels) if npy.is_file() and meta.is_file() else None
+        if loaded is None:
             arr, kept, skipped = _decode_all(files, size, channels, skip_bad)
             # The manifest goes first; the .npy appearing is what marks the entry complete.
-            atomic_write(meta, lambda t: Path(t).write_text(json.dumps(
-                {"names": kept, "skipped": skipped})))
+            info = {"names": kept, "skipped": skipped, "shape": list(arr.shape), "dtype": str(arr.dtype)}
+            atomic_write(meta, lambda t: Path(t).write_text(json.dumps(info)))
             atomic_write(npy, lambda t: _save_npy(t, arr))
-    info = json.loads(meta.read_text())
+            loaded = np.load(npy, mmap_mode="r"), info
+    arr, info = loaded
     if info["skipped"] and not skip_bad:
         raise DataError(f"{files[0].parent / info['skipped'][0]}: cannot decode image "
                         f"(set data.skip_bad_images to skip it)")
-    return np.load(npy, mmap_mode="r"), info["names"], info["skipped"]
+    return arr, info["names"], info["skipped"], key
+
+
+def _load_entry(npy: Path, meta: Path, size: int, channels: int) -> tuple[np.ndarray, dict] | None:
+    """A cache entry, memory-mapped and checked against its sidecar; None (with a warning) if damaged."""
+    try:
+        info = json.loads(meta.read_text())
+        arr = np.load(npy, mmap_mode="r", allow_pickle=False)
+        want = (len(info["names"]), channels, size, size)
+        if arr.dtype != np.uint8 or arr.shape != want or list(arr.shape) != info.get("shape", list(want)):
+            raise ValueError(f"holds {arr.dtype} {arr.shape}, expected uint8 {want}")
+        return arr, info
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"{npy}: damaged cache file ({str(e).splitlines()[0][:120]}); rebuilding it", stacklevel=4)
+        return None
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
@@ -313,16 +336,17 @@ def load_drac22(cfg: DataConfig, synthetic: bool = False) -> Datasets:
     if cfg.include_test_in_pretrain and not files.test:
         raise DataError(f"{root}: data.include_test_in_pretrain is set but no test images found")
     name = "synthetic-drac22" if synthetic else "drac22"
-    arr, kept, skipped = cached_images(f"{name}-train", files.train, cfg.image_size, 1,
-                                       cfg.cache_dir, cfg.skip_bad_images)
+    arr, kept, skipped, key = cached_images(f"{name}-train", files.train, cfg.image_size, 1,
+                                            cfg.cache_dir, cfg.skip_bad_images)
     grade = {p.name: g for p, g in zip(files.train, files.grades)}
     train = ImageSet(_as_tensor(arr), np.array([grade[n] for n in kept], dtype=np.int64), kept,
-                     name, synthetic, skipped)
+                     name, synthetic, skipped, key, str(files.train[0].parent.resolve()))
     test = None
     if files.test:
-        arr, kept, skipped = cached_images(f"{name}-test", files.test, cfg.image_size, 1,
-                                           cfg.cache_dir, cfg.skip_bad_images)
-        test = ImageSet(_as_tensor(arr), None, kept, name, synthetic, skipped)
+        arr, kept, skipped, key = cached_images(f"{name}-test", files.test, cfg.image_size, 1,
+                                                cfg.cache_dir, cfg.skip_bad_images)
+        test = ImageSet(_as_tensor(arr), None, kept, name, synthetic, skipped, key,
+                        str(files.test[0].parent.resolve()))
     return Datasets(train, test)
 
 
@@ -359,7 +383,8 @@ def load_cifar10(cfg: DataConfig) -> Datasets:
         if cfg.image_size != 32:
             t = torch.nn.functional.interpolate(t.float(), size=cfg.image_size, mode="bilinear",
                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
-        sets.append(ImageSet(t, y, [f"{split}-{i:05d}" for i in range(len(y))], "cifar10"))
+        sets.append(ImageSet(t, y, [f"{split}-{i:05d}" for i in range(len(y))], "cifar10",
+                             digest=pixel_digest(t), source=str(d.resolve())))
     return Datasets(*sets)
 
 
@@ -373,7 +398,26 @@ def load_digits(cfg: DataConfig) -> Datasets:
     x = torch.nn.functional.interpolate(x, size=cfg.image_size, mode="bilinear", align_corners=False)
     images = x.round().clamp(0, 255).to(torch.uint8).contiguous()
     labels = np.asarray(bunch.target, dtype=np.int64)
-    return Datasets(ImageSet(images, labels, [f"digit-{i:04d}" for i in range(len(labels))], "digits"), None)
+    names = [f"digit-{i:04d}" for i in range(len(labels))]
+    return Datasets(ImageSet(images, labels, names, "digits", digest=pixel_digest(images),
+                             source="sklearn.datasets.load_digits"), None)
+
+
+def pixel_digest(images: torch.Tensor) -> str:
+    """A short hash of uint8 images (N, C, H, W): their identity when no files are behind them."""
+    return hashlib.sha256(np.ascontiguousarray(images.numpy()).tobytes()).hexdigest()[:16]
+
+
+def profile(data: Datasets, folds: np.ndarray, pretrain_record: dict) -> dict:
+    """What a run trained and was scored on, for its MLflow dataset input: image count per
+    grade, image size and channels, and the split (pretraining set, CV folds, hold-out)."""
+    train = data.train
+    grades = {str(int(g)): int(n) for g, n in zip(*np.unique(train.labels, return_counts=True))}
+    return {"images": int(len(train.names)), "per_grade": grades, "image_size": int(train.images.shape[-1]),
+            "channels": int(train.images.shape[1]), "test_images": int(len(data.test.names)) if data.test else 0,
+            "cv_folds": int(folds[folds != HOLDOUT].max()) + 1, "cv_images": int((folds != HOLDOUT).sum()),
+            "holdout_images": int((folds == HOLDOUT).sum()),
+            "pretraining_images": int(sum(v for v in pretrain_record.values())), **pretrain_record}
 
 
 def load_datasets(cfg: DataConfig) -> Datasets:

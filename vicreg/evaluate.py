@@ -85,6 +85,8 @@ class EvalReport:
     test_probs: np.ndarray | None = None  # (N_test, C) averaged over the fold models
     pooled: dict | None = None  # scores() of all out-of-fold predictions together
     holdout: dict | None = None  # scores() of the hold-out images (fold models averaged)
+    holdout_probs: np.ndarray | None = None  # (N_holdout, C) those averaged probabilities
+    holdout_labels: np.ndarray | None = None  # (N_holdout,) their labels, for paired intervals
     n_train_per_fold: float = 0.0  # mean training images per fold (for the verdict's correction)
     n_val_per_fold: float = 0.0
 
@@ -127,12 +129,16 @@ class EvalReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        """JSON-ready: per-fold and pooled/hold-out scores (no curves, no probabilities)."""
+        """JSON-ready: per-fold and pooled/hold-out scores, and the hold-out probabilities (no curves)."""
         def plain(m: dict | None) -> dict | None:
             return None if m is None else {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
 
+        def listed(a: np.ndarray | None) -> list | None:
+            return None if a is None else a.tolist()
+
         return {"label": self.label, "protocol": self.protocol, "pooled": plain(self.pooled),
-                "holdout": plain(self.holdout), "n_train_per_fold": self.n_train_per_fold,
+                "holdout": plain(self.holdout), "holdout_probs": listed(self.holdout_probs),
+                "holdout_labels": listed(self.holdout_labels), "n_train_per_fold": self.n_train_per_fold,
                 "n_val_per_fold": self.n_val_per_fold,
                 "folds": [{"fold": f.fold, "best_epoch": f.best_epoch, "metrics": plain(f.metrics)}
                           for f in self.folds]}
@@ -143,7 +149,11 @@ class EvalReport:
             return None if m is None else {**m, "confusion": np.array(m["confusion"])}
 
         folds = [FoldResult(f["fold"], arrays(f["metrics"]), [], f["best_epoch"]) for f in d["folds"]]
+        def array(a: list | None) -> np.ndarray | None:
+            return None if a is None else np.asarray(a)
+
         return cls(d["label"], d["protocol"], folds, None, arrays(d["pooled"]), arrays(d["holdout"]),
+                   array(d.get("holdout_probs")), array(d.get("holdout_labels")),
                    d["n_train_per_fold"], d["n_val_per_fold"])
 
 
@@ -408,7 +418,8 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
     if extra.get("test"):
         report.test_probs = np.mean(extra["test"], axis=0)
     if extra.get("holdout"):
-        report.holdout = scores(labels[hold], np.mean(extra["holdout"], axis=0))
+        report.holdout_probs, report.holdout_labels = np.mean(extra["holdout"], axis=0), labels[hold]
+        report.holdout = scores(labels[hold], report.holdout_probs)
     return report
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from .augment import TwoViews, channel_stats
 from .config import Config, to_dict
 from .io import atomic_write
 from .loss import vicreg_loss
-from .model import VICRegModel, build_model
+from .model import VICRegModel, build_encoder, build_model
 from .optim import build_optimizer, lr_at, peak_lr, set_lr, warmup_steps
 from .weights import resolve_init, uses_small_stem
 
@@ -103,27 +104,55 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """torch.save, atomically: never half a file."""
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
-def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], VICRegModel]:
-    """Checkpoint written by `pretrain` -> (config dict, model with its weights, on CPU)."""
-    from .config import config_from_dict
+CHECKPOINT_KEYS = ("key", "model", "optimizer", "epoch", "step", "best", "wait", "history")
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """`pretrain`'s checkpoint at `path`, or None when there is none. One that cannot be read
+    (cut short, overwritten) is moved aside to `<name>.corrupt-<time>` with one warning, and
+    None is returned: the run then starts from scratch instead of stopping with a traceback."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise KeyError(f"no {missing[0]!r}")
+        return state
+    except Exception as e:  # noqa: BLE001 - every way a file can be damaged ends the same way
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        warnings.warn(f"{path}: unreadable checkpoint ({type(e).__name__}); moved to {aside.name}, "
+                      f"starting from scratch", stacklevel=3)
+        return None
+
+
+def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
+    """A checkpoint -> (its config dict, the encoder with its weights, on CPU). Reads both what
+    `pretrain` writes (`last.pt`: the whole model) and what a sweep run logs as an MLflow
+    artifact (`checkpoint/encoder.pt`: the encoder and the flattened config)."""
+    from .config import config_from_dict, unflatten
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
     try:
         state = torch.load(p, map_location="cpu", weights_only=False)
-        raw = state["config"]
-        weights = state["model"]
+        if "encoder" in state:  # a sweep run's artifact
+            raw, weights = unflatten(state["config"]), state["encoder"]
+        else:
+            raw = state["config"]
+            weights = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
         raise ValueError(f"checkpoint {p} is not a VICReg checkpoint ({type(e).__name__})") from None
     cfg = config_from_dict(raw, source=str(p))
     # Every weight comes from the checkpoint: build the same network (the stem it was trained
     # with) without reading the ImageNet file it once started from, which may not be here.
     stem = uses_small_stem(cfg.model, cfg.data.image_size) if cfg.model.small_stem is None else cfg.model.small_stem
-    model = build_model(dataclasses.replace(cfg.model, init="random", weights=None, small_stem=stem),
-                        cfg.data.image_size)
-    model.load_state_dict(weights)
-    return raw, model
+    encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None, small_stem=stem),
+                            cfg.data.image_size)
+    encoder.load_state_dict(weights)
+    return raw, encoder.eval()
 
 
 def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = ()) -> PretrainResult:
@@ -160,8 +189,8 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     # --- resume -----------------------------------------------------------------------
     start_epoch, step, best, wait, history = 0, 0, math.inf, 0, []
     ckpt_path = Path(tc.checkpoint_dir) / CHECKPOINT_NAME if tc.checkpoint_dir else None
-    if ckpt_path is not None and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    state = read_checkpoint(ckpt_path, device) if ckpt_path is not None else None
+    if state is not None:
         if state["key"] != _training_key(cfg):
             diff = [k for k in state["key"] if state["key"][k] != _training_key(cfg).get(k)]
             raise ValueError(f"{ckpt_path} was written with a different config ({', '.join(diff)}); "
