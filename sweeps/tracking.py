@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,6 +28,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from vicreg.io import file_lock
+
+if not sys.stderr.isatty():  # MLflow's download bars are carriage-return lines in a log file
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
 # MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
@@ -249,8 +254,11 @@ class Tracking:
         signature = infer_signature(example.numpy(), out.numpy())
         mlflow.set_tracking_uri(self.tracking_uri)
         with mlflow.start_run(run_id=run_id):  # the run is reopened for the upload, then FINISHED again
+            # pickle, not MLflow 3's default torch.export program: vicreg's predict fine-tunes
+            # and switches train/eval modes, which an exported program cannot.
             info = mlflow.pytorch.log_model(
                 encoder, name="encoder", signature=signature, input_example=example.numpy(),
+                serialization_format="pickle",
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                                   f"torchvision=={torchvision.__version__.split('+')[0]}"])
         try:
