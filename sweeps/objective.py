@@ -7,15 +7,18 @@ test of 8 workers spends its time on the sweep machinery, not on imports."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
 import traceback
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,9 +133,43 @@ def on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+class Preempted(KeyboardInterrupt):
+    """SIGTERM (what SLURM and cloud schedulers send before a kill) or --max-time: the trial in
+    flight stops, keeps its last checkpoint, is marked failed with this reason and is retried
+    (resumed from that checkpoint) on the next start."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# The pending preemption; raised at once inside a trial's training, else at the next check.
+PREEMPT: dict[str, Any] = {"reason": None, "in_trial": False}
+
+
+def preempt(reason: str) -> None:
+    """The SIGTERM / SIGALRM (--max-time) handler's body."""
+    PREEMPT["reason"] = reason
+    if PREEMPT["in_trial"]:
+        raise Preempted(reason)
+
+
 def check_interrupted() -> None:
     if INTERRUPTED.is_set():
         raise KeyboardInterrupt
+    if PREEMPT["reason"]:
+        raise Preempted(PREEMPT["reason"])
+
+
+@contextmanager
+def preemptible() -> Iterator[None]:
+    """A trial's long work: a preemption raises inside it instead of waiting for its end."""
+    PREEMPT["in_trial"] = True
+    try:
+        check_interrupted()
+        yield
+    finally:
+        PREEMPT["in_trial"] = False
 
 
 class TrialFailed(RuntimeError):
@@ -176,12 +213,52 @@ def monitored(ctx: SweepContext, run_id: str | None):
     return ctx.tracking.system_metrics(run_id, ctx.study.system_metrics_interval_s)
 
 
-def epoch_logger(ctx: SweepContext, run_id: str):
+def epoch_logger(ctx: SweepContext, run_id: str, logged: int = 0):
+    """Each epoch's metrics on the run, step = epoch; epochs up to `logged` are already there
+    (a resumed trial continuing its run): a recomputed epoch is not logged twice."""
     def callback(report: Report) -> None:
-        if report.kind == "epoch":
+        if report.kind == "epoch" and report.epoch + 1 > logged:
             ctx.tracking.log_metrics(run_id, report.metrics, step=report.epoch + 1)
 
     return callback
+
+
+@dataclass
+class Resume:
+    """Where a retried trial picks up: the trial it retries, its checkpoint folder, the
+    checkpoint (None: none usable, so it starts over) and its MLflow run (continued)."""
+
+    from_trial: int
+    checkpoint_dir: Path
+    state: dict | None
+    run_id: str | None
+
+
+def checkpoint_dir(ctx: SweepContext, trial: optuna.Trial) -> tuple[Path, Resume | None]:
+    """The trial's checkpoint folder, and how it resumes if it retries a failed trial (ours:
+    user attr retry_of; Optuna's heartbeat retry: system attr failed_trial). A retry uses the
+    failed trial's folder, which must be reachable here (a shared --out across machines)."""
+    frozen = trial.study.trials
+    previous = trial.user_attrs.get("retry_of", frozen[trial.number].system_attrs.get("failed_trial"))
+    own = ctx.out_dir / "checkpoints" / f"trial{trial.number:04d}"
+    if previous is None:
+        return own, None
+    old = frozen[int(previous)]
+    folder = Path(old.user_attrs.get("checkpoint_dir", own))
+    return folder, Resume(int(previous), folder, None, old.user_attrs.get("mlflow_run_id"))
+
+
+def _reuse_history(trial: optuna.Trial, resume: Resume) -> int:
+    """Report a resumed trial's stored probe values to Optuna again, so that the pruner sees the
+    same history; returns the number of epochs the checkpoint holds."""
+    history = resume.state["history"]
+    for h in history:
+        if "probe_kappa" in h:
+            trial.report(h["probe_kappa"], h["epoch"])
+            trial.set_user_attr("probe_kappa", h["probe_kappa"])
+    trial.set_user_attr("resumed_from_trial", resume.from_trial)
+    trial.set_user_attr("resumed_at_epoch", len(history) + 1)  # the epoch it starts at
+    return len(history)
 
 
 def log_run_artifacts(ctx: SweepContext, run_id: str, cfg: Config, result, reports, folder: Path) -> None:
@@ -260,6 +337,13 @@ def _pruned(trial: optuna.Trial, ctx: SweepContext, run_id: str | None, reason: 
     raise optuna.TrialPruned(reason)
 
 
+def _drop_checkpoints(ctx: SweepContext, folder: Path | None) -> None:
+    """A completed or pruned trial's checkpoints go (unless the study keeps them): runs/ must
+    not fill the disk. Failed and preempted trials keep theirs for the retry."""
+    if folder is not None and not ctx.study.keep_checkpoints:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _work_done(ctx: SweepContext, started: tuple[float, float]) -> None:
     """Training+evaluation seconds since `started`, less the MLflow logging done in callbacks."""
     mlflow = ctx.tracking.seconds - started[1] if ctx.tracking is not None else 0.0
@@ -281,7 +365,22 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     else:
         device = "none (dry run)"
     tr = ctx.tracking
-    run_id, started = None, None
+    run_id, started, resume, logged = None, None, None, 0
+    ckpt = None
+    if not ctx.dry_run:  # per-epoch checkpoints: a retried trial resumes instead of restarting
+        from vicreg.train import resume_state
+
+        ckpt, resume = checkpoint_dir(ctx, trial)
+        trial.set_user_attr("checkpoint_dir", str(ckpt))
+        run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+            cfg.train, checkpoint_dir=str(ckpt), checkpoint_every=study.checkpoint_every))
+        if resume is not None:
+            resume.state = resume_state(run_cfg)
+            if resume.state is None:
+                print(f"trial {trial.number}: retries trial {resume.from_trial}, but no usable checkpoint is at "
+                      f"{ckpt} (with a machine-local --out another machine's checkpoints are not here); "
+                      f"starting over", flush=True)
+                shutil.rmtree(ckpt, ignore_errors=True)  # a damaged or foreign one must not block pretrain
     if tr is not None:
         flat = flatten(cfg)
         params = {**run_params(flat), **values}
@@ -290,7 +389,13 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
                 "synthetic": str(cfg.data.dataset == "synthetic").lower(), "device": str(device),
                 "git_commit": ctx.commit, "worker": str(ctx.worker), "host": socket.gethostname(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-        run_id = tr.start_trial(ctx.parent_id, run_name(trial.number, values), params, tags)
+        if resume is not None and resume.state is not None and resume.run_id is not None:
+            # The new trial continues the failed trial's run: one run per configuration whose
+            # per-epoch curves hold each epoch once (tracking.continue_trial says why).
+            run_id = resume.run_id
+            logged = tr.continue_trial(run_id, tags, resume.from_trial, len(resume.state["history"]))
+        else:
+            run_id = tr.start_trial(ctx.parent_id, run_name(trial.number, values), params, tags)
         trial.set_user_attr("mlflow_run_id", run_id)
     try:
         if ctx.dry_run:
@@ -309,19 +414,25 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         data = ctx.datasets(cfg)
         folds = ctx.folds(cfg, data)
         images, seen = pretrain_selection(data, folds, cfg.data)
-        if tr is not None:
+        if tr is not None and not logged:
             tr.log_params(run_id, seen)
             log_dataset(tr, run_id, data, folds, seen)
+        if resume is not None and resume.state is not None:
+            done = _reuse_history(trial, resume)
+            print(f"trial {trial.number}: resumes trial {resume.from_trial} at epoch {done + 1} from {ckpt}",
+                  flush=True)
         callbacks = [_probe_callback(trial, ctx, data, folds, device)]
         if tr is not None:
-            callbacks.append(epoch_logger(ctx, run_id))
-        with monitored(ctx, run_id):
-            result = pretrain(cfg, images, callbacks)
+            callbacks.append(epoch_logger(ctx, run_id, logged))
+        with monitored(ctx, run_id), preemptible():
+            result = pretrain(run_cfg, images, callbacks)
             if result.status in ("diverged", "stopped"):
                 _work_done(ctx, started)
+                _drop_checkpoints(ctx, ckpt)
                 _pruned(trial, ctx, run_id, result.reason, result.epochs)
             reports = ctx.score(cfg, result.model.encoder, data, folds, device, holdout=False)
         _work_done(ctx, started)
+        _drop_checkpoints(ctx, ckpt)
         summary = reports[0].summary
         for r in reports[1:]:  # the same numbers in every trial: the floors to read it against
             summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
@@ -340,9 +451,13 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         return value
     except optuna.TrialPruned:
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if tr is not None:
-            tr.end(run_id, "KILLED", "INTERRUPTED", {"reason": "interrupted (Ctrl-C)"})
+            if isinstance(e, Preempted):
+                tr.end(run_id, "KILLED", "PREEMPTED", {"reason": f"{e.reason}; resumes from its checkpoint on the next "
+                                                                  f"start"})
+            else:
+                tr.end(run_id, "KILLED", "INTERRUPTED", {"reason": "interrupted (Ctrl-C)"})
         raise
     except Exception as e:  # noqa: BLE001 - every failure is recorded, then re-raised
         if started is not None and not ctx.work_s:

@@ -28,7 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import optuna  # noqa: E402
 import yaml  # noqa: E402
 
-from sweeps.objective import INTERRUPTED, SweepContext, on_sigint, worker_threads  # noqa: E402
+from sweeps.objective import (  # noqa: E402
+    INTERRUPTED,
+    PREEMPT,
+    Preempted,
+    SweepContext,
+    check_interrupted,
+    on_sigint,
+    preempt,
+    worker_threads,
+)
 from sweeps.storage import StorageUnavailable, claim_lock, make_storage  # noqa: E402
 from sweeps.study import Study, load_study, study_path  # noqa: E402
 from sweeps.tracking import PARENT_ATTR, Tracking, TrackingUnavailable, mask_url, runs_page  # noqa: E402
@@ -52,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     src.add_argument("--config", help="a study file anywhere")
     p.add_argument("--trials", type=int, help="total finished trials wanted (default: the study's budget)")
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    p.add_argument("--max-time", type=float, metavar="SECONDS",
+                   help="per worker: start no trial that would not fit, and at this limit checkpoint and stop the "
+                        "trial in flight; it resumes on the next start (for SLURM time limits, preemptible machines)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU")
     p.add_argument("--storage", help="Optuna storage URL (default: an embedded journal file "
@@ -272,6 +284,7 @@ def spawn_workers(args: argparse.Namespace, spec: Study, target: int, out_dir: P
     cmd = [sys.executable, str(Path(__file__).resolve()), "--config", str(spec.path), "--trials", str(target),
            "--out", str(out_dir)]
     for flag, value in (("--tracking-uri", args.tracking_uri), ("--timeout", args.timeout),
+                        ("--max-time", args.max_time),
                         ("--data-root", args.data_root), ("--test-root", args.test_root),
                         ("--storage-wait", args.storage_wait)):
         if value is not None:
@@ -327,14 +340,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     INTERRUPTED.clear()
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    PREEMPT["reason"] = None
+    previous = {sig: signal.signal(sig, handler) for sig, handler in (
+        (signal.SIGINT, on_sigint),
+        (signal.SIGTERM, lambda signum, frame: preempt("terminated (SIGTERM)")),
+        (signal.SIGALRM, lambda signum, frame: preempt("time limit (--max-time)")))}
     try:
         return _run(args, spec, overrides, target, out_dir)
     except (StorageUnavailable, TrackingUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2 if "cannot open" in str(e) else 1
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _parent_run(spec: Study, study: optuna.Study, tracking: Tracking, args: argparse.Namespace,
@@ -359,6 +378,10 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
     study = open_study(spec, args, out_dir, worker)
     tracking = None if args.no_tracking else Tracking.open(args.tracking_uri, spec.name)
     deadline = time.time() + (args.timeout or spec.timeout_s) if (args.timeout or spec.timeout_s) else None
+    max_end = None
+    if args.max_time and (args.worker_index is not None or (n_workers == 1 and not gpus)):
+        signal.setitimer(signal.ITIMER_REAL, args.max_time)  # SIGALRM -> preempt("time limit")
+        max_end = time.time() + args.max_time
 
     if args.worker_index is not None:  # a spawned worker: run trials, nothing else
         if not args.dry_run:
@@ -366,10 +389,14 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
         ctx = SweepContext(spec, out_dir, overrides, tracking, study.user_attrs.get(PARENT_ATTR), worker,
                            progress=False, dry_run=args.dry_run)
         try:
-            run_worker(study, ctx, target, deadline)
+            run_worker(study, ctx, target, deadline, max_time_end=max_end)
         except SweepStopped as e:
             print(f"worker {worker}: {e}", file=sys.stderr)
             return 1
+        except Preempted as e:
+            print(f"worker {worker}: {e.reason}: its trial in flight is checkpointed and resumes on the next start",
+                  file=sys.stderr)
+            return 0 if "time limit" in e.reason else 143
         except KeyboardInterrupt:
             return 130
         return 0
@@ -392,7 +419,7 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
     try:
         if not args.confirm:
             status, code = _run_trials(args, spec, study, tracking, parent, overrides, target, out_dir, c, deadline,
-                                       n_workers, gpus)
+                                       n_workers, gpus, max_end)
         if args.confirm or (code == 0 and counts(study)["done"] >= target):
             try:
                 _confirm_stage(args, spec, study, tracking, parent, overrides, out_dir)
@@ -405,6 +432,10 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
     except SweepStopped as e:
         print(f"error: {e}", file=sys.stderr)
         status, code = "FAILED", 1
+    except Preempted as e:  # SIGTERM or --max-time (before Ctrl-C: it is a KeyboardInterrupt too)
+        status, code = "KILLED", 0 if "time limit" in e.reason else 143
+        print(f"\n{e.reason}: the trial in flight is checkpointed and marked failed; run the same command "
+              f"again to resume it from its last epoch", file=sys.stderr)
     except KeyboardInterrupt:
         status, code = "KILLED", 130
         print("\ninterrupted: the running trial is marked failed and its MLflow run ended; "
@@ -426,7 +457,7 @@ def _run(args: argparse.Namespace, spec: Study, overrides: dict, target: int, ou
 
 def _run_trials(args: argparse.Namespace, spec: Study, study: optuna.Study, tracking: Tracking | None,
                 parent: str | None, overrides: dict, target: int, out_dir: Path, c: dict, deadline: float | None,
-                n_workers: int, gpus: list[str]) -> tuple[str, int]:
+                n_workers: int, gpus: list[str], max_end: float | None = None) -> tuple[str, int]:
     """Run trials until the study has `target` finished ones: in this process, or in workers.
     Returns the parent run's status and the exit code."""
     status, code = "FINISHED", 0
@@ -458,7 +489,7 @@ def _run_trials(args: argparse.Namespace, spec: Study, study: optuna.Study, trac
                       + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""))
             bar.refresh()
 
-        run_worker(study, ctx, target, deadline, on_end)
+        run_worker(study, ctx, target, deadline, on_end, max_end)
         bar.close()
     return status, code
 
@@ -488,13 +519,20 @@ def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], targ
     from tqdm import tqdm
 
     bar = tqdm(total=target, desc="trials", dynamic_ncols=True, disable=None)
+    forwarded = False
     try:
         while any(p.poll() is None for p in procs):
+            if PREEMPT["reason"] and not forwarded:  # SIGTERM to this process only (Kubernetes): pass it on
+                for p in procs:
+                    if p.poll() is None:
+                        p.terminate()
+                forwarded = True
             bar.n = min(counts(study)["done"], target)
             bar.refresh()
             time.sleep(1.0)
         bar.n = min(counts(study)["done"], target)
         bar.close()
+        check_interrupted()
     except KeyboardInterrupt:
         for p in procs:  # they got the SIGINT too; wait for their cleanup
             p.wait()

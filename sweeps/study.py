@@ -36,7 +36,7 @@ from vicreg.config import Config, ConfigError, config_from_dict, get_key, read_y
 
 STUDY_KEYS = {"name", "description", "base", "search", "objective", "sampler", "pruner", "budget",
               "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint", "log_plots",
-              "confirm", "system_metrics_interval_s"}
+              "confirm", "system_metrics_interval_s", "checkpoint_every", "keep_checkpoints"}
 METRICS = ("kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa")
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "threshold", "none")
@@ -112,6 +112,8 @@ class Study:
     confirm_top_k: int = 3  # configurations re-pretrained from scratch when the study ends
     confirm_seeds: int = 3  # seeds each (0..N-1, for pretraining and the head alike)
     system_metrics_interval_s: float = 10.0  # MLflow's CPU/memory/GPU monitor on every run (0: off)
+    checkpoint_every: int = 1  # epochs between a trial's checkpoints (a retried trial resumes there)
+    keep_checkpoints: bool = False  # keep a trial's checkpoints after it completes or is pruned
 
     def config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
         """Resolved trainer config: base + budget epochs + sampled values + run overrides."""
@@ -313,6 +315,11 @@ def load_study(path: str | Path) -> Study:
         (all(isinstance(confirm.get(k, 1), int) and confirm.get(k, 1) >= 0 for k in ("top_k", "seeds")),
          "confirm", "top_k and seeds must be integers >= 0"),
     ]
+    every = raw.get("checkpoint_every", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        checks.append((False, "checkpoint_every", "must be an integer >= 1 (epochs between a trial's checkpoints)"))
+    if not isinstance(raw.get("keep_checkpoints", False), bool):
+        checks.append((False, "keep_checkpoints", "must be true or false"))
     interval = raw.get("system_metrics_interval_s", 10.0)
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
         checks.append((False, "system_metrics_interval_s", "must be a number of seconds >= 0 (0: off)"))
@@ -331,6 +338,7 @@ def load_study(path: str | Path) -> Study:
         description=str(raw.get("description", "")),
         confirm_top_k=confirm.get("top_k", 3), confirm_seeds=confirm.get("seeds", 3),
         system_metrics_interval_s=float(raw.get("system_metrics_interval_s", 10.0)),
+        checkpoint_every=raw.get("checkpoint_every", 1), keep_checkpoints=raw.get("keep_checkpoints", False),
     )
     try:  # building the pruner and sampler checks their options
         study.make_sampler()

@@ -181,6 +181,24 @@ class Tracking:
         self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
         return run.info.run_id
 
+    def continue_trial(self, run_id: str, tags: dict[str, str], from_trial: int, epochs: int) -> int:
+        """Reopen a failed trial's run for the trial that resumes it: tags say which trial runs it
+        now and where it resumed (`resumed_from_trial`, `resumed_at_epoch`), the old failure
+        stays as `previous_failure`. Continuing (not a new run with the epochs copied) keeps one
+        run per configuration, whose curves hold every epoch once. Returns the last epoch
+        already logged, which the resumed trial does not log again."""
+        run = self.client.get_run(run_id)
+        old = run.data.tags
+        failure = old.get("failure") or old.get("reason") or old.get("state", "")
+        for key in ("failure", "reason"):
+            if key in old:
+                self.client.delete_tag(run_id, key)
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {**tags, "state": "RUNNING", "resumed_from_trial": from_trial,
+                               "resumed_at_epoch": epochs + 1, "previous_failure": failure})
+        history = self.client.get_metric_history(run_id, "loss")
+        return max((m.step for m in history), default=0)
+
     def end(self, run_id: str, status: str, state: str, tags: dict[str, str] | None = None) -> None:
         """status: MLflow's FINISHED | KILLED | FAILED; state: our tag (COMPLETE, PRUNED, FAILED...)."""
         self.set_tags(run_id, {"state": state, **(tags or {})})

@@ -26,7 +26,7 @@ from optuna.trial import TrialState
 from vicreg.config import unflatten
 from vicreg.io import atomic_write
 
-from .objective import SweepContext, check_interrupted, objective
+from .objective import Preempted, SweepContext, check_interrupted, objective
 from .storage import claim_lock, heartbeats_trustworthy
 from .study import Study, config_values
 from .tracking import PARENT_ATTR, Tracking
@@ -131,13 +131,22 @@ def _record_timing(ctx: SweepContext, frozen: optuna.trial.FrozenTrial, t0: floa
 
 
 def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: float | None = None,
-               on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None) -> None:
-    """Ask, run and tell trials until the study has `target` finished trials."""
+               on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+               max_time_end: float | None = None) -> None:
+    """Ask, run and tell trials until the study has `target` finished trials. With
+    `max_time_end` (--max-time), no trial starts that would not fit before it, judged by the
+    mean of this worker's trials so far (the trial in flight at the limit is preempted)."""
     # We run the heartbeat thread ourselves (below), which Optuna cannot see from ask().
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-    consecutive = 0
+    consecutive, durations = 0, []
     while deadline is None or time.time() < deadline:
         check_interrupted()
+        if max_time_end is not None and durations:
+            left, need = max_time_end - time.time(), sum(durations) / len(durations)
+            if need > left:
+                print(f"--max-time: {left:.0f} s left, a trial takes about {need:.0f} s here; this worker "
+                      f"starts no more trials", flush=True)
+                return
         t0 = time.perf_counter()
         mlflow0 = ctx.tracking.seconds if ctx.tracking is not None else 0.0
         with claim_lock(study, ctx.out_dir):
@@ -168,9 +177,13 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
         except optuna.TrialPruned:
             frozen = _tell(study, trial, state=TrialState.PRUNED)
             consecutive = 0
-        except KeyboardInterrupt:
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", "interrupted (Ctrl-C)")
+        except KeyboardInterrupt as e:
+            # Ctrl-C, SIGTERM or --max-time: failed, and retried on the next start, where it
+            # resumes from its last checkpoint.
+            reason = e.reason if isinstance(e, Preempted) else "interrupted (Ctrl-C)"
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
             _tell(study, trial, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
         except Exception as e:  # noqa: BLE001 - recorded on the trial and in MLflow
             frozen = _tell(study, trial, state=TrialState.FAIL)
@@ -181,6 +194,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
                                    f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' "
                                    f"traceback.txt in MLflow") from e
         _record_timing(ctx, frozen, t0, claimed, mlflow0)
+        durations.append(time.perf_counter() - t0)
         if on_trial_end is not None:
             on_trial_end(frozen)
 

@@ -3,6 +3,7 @@ divergence, resume, Ctrl-C, kill -9, two workers, and every bad study file."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -188,23 +189,123 @@ def test_ctrl_c_leaves_no_run_running(env) -> None:
     assert t.state.name == "FAIL" and "interrupted" in t.user_attrs["reason"]
 
 
-def test_kill_9_then_restart_retries_the_trial(env) -> None:
-    study = write_study(env["dir"], env["root"], budget={"trials": 1})
+def _epochs_checkpointed(env) -> int:
+    """Epochs in the (one) trial checkpoint under runs/checkpoints; 0 when there is none yet."""
+    import torch
+
+    for path in (env["dir"] / "runs" / "checkpoints").glob("trial*/last.pt"):
+        try:
+            return len(torch.load(path, map_location="cpu", weights_only=False)["history"])
+        except Exception:  # noqa: BLE001 - replaced (atomically) while we read
+            return 0
+    return 0
+
+
+def _wait_for_epochs(env, proc: subprocess.Popen, n: int, timeout: float = 180) -> None:
+    t0 = time.time()
+    while _epochs_checkpointed(env) < n:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() - t0 < timeout, f"no checkpoint of {n} epochs"
+        time.sleep(0.05)
+
+
+def _six_epochs(env, name: str, **over) -> Path:
+    """A 1-trial study of 6 epochs at 32 px: long enough per epoch that only the kill ends it."""
+    study = write_study(env["dir"], env["root"], name=name, **{"budget": {"trials": 1}, **over})
     doc = yaml.safe_load(study.read_text())
-    doc["base"]["train"]["epochs"] = 4
+    doc["base"]["train"]["epochs"] = 6
+    doc["base"]["data"]["image_size"] = 32
     study.write_text(yaml.safe_dump(doc))
+    return study
+
+
+def test_killed_and_terminated_trials_resume_where_they_stopped(env) -> None:
+    """kill -9 after epoch 3, restart; SIGTERM a few epochs later, restart: each retry resumes
+    from the last checkpoint, the pruner sees the stored probe values, MLflow holds epochs 1-6
+    once in one run, and the scores equal an uninterrupted run's (bit-identical on CPU)."""
+    reference = _six_epochs(env, "ref")
+    assert main(_args(env, reference, "--out", str(env["dir"] / "ref-runs"), "--no-tracking")) == 0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(env["dir"] / "ref-runs" / "optuna.journal")))
+    straight = optuna.load_study(study_name="ref", storage=storage).trials[0]
+
+    study = _six_epochs(env, "tiny")
     proc = _start(env, study)
-    _wait_for_running_trial(env, proc)
+    _wait_for_epochs(env, proc, 3)
     proc.kill()
     proc.wait()
+    killed_at = _epochs_checkpointed(env)
+    proc = _start(env, study)  # the retry resumes, then a scheduler's SIGTERM arrives
+    _wait_for_epochs(env, proc, killed_at + 1)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert f"trial 1: resumes trial 0 at epoch {killed_at + 1}" in out
+    terminated_at = _epochs_checkpointed(env)
     assert main(_args(env, study)) == 0
+
     trials = _optuna(env).trials
-    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
-    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].params == trials[0].params
-    _, _, runs = _runs(env)
-    by_trial = {r.data.tags["vicreg.trial"]: r for r in runs}
-    assert by_trial["0"].info.status == "FAILED" and "stale" in by_trial["0"].data.tags["failure"]
-    assert by_trial["1"].info.status == "FINISHED"
+    assert [t.state.name for t in trials] == ["FAIL", "FAIL", "COMPLETE"]
+    assert trials[0].user_attrs["reason"] == "worker died (stale trial)"
+    assert trials[1].user_attrs["reason"] == "terminated (SIGTERM)"
+    assert [t.user_attrs.get("resumed_at_epoch") for t in trials] == [None, killed_at + 1, terminated_at + 1]
+    assert trials[2].user_attrs["resumed_from_trial"] == 1 and trials[2].params == straight.params
+    assert trials[2].value == straight.value and trials[2].user_attrs["scores"] == straight.user_attrs["scores"]
+    # The pruner saw the whole probe history on the trial that finished.
+    assert sorted(trials[2].intermediate_values) == [1, 2, 3, 4, 5, 6]
+    assert trials[2].intermediate_values == straight.intermediate_values
+
+    client, _, runs = _runs(env)
+    assert len(runs) == 1  # the retries continued the first trial's run
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE"
+    assert run.data.tags["vicreg.trial"] == "2" and run.data.tags["resumed_from_trial"] == "1"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2, 3, 4, 5, 6]
+    assert not list((env["dir"] / "runs" / "checkpoints").glob("*/last.pt"))  # a completed trial's go
+
+
+def test_max_time_stops_at_the_limit_and_loses_nothing(env, capsys) -> None:
+    study = write_study(env["dir"], env["root"], budget={"trials": 3})
+    t0 = time.time()
+    assert main(_args(env, study, "--max-time", "3")) == 0
+    assert time.time() - t0 < 20
+    before = _optuna(env).trials
+    assert all(t.state.name != "RUNNING" for t in before)
+    stopped = [t for t in before if t.state.name == "FAIL"]
+    assert all(t.user_attrs["reason"] == "time limit (--max-time)" for t in stopped)
+    _, parents, runs = _runs(env)
+    assert all(r.info.status != "RUNNING" for r in parents + runs)
+    assert main(_args(env, study)) == 0  # the next start resumes the stopped trial and finishes
+    after = _optuna(env).trials
+    complete = [t for t in after if t.state.name == "COMPLETE"]
+    assert len(complete) == 3
+    assert {t.number for t in before if t.state.name == "COMPLETE"} <= {t.number for t in complete}
+    assert all(t.user_attrs.get("resumed_from_trial") is not None for t in after if t.user_attrs.get("retry_of"))
+
+
+def test_scheduler_files_run_the_sweep(env) -> None:
+    """scripts/sweep.sbatch runs as SLURM would run it (here as a --dry-run on a journal), and
+    the Kubernetes Job's command is one our command line accepts, for a study that loads."""
+    from sweeps.run import parse_args
+    from sweeps.study import load_study, study_path
+
+    repo = Path(RUN_PY).parents[1]
+    venv_bin = str(Path(sys.executable).parent)
+    run = subprocess.run(
+        ["bash", str(repo / "scripts" / "sweep.sbatch"), "--set", f"data.cache_dir={env['dir'] / 'cache'}"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "DRY_RUN": "1", "STUDY": "demo",
+             "STORAGE": f"journal:{env['dir'] / 'j.log'}", "SWEEP_OUT": str(env["dir"] / "runs"),
+             "DATA_ROOT": str(env["root"]), "MLFLOW_TRACKING_URI": env["uri"]})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "8/8" in run.stdout or "trials finished" in run.stdout
+    job = yaml.safe_load((repo / "scripts" / "sweep-job.yaml").read_text())
+    assert job["spec"]["completionMode"] == "Indexed"
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python", "sweeps/run.py"]
+    args = parse_args(command[2:])
+    assert args.max_time and args.out.startswith("/shared/") and args.storage.startswith("postgresql://")
+    assert load_study(study_path(args.study)).name == args.study
 
 
 def test_two_workers_on_the_default_storage(env, capfd) -> None:

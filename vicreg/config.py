@@ -146,6 +146,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA only)
     log_every_steps: int = 0  # also report every N steps (0: per epoch only)
     checkpoint_dir: str | None = None  # a checkpoint per epoch; resumed from when present
+    checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
     progress: bool = True
 
 
@@ -292,6 +293,7 @@ def validate(cfg: Config) -> None:
         (cfg.optim.lr > 0, "optim.lr", "must be > 0"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
         (cfg.train.epochs >= 1, "train.epochs", "must be >= 1"),
+        (cfg.train.checkpoint_every >= 1, "train.checkpoint_every", "must be >= 1"),
         (cfg.optim.warmup_fraction is None or 0 <= cfg.optim.warmup_fraction < 1, "optim.warmup_fraction",
          "must be a fraction in [0, 1)"),
         (0 < cfg.augment.crop_min_scale <= cfg.augment.crop_max_scale <= 1, "augment.crop_min_scale",

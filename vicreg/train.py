@@ -127,6 +127,18 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         return None
 
 
+def resume_state(cfg: Config) -> dict[str, Any] | None:
+    """The checkpoint `pretrain(cfg, ...)` would resume from (its epoch, history, ...), or None:
+    no train.checkpoint_dir, no checkpoint, an unreadable one (moved aside), or one written
+    with another config (left alone; pretrain would refuse it)."""
+    if not cfg.train.checkpoint_dir:
+        return None
+    state = read_checkpoint(Path(cfg.train.checkpoint_dir) / CHECKPOINT_NAME)
+    if state is None or state["key"] != _training_key(resolve_init(cfg)):
+        return None
+    return state
+
+
 def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
     """A checkpoint -> (its config dict, the encoder with its weights, on CPU). Reads both what
     `pretrain` writes (`last.pt`: the whole model) and what a sweep run logs as an MLflow
@@ -255,7 +267,6 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
             break
         metrics = dict(zip(METRIC_NAMES, values))
         metrics |= {"lr": lr, "images_per_s": steps_per_epoch * bs / elapsed, "epoch_time_s": elapsed}
-        history.append({"epoch": epoch + 1, **metrics})
         if metrics["loss"] < best - tc.min_delta:
             best, wait = metrics["loss"], 0
         else:
@@ -276,7 +287,11 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
         if ended is None and tc.patience and wait >= tc.patience:
             ended = ("early_stopped", f"loss did not improve by {tc.min_delta} for "
                      f"{tc.patience} epochs (best {best:.4f})")
-        if ckpt_path is not None:
+        # After the callbacks, so that what they added (a sweep's probe kappa) is kept: a
+        # resumed sweep trial reports those values to its pruner again.
+        history.append({"epoch": epoch + 1, **metrics})
+        due = (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs or ended
+        if ckpt_path is not None and due:
             save_checkpoint(ckpt_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                 "step": step, "best": best, "wait": wait, "history": history,
