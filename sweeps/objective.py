@@ -248,6 +248,27 @@ def checkpoint_dir(ctx: SweepContext, trial: optuna.Trial) -> tuple[Path, Resume
     return folder, Resume(int(previous), folder, None, old.user_attrs.get("mlflow_run_id"))
 
 
+def trial_checkpoints(trial: optuna.Trial, ctx: SweepContext, cfg: Config) -> tuple[Config, Path, Resume | None]:
+    """The config pretrain gets (checkpointing into the trial's folder every
+    `checkpoint_every` epochs), the folder, and the resume point when the trial retries a
+    failed one whose checkpoint is usable here (else None, with one line saying why)."""
+    from vicreg.train import resume_state
+
+    ckpt, resume = checkpoint_dir(ctx, trial)
+    trial.set_user_attr("checkpoint_dir", str(ckpt))
+    run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, checkpoint_dir=str(ckpt), checkpoint_every=ctx.study.checkpoint_every))
+    if resume is not None:
+        resume.state = resume_state(run_cfg)
+        if resume.state is None:
+            print(f"trial {trial.number}: retries trial {resume.from_trial}, but no usable checkpoint is at "
+                  f"{ckpt} (with a machine-local --out another machine's checkpoints are not here); "
+                  f"starting over", flush=True)
+            shutil.rmtree(ckpt, ignore_errors=True)  # a damaged or foreign one must not block pretrain
+            resume = None
+    return run_cfg, ckpt, resume
+
+
 def _reuse_history(trial: optuna.Trial, resume: Resume) -> int:
     """Report a resumed trial's stored probe values to Optuna again, so that the pruner sees the
     same history; returns the number of epochs the checkpoint holds."""
@@ -365,22 +386,9 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     else:
         device = "none (dry run)"
     tr = ctx.tracking
-    run_id, started, resume, logged = None, None, None, 0
-    ckpt = None
-    if not ctx.dry_run:  # per-epoch checkpoints: a retried trial resumes instead of restarting
-        from vicreg.train import resume_state
-
-        ckpt, resume = checkpoint_dir(ctx, trial)
-        trial.set_user_attr("checkpoint_dir", str(ckpt))
-        run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(
-            cfg.train, checkpoint_dir=str(ckpt), checkpoint_every=study.checkpoint_every))
-        if resume is not None:
-            resume.state = resume_state(run_cfg)
-            if resume.state is None:
-                print(f"trial {trial.number}: retries trial {resume.from_trial}, but no usable checkpoint is at "
-                      f"{ckpt} (with a machine-local --out another machine's checkpoints are not here); "
-                      f"starting over", flush=True)
-                shutil.rmtree(ckpt, ignore_errors=True)  # a damaged or foreign one must not block pretrain
+    run_id, started, logged = None, None, 0
+    # Per-epoch checkpoints: a retried trial resumes instead of restarting.
+    run_cfg, ckpt, resume = (cfg, None, None) if ctx.dry_run else trial_checkpoints(trial, ctx, cfg)
     if tr is not None:
         flat = flatten(cfg)
         params = {**run_params(flat), **values}
@@ -389,7 +397,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
                 "synthetic": str(cfg.data.dataset == "synthetic").lower(), "device": str(device),
                 "git_commit": ctx.commit, "worker": str(ctx.worker), "host": socket.gethostname(),
                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
-        if resume is not None and resume.state is not None and resume.run_id is not None:
+        if resume is not None and resume.run_id is not None:
             # The new trial continues the failed trial's run: one run per configuration whose
             # per-epoch curves hold each epoch once (tracking.continue_trial says why).
             run_id = resume.run_id
@@ -417,7 +425,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         if tr is not None and not logged:
             tr.log_params(run_id, seen)
             log_dataset(tr, run_id, data, folds, seen)
-        if resume is not None and resume.state is not None:
+        if resume is not None:
             done = _reuse_history(trial, resume)
             print(f"trial {trial.number}: resumes trial {resume.from_trial} at epoch {done + 1} from {ckpt}",
                   flush=True)

@@ -129,6 +129,7 @@ def preflight(spec: Study, overrides: dict) -> None:
         raise DataError(f"study '{spec.name}' needs the DRAC22 data: pass --data-root DIR (or set "
                         f"DRAC22_ROOT) pointing at the download from drac22.grand-challenge.org; "
                         f"to try the tool without it: python sweeps/run.py --study demo")
+    check_init(spec, overrides)
     from vicreg.data import load_datasets
 
     load_datasets(cfg.data)  # scans, checks and fills the cache (the synthetic set is made here)
@@ -323,7 +324,6 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--imagenet-weights: {args.imagenet_weights} does not exist "
                                   f"(weights are never downloaded)")
             os.environ[IMAGENET_ENV] = args.imagenet_weights  # the workers and confirm runs inherit it
-        check_init(spec, overrides)
         if args.trials is not None and args.trials < 1:
             raise ConfigError("--trials must be >= 1")
         target = args.trials or spec.trials
@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.worker_index is None:
             preflight(spec, overrides)
         else:
+            check_init(spec, overrides)
             args.storage = args.storage or os.environ.get("VICREG_SWEEP_STORAGE")
         if args.storage and mask_url(args.storage) != args.storage:  # it carries a password
             print("note: the password in --storage is visible to other users of this machine (ps); "

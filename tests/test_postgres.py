@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -132,9 +133,17 @@ def _wait_for(predicate, proc: subprocess.Popen, what: str, limit_s: float = 180
         time.sleep(0.3)
 
 
+@functools.cache
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one connection pool) per database for the polling loops: a new one per
+    poll leaves its pooled connection open, and a slow machine polls long enough to reach
+    the server's max_connections."""
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
 def _done(url: str) -> int:
     try:
-        trials = optuna.load_study(study_name="tiny", storage=url).trials
+        trials = optuna.load_study(study_name="tiny", storage=_storage(url)).trials
     except KeyError:  # not created yet
         return 0
     return sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
