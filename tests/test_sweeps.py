@@ -428,7 +428,9 @@ def test_learning_rate_range_follows_the_optimiser(env) -> None:
 
 def test_imagenet_start_needs_a_file_and_set_fixes_a_searched_key(env, capsys, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(env["dir"] / "torch-home"))  # an empty hub cache
-    monkeypatch.delenv("VICREG_IMAGENET_WEIGHTS", raising=False)
+    # Set (empty: unset for the lookup) so that monkeypatch restores it after --imagenet-weights
+    # below has set it for this process: the next tests must not see a weights file.
+    monkeypatch.setenv("VICREG_IMAGENET_WEIGHTS", "")
     study = write_study(env["dir"], env["root"], budget={"trials": 4}, search={
         "model.init": {"choice": ["random", "imagenet"]},
         "optim.name": {"choice": ["adam", "sgd"]},
