@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from .augment import TwoViews, channel_stats
-from .config import Config, to_dict
+from .config import Config, ConfigError, to_dict
 from .io import atomic_write
 from .loss import vicreg_loss
 from .model import VICRegModel, build_encoder, build_model
@@ -205,8 +205,8 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     if state is not None:
         if state["key"] != _training_key(cfg):
             diff = [k for k in state["key"] if state["key"][k] != _training_key(cfg).get(k)]
-            raise ValueError(f"{ckpt_path} was written with a different config ({', '.join(diff)}); "
-                             "use another train.checkpoint_dir")
+            raise ConfigError(f"{ckpt_path} was written with a different config ({', '.join(diff)}); "
+                              "use another train.checkpoint_dir, or delete it (make clean) to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, step = state["epoch"] + 1, state["step"]
