@@ -298,7 +298,10 @@ def test_scheduler_files_run_the_sweep(env) -> None:
              "STORAGE": f"journal:{env['dir'] / 'j.log'}", "SWEEP_OUT": str(env["dir"] / "runs"),
              "DATA_ROOT": str(env["root"]), "MLFLOW_TRACKING_URI": env["uri"]})
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "8/8" in run.stdout or "trials finished" in run.stdout
+    journal = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(env["dir"] / "j.log")))
+    trials = optuna.load_study(study_name="demo-dryrun", storage=journal).trials
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 8  # its --dry-run --trials 8 ran
     job = yaml.safe_load((repo / "scripts" / "sweep-job.yaml").read_text())
     assert job["spec"]["completionMode"] == "Indexed"
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
