@@ -9,8 +9,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import yaml
-from mlflow.tracking import MlflowClient
+
+from .best import best_path, read_best
+from .tracking import download_artifact, find_parent_run, metric_histories, trial_runs
 
 TERMS = ("loss", "invariance", "variance", "covariance")
 MAIN_PARAMS = ("optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay", "data.image_size")
@@ -39,12 +40,7 @@ def load_optuna(study: str, storage: str | None = None):
 
 def trials_frame(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per trial run: run_id, trial, state, status, duration_s, params.*, metrics.*, tags.*."""
-    import mlflow
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    df = mlflow.search_runs(experiment_names=[study], filter_string="tags.`vicreg.role` = 'trial'",
-                            max_results=10_000)
+    df = trial_runs(study, tracking_uri)
     if df.empty:
         return df
     df["trial"] = df["tags.vicreg.trial"].astype(int)
@@ -61,20 +57,13 @@ def _numeric(col: pd.Series) -> pd.Series:
 
 
 def parent_run(study: str, tracking_uri: str | None = None):
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(study)
-    if exp is None:
-        raise ValueError(f"no MLflow experiment '{study}' in {tracking_uri or 'the default store'}: "
-                         f"run python sweeps/run.py --study {study} first")
-    runs = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'parent'", max_results=1)
-    return runs[0] if runs else None
+    """The study's MLflow parent run (params, best value, verdict tags), or None."""
+    return find_parent_run(study, tracking_uri)
 
 
 def histories(run_ids: list[str], keys: tuple[str, ...] = TERMS, tracking_uri: str | None = None) -> pd.DataFrame:
     """Per-epoch metric values: columns run_id, key, step, value."""
-    client = MlflowClient(tracking_uri)
-    rows = [(rid, key, m.step, m.value) for rid in run_ids for key in keys
-            for m in client.get_metric_history(rid, key)]
+    rows = metric_histories(run_ids, keys, tracking_uri)
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
 
 
@@ -149,7 +138,7 @@ def plot_vs_baseline(df: pd.DataFrame):
 
 def show_artifact_png(run_id: str, path: str, tracking_uri: str | None = None, title: str = ""):
     """Download a PNG artifact of a run and draw it as a figure."""
-    local = MlflowClient(tracking_uri).download_artifacts(run_id, path)
+    local = download_artifact(run_id, path, tracking_uri)
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.imshow(plt.imread(local))
     ax.axis("off")
@@ -160,17 +149,16 @@ def show_artifact_png(run_id: str, path: str, tracking_uri: str | None = None, t
 
 def best_configs(study: str, experiments: str | Path = "experiments") -> pd.DataFrame:
     """experiments/best/<study>.yaml as a table (rank, trial, value, scores, params)."""
-    path = Path(experiments) / "best" / f"{study}.yaml"
-    if not path.is_file():
+    doc = _best_doc(study, experiments)
+    if not doc:
         return pd.DataFrame()
-    doc = yaml.safe_load(path.read_text())
     return pd.DataFrame([{k: v for k, v in e.items() if k not in ("config", "params")} | e["params"]
                          for e in doc["top"]])
 
 
 def _best_doc(study: str, experiments: str | Path) -> dict:
-    path = Path(experiments) / "best" / f"{study}.yaml"
-    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+    """The study's best file (sweeps/best.py's path rule; `experiments`: the study files' folder)."""
+    return read_best(best_path(experiments, study)) or {}
 
 
 def confirmed_table(study: str, experiments: str | Path = "experiments") -> pd.DataFrame:

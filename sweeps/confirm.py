@@ -19,9 +19,7 @@ import dataclasses
 import json
 import math
 import shutil
-import tempfile
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +35,11 @@ from vicreg.model import build_encoder
 from vicreg.train import pretrain, resolve_device
 from vicreg.verdict import verdicts
 
-from .objective import (
-    SweepContext,
-    check_interrupted,
-    epoch_logger,
-    log_dataset,
-    log_run_artifacts,
-    monitored,
-    run_params,
-)
+from .best import CONFIRMED_FILE, top_trials
+from .objective import SweepContext, trial_summary
+from .signals import check_interrupted
 from .study import config_values
-from .worker import top_trials
-
-CONFIRMED_FILE = "confirmed.json"
+from .tracking import Run, tracked
 
 
 def confirm_config(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -> Config:
@@ -72,60 +62,33 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
     store and return {"trial", "seed", "status", "run_id", "reports": [vicreg, baselines...]}."""
     cfg = confirm_config(ctx, trial, seed)
     device = resolve_device(cfg.train.device)
-    tr = ctx.tracking
-    run_id = None
-    if tr is not None:
-        params = {**run_params(trial.user_attrs["config"]), **config_values(trial.params), "train.seed": seed,
-                  "eval.seed": seed}
-        tags = {"vicreg.study": ctx.study.name, "vicreg.role": "confirm", "stage": "confirm",
+    run = Run(None)
+    if ctx.tracking is not None:
+        tags = {"vicreg.study": ctx.spec.name, "vicreg.role": "confirm", "stage": "confirm",
                 "confirm_of_trial": str(trial.number), "seed": str(seed), "git_commit": ctx.commit,
                 "dataset": cfg.data.dataset}
-        run_id = tr.start_trial(ctx.parent_id, f"confirm trial-{trial.number:03d} seed {seed}", params, tags)
-    try:
-        data = ctx.datasets(cfg)
-        folds = ctx.folds(cfg, data)
+        run = ctx.tracking.start_run(ctx.parent_id, f"confirm trial-{trial.number:03d} seed {seed}", cfg,
+                                     {**config_values(trial.params), "train.seed": seed, "eval.seed": seed}, tags)
+    with tracked(run, interrupted="interrupted (Ctrl-C); resumes on the next --confirm"):
+        data, folds = ctx.datasets(cfg), ctx.folds(cfg)
         images, seen = pretrain_selection(data, folds, cfg.data)
-        callbacks = [lambda report: check_interrupted()]
-        if tr is not None:
-            tr.log_params(run_id, seen)
-            log_dataset(tr, run_id, data, folds, seen)
-            callbacks.append(epoch_logger(ctx, run_id))
-        with monitored(ctx, run_id):
-            result = pretrain(cfg, images, callbacks)
+        run.log_inputs(data, folds, seen)
+        with run.monitor(ctx.spec.system_metrics_interval_s):
+            result = pretrain(cfg, images, [lambda report: check_interrupted(), run.log_epoch])
             reports = [] if result.status == "diverged" else ctx.score(cfg, result.model.encoder, data, folds,
                                                                          device, holdout=True)
-        out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run_id, "reports": [],
-               "pretrain_images": seen}
+        out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run.run_id,
+               "reports": [r.to_dict() for r in reports], "pretrain_images": seen}
         if result.status == "diverged":
-            if tr is not None:
-                tr.end(run_id, "FAILED", "DIVERGED", {"reason": result.reason})
+            run.end("FAILED", "DIVERGED", {"reason": result.reason})
         else:
-            out["reports"] = [r.to_dict() for r in reports]
-            if tr is not None and seed == 0:  # the candidate for the Model Registry (register_best)
+            if run.tracking is not None and seed == 0:  # the candidate for the Model Registry (register_best)
                 _save_encoder(ctx, trial.number, result.model.encoder, images)
-            if tr is not None:
-                summary = reports[0].summary
-                for r in reports[1:]:
-                    summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
-                tr.log_metrics(run_id, summary, step=result.epochs)
-                with tempfile.TemporaryDirectory() as tmp:
-                    log_run_artifacts(ctx, run_id, cfg, result, reports, Path(tmp))
-                tr.end(run_id, "FINISHED", "COMPLETE", {"stop_reason": result.reason})
-        atomic_write(_result_path(ctx, trial.number, seed), json.dumps(out))
-        shutil.rmtree(cfg.train.checkpoint_dir, ignore_errors=True)  # runs/ must not fill the disk
-        return out
-    except KeyboardInterrupt:
-        if tr is not None:
-            tr.end(run_id, "KILLED", "INTERRUPTED", {"reason": "interrupted (Ctrl-C); resumes on the next --confirm"})
-        raise
-    except Exception as e:  # noqa: BLE001 - recorded, then re-raised
-        if tr is not None:
-            with tempfile.TemporaryDirectory() as tmp:
-                tb = Path(tmp) / "traceback.txt"
-                tb.write_text(traceback.format_exc())
-                tr.log_artifacts(run_id, [tb])
-            tr.end(run_id, "FAILED", "FAILED", {"reason": f"{type(e).__name__}: {e}".splitlines()[0][:4000]})
-        raise
+            run.complete(cfg, result, reports, trial_summary(reports, result), ctx.spec.log_plots,
+                         ctx.spec.log_checkpoint)
+    atomic_write(_result_path(ctx, trial.number, seed), json.dumps(out))
+    shutil.rmtree(cfg.train.checkpoint_dir, ignore_errors=True)  # runs/ must not fill the disk
+    return out
 
 
 def _encoder_path(ctx: SweepContext, trial: int) -> Path:
@@ -151,7 +114,7 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
     try:
         if tr is None or not ranked or not ranked[0]["mlflow_run_ids"]:
             return
-        best, name = ranked[0], f"vicreg-{ctx.study.name}"
+        best, name = ranked[0], f"vicreg-{ctx.spec.name}"
         current = tr.best_version(name)
         if current is not None and current.get("vicreg.trial") == str(best["trial"]):
             return  # the same configuration: its version stays
@@ -165,7 +128,7 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
         encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None), cfg.data.image_size)
         encoder.load_state_dict(state["encoder"])
         vic = best["scores"].get("vicreg", {})
-        tags = {"vicreg.study": ctx.study.name, "vicreg.trial": str(best["trial"]), "vicreg.seed": "0",
+        tags = {"vicreg.study": ctx.spec.name, "vicreg.trial": str(best["trial"]), "vicreg.seed": "0",
                 "confirmed_cv_kappa": f"{vic.get('cv_kappa', float('nan')):.4f}",
                 "confirmed_holdout_kappa": f"{vic.get('holdout_kappa', float('nan')):.4f}",
                 "image_size": str(cfg.data.image_size), "in_channels": str(cfg.model.in_channels)}
@@ -228,13 +191,13 @@ def confirmed_cv(entry: dict) -> float:
 def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) -> list[dict]:
     """Confirm the top-k configurations with `seeds` seeds each (resuming stored runs);
     write out_dir/confirmed.json ranked by confirmed CV kappa; return that ranking."""
-    top = top_trials(study, ctx.study, top_k)
+    top = top_trials(study, ctx.spec, top_k)
     if not top or seeds < 1:
         return []
     (ctx.out_dir / "confirm").mkdir(parents=True, exist_ok=True)
     with file_lock(ctx.out_dir / "confirm.lock"):  # one confirmer at a time: RUNNING ones are dead
         if ctx.tracking is not None:
-            ctx.tracking.close_stale_confirm(ctx.study.name)
+            ctx.tracking.close_stale_confirm(ctx.spec.name)
         ranked = []
         for t in top:
             runs = []
@@ -262,14 +225,3 @@ def _line(run: dict) -> str:
         return run["status"]
     s = EvalReport.from_dict(run["reports"][0]).summary
     return f"CV kappa {s['kappa_mean']:.4f}, hold-out kappa {s.get('kappa_holdout', float('nan')):.4f}"
-
-
-def load_confirmed(out_dir: Path) -> dict | None:
-    """out_dir/confirmed.json, or None when no confirm stage has run."""
-    path = Path(out_dir) / CONFIRMED_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise ValueError(f"{path}: cannot be parsed (delete it and run --confirm again)") from None

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import socket
 import sys
 import threading
 import time
 import warnings
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 import sqlalchemy
@@ -33,7 +35,12 @@ from optuna.trial import TrialState
 
 from vicreg.io import file_lock
 
+from . import optuna_compat
+from .optuna_compat import backend
 from .tracking import mask_url
+
+if TYPE_CHECKING:
+    from .study import StudySpec
 
 HEARTBEAT_S = 10  # a running trial writes a heartbeat this often ...
 GRACE_S = 30  # ... and is stale once it has not for this long
@@ -92,15 +99,15 @@ def with_retry(fn: Callable[[], T], wait_s: float, what: str, on_recovered: Call
         _local.active = False
 
 
-# Everything Optuna's study, trial and _CachedStorage call on an RDBStorage.
+# Everything Optuna's study, trial and _CachedStorage call on an RDBStorage (the private
+# ones are declared in optuna_compat, with a test that they still exist).
 _RETRIED = (
     "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr", "get_study_id_from_name",
     "get_study_name_from_id", "get_study_directions", "get_study_user_attrs", "get_study_system_attrs",
-    "get_all_studies", "create_new_trial", "_create_new_trial", "set_trial_param", "_set_trial_param",
-    "get_trial_id_from_study_id_trial_number", "get_trial_number_from_id", "get_trial_param",
-    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial", "get_all_trials",
-    "_get_trials", "get_n_trials", "get_best_trial", "_get_best_trial_id", "get_trial_params",
-    "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat", "_get_stale_trial_ids",
+    "get_all_studies", "create_new_trial", "set_trial_param", "get_trial_id_from_study_id_trial_number",
+    "get_trial_number_from_id", "get_trial_param", "set_trial_intermediate_value", "set_trial_user_attr",
+    "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "get_trial_params",
+    "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat", *optuna_compat.RDB_PRIVATE_METHODS,
 )
 
 
@@ -148,6 +155,22 @@ for _name in _RETRIED:
     setattr(RetryingRDBStorage, _name, _retrying(_name))
 
 
+def open_study(spec: StudySpec, url: str | None, out_dir: Path, worker: int, wait_s: float = 600.0) -> optuna.Study:
+    """The study's Optuna study (created on first use) with its pruner, and its sampler seeded
+    for this worker."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=spec.name, storage=make_storage(url, out_dir, wait_s),
+                                direction=spec.objective.direction, pruner=spec.make_pruner(), load_if_exists=True)
+    # Sampler seeds: seed + worker on a fresh study (reproducible), moved on by the trials already
+    # there, so that a resumed study does not draw its first samples again, and by the host on a
+    # database, so that two machines' worker 0 do not draw alike.
+    offset = worker + 1009 * len(study.get_trials(deepcopy=False))
+    if url and not url.startswith("journal:"):
+        offset += zlib.crc32(socket.gethostname().encode()) % 100_003
+    study.sampler = spec.make_sampler(offset)
+    return study
+
+
 def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optuna.storages.BaseStorage:
     """The study's storage: a journal file in out_dir (default, or 'journal:PATH'), else a database."""
     if url is None or url.startswith("journal:"):
@@ -173,11 +196,6 @@ def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optun
                 raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}") from e
     storage.wait_s = wait_s
     return storage
-
-
-def backend(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The storage under Optuna's cache wrapper (_CachedStorage), if any."""
-    return getattr(study._storage, "_backend", study._storage)
 
 
 def heartbeats_trustworthy(study: optuna.Study) -> bool:

@@ -28,18 +28,12 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 
-from vicreg.config import Config, ConfigError, config_from_dict, get_key, read_yaml, set_key
+from vicreg.config import Config, ConfigError, config_from_dict, get_key, load_dataclass, read_yaml, set_key
 
-STUDY_KEYS = {"name", "description", "base", "search", "objective", "sampler", "pruner", "budget",
-              "probe_every", "top_k", "max_consecutive_failures", "log_checkpoint", "log_plots",
-              "confirm", "system_metrics_interval_s", "checkpoint_every", "keep_checkpoints"}
-METRICS = ("kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa")
-SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-PRUNERS = ("hyperband", "median", "percentile", "successive_halving", "threshold", "none")
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 
@@ -90,36 +84,97 @@ def suggest_all(trial: optuna.Trial, search: list[Dimension]) -> dict[str, Any]:
     return values
 
 
+# Allowed names, declared once: the typed loader checks them (vicreg.config.load_dataclass).
+Metric = Literal["kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa"]
+Direction = Literal["maximize", "minimize"]
+SamplerName = Literal["tpe", "random", "grid", "cmaes", "qmc"]
+PrunerName = Literal["hyperband", "median", "percentile", "successive_halving", "threshold", "none"]
+
+
 @dataclass
-class Study:
-    name: str
-    path: Path
-    base: dict[str, Any]
-    search: list[Dimension]
-    metric: str = "kappa_mean"
-    direction: str = "maximize"
-    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe", "seed": 0})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "hyperband"})
-    trials: int = 20
-    timeout_s: float | None = None
-    epochs: int | None = None
+class Objective:
+    metric: Metric = "kappa_mean"
+    direction: Direction = "maximize"
+
+
+@dataclass
+class Budget:
+    trials: int = 20  # finished (complete or pruned) trials wanted
+    timeout_s: float | None = None  # no new trial after this many seconds
+    epochs: int | None = None  # fixes train.epochs for every trial
+
+
+@dataclass
+class Sampler:
+    name: SamplerName = "tpe"
+    seed: int | None = 0  # + each worker's offset (sweeps/run.py: open_study)
+    options: dict = field(default_factory=dict)  # the file's other keys, passed to Optuna's sampler
+
+
+@dataclass
+class Pruner:
+    name: PrunerName = "hyperband"
+    options: dict = field(default_factory=dict)  # the file's other keys, passed to Optuna's pruner
+
+
+@dataclass
+class Confirm:
+    top_k: int = 3  # configurations re-pretrained from scratch when the study ends
+    seeds: int = 3  # seeds each (0..N-1, for pretraining and the head alike)
+
+
+@dataclass
+class StudyFile:
+    """A study file's keys and types (`base` and `search` are checked by their own rules)."""
+
+    name: str | None = None
+    description: str = ""
+    base: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    objective: Objective = field(default_factory=Objective)
+    sampler: Sampler = field(default_factory=Sampler)
+    pruner: Pruner = field(default_factory=Pruner)
+    budget: Budget = field(default_factory=Budget)
+    confirm: Confirm = field(default_factory=Confirm)
     probe_every: int = 1
     top_k: int = 5
     max_consecutive_failures: int = 3
     log_checkpoint: bool = True
     log_plots: bool = True  # loss-terms, confusion and curve PNGs per run (about 1 s each)
-    description: str = ""
-    confirm_top_k: int = 3  # configurations re-pretrained from scratch when the study ends
-    confirm_seeds: int = 3  # seeds each (0..N-1, for pretraining and the head alike)
     system_metrics_interval_s: float = 10.0  # MLflow's CPU/memory/GPU monitor on every run (0: off)
     checkpoint_every: int = 1  # epochs between a trial's checkpoints (a retried trial resumes there)
     keep_checkpoints: bool = False  # keep a trial's checkpoints after it completes or is pruned
 
+
+@dataclass
+class StudySpec:
+    """A loaded study: the file's settings, its path, and the parsed search space. (Not an
+    optuna.Study, which is the run's state in the storage.)"""
+
+    name: str
+    path: Path
+    base: dict[str, Any]
+    search: list[Dimension]
+    objective: Objective = field(default_factory=Objective)
+    sampler: Sampler = field(default_factory=Sampler)
+    pruner: Pruner = field(default_factory=Pruner)
+    budget: Budget = field(default_factory=Budget)
+    confirm: Confirm = field(default_factory=Confirm)
+    probe_every: int = 1
+    top_k: int = 5
+    max_consecutive_failures: int = 3
+    log_checkpoint: bool = True
+    log_plots: bool = True
+    description: str = ""
+    system_metrics_interval_s: float = 10.0
+    checkpoint_every: int = 1
+    keep_checkpoints: bool = False
+
     def config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
         """Resolved trainer config: base + budget epochs + sampled values + run overrides."""
         raw = copy.deepcopy(self.base)
-        if self.epochs is not None:
-            set_key(raw, "train.epochs", self.epochs)
+        if self.budget.epochs is not None:
+            set_key(raw, "train.epochs", self.budget.epochs)
         for key, value in {**values, **(overrides or {})}.items():
             set_key(raw, key, value)
         return config_from_dict(raw, source=f"{self.path} (trial config)")
@@ -128,8 +183,8 @@ class Study:
     def max_epochs(self) -> int:
         """The epoch budget of one trial: budget.epochs, else the top of a searched train.epochs,
         else the base config's train.epochs."""
-        if self.epochs is not None:
-            return self.epochs
+        if self.budget.epochs is not None:
+            return self.budget.epochs
         for d in self.search:
             if d.key == "train.epochs":
                 return int(max(d.choices) if d.kind == "choice" else d.high)
@@ -142,9 +197,11 @@ class Study:
                 return list(d.choices)
         return [get_key(self.config({}, overrides), key)]
 
-    def fixed(self, overrides: dict[str, Any]) -> tuple[Study, list[str]]:
+    def fixed(self, overrides: dict[str, Any]) -> tuple[StudySpec, list[str]]:
         """This study with the search entries that `--set` fixes taken out (a `by` entry whose
-        choice is fixed becomes that case's range); returns it and the keys taken out."""
+        choice is fixed becomes that case's range); returns it and the keys taken out. The
+        --set values are checked like the study file's."""
+        self.config({}, overrides)
         search, dropped = [], []
         for d in self.search:
             if d.key in overrides:
@@ -163,10 +220,8 @@ class Study:
 
     def make_sampler(self, offset: int = 0) -> optuna.samplers.BaseSampler:
         """The study's sampler with seed + offset (each worker its own offset: sweeps/run.py)."""
-        s = dict(self.sampler)
-        name = s.pop("name")
-        seed = s.pop("seed", 0)
-        seed = None if seed is None else seed + offset
+        name, s = self.sampler.name, self.sampler.options
+        seed = None if self.sampler.seed is None else self.sampler.seed + offset
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **s)
         if name == "random":
@@ -180,8 +235,7 @@ class Study:
         return optuna.samplers.QMCSampler(seed=seed, **s)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
-        p = dict(self.pruner)
-        name = p.pop("name")
+        name, p = self.pruner.name, dict(self.pruner.options)
         if name == "hyperband":
             # Hyperband's brackets span the epochs a trial really runs, not Optuna's "auto"
             # guess from the first finished trials.
@@ -252,22 +306,28 @@ def _dimension(path: Path, key: str, spec: Any, earlier: dict[str, Dimension] | 
     return Dimension(key, kind, low, high, log, step)
 
 
-def load_study(path: str | Path) -> Study:
+def _options(raw: dict[str, Any], section: str, typed: tuple[str, ...]) -> None:
+    """sampler/pruner: the keys other than `typed` are the Optuna class's options."""
+    value = raw.get(section)
+    if isinstance(value, dict):
+        raw[section] = {k: v for k, v in value.items() if k in typed} | {
+            "options": {k: v for k, v in value.items() if k not in typed}}
+
+
+def load_study(path: str | Path) -> StudySpec:
     """Read and check a study file; any problem is a ConfigError naming the file and entry."""
     path = Path(path)
-    raw = read_yaml(path)
-    unknown = sorted(set(raw) - STUDY_KEYS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (known: {', '.join(sorted(STUDY_KEYS))})")
-    base = raw.get("base") or {}
-    config_from_dict(copy.deepcopy(base), source=f"{path} (base)")  # checks every base key
-    search_raw = raw.get("search") or {}
-    if not isinstance(search_raw, dict) or not search_raw:
+    raw = {k: v for k, v in read_yaml(path).items() if v is not None}  # `key:` alone = the default
+    _options(raw, "sampler", ("name", "seed"))
+    _options(raw, "pruner", ("name",))
+    f: StudyFile = load_dataclass(StudyFile, raw, str(path))
+    config_from_dict(copy.deepcopy(f.base), source=f"{path} (base)")  # checks every base key
+    if not f.search:
         raise ConfigError(f"{path}: 'search' must map config keys to distributions")
     defaults = Config()
     search: list[Dimension] = []
     # Conditional (`by`) entries after the rest, so that the entry they depend on is sampled first.
-    ordered = sorted(search_raw.items(), key=lambda kv: isinstance(kv[1], dict) and "by" in kv[1])
+    ordered = sorted(f.search.items(), key=lambda kv: isinstance(kv[1], dict) and "by" in kv[1])
     for key, spec in ordered:
         try:
             get_key(defaults, key)
@@ -277,7 +337,7 @@ def load_study(path: str | Path) -> Study:
             raise ConfigError(f"{path}: search entry '{key}' is not a config key (like optim.lr)") from None
         dim = _dimension(path, key, spec, {d.key: d for d in search})
         for fixed, value in dim.extremes():  # every value must make a valid config
-            trial_raw = copy.deepcopy(base)
+            trial_raw = copy.deepcopy(f.base)
             for k, v in {**fixed, key: value}.items():
                 set_key(trial_raw, k, v)
             try:
@@ -285,67 +345,42 @@ def load_study(path: str | Path) -> Study:
             except ConfigError as e:
                 raise ConfigError(f"{path}: search entry '{key}': value {value!r} is invalid ({e})") from None
         search.append(dim)
-
-    def section(name: str) -> dict[str, Any]:
-        value = raw.get(name) or {}
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: '{name}' must be a mapping")
-        return dict(value)
-
-    objective, budget, confirm = section("objective"), section("budget"), section("confirm")
-    sampler = section("sampler") or {"name": "tpe", "seed": 0}
-    pruner = section("pruner") or {"name": "hyperband"}
-    metric = objective.get("metric", "kappa_mean")
-    direction = objective.get("direction", "maximize")
     checks = [
-        (set(objective) <= {"metric", "direction"}, "objective", "takes metric and direction"),
-        (metric in METRICS, "objective.metric", f"must be one of {', '.join(METRICS)}"),
-        (direction in ("maximize", "minimize"), "objective.direction", "must be maximize or minimize"),
-        (sampler.get("name") in SAMPLERS, "sampler.name", f"must be one of {', '.join(SAMPLERS)}"),
-        (pruner.get("name") in PRUNERS, "pruner.name", f"must be one of {', '.join(PRUNERS)}"),
-        (set(budget) <= {"trials", "timeout_s", "epochs"}, "budget", "takes trials, timeout_s and epochs"),
-        (isinstance(budget.get("trials", 20), int) and budget.get("trials", 20) >= 1, "budget.trials",
-         "must be an integer >= 1"),
-        (budget.get("epochs") is None or (isinstance(budget["epochs"], int) and budget["epochs"] >= 1),
-         "budget.epochs", "must be an integer >= 1"),
-        (sampler.get("name") != "grid"
+        (f.budget.trials >= 1, "budget.trials", "must be an integer >= 1"),
+        (f.budget.epochs is None or f.budget.epochs >= 1, "budget.epochs", "must be an integer >= 1"),
+        (f.sampler.name != "grid"
          or all(sub.kind == "choice" for d in search for sub in (d.cases.values() if d.kind == "by" else [d])),
          "sampler.name", "grid needs every search entry to be a choice"),
-        (set(confirm) <= {"top_k", "seeds"}, "confirm", "takes top_k and seeds"),
-        (all(isinstance(confirm.get(k, 1), int) and confirm.get(k, 1) >= 0 for k in ("top_k", "seeds")),
-         "confirm", "top_k and seeds must be integers >= 0"),
+        (f.confirm.top_k >= 0 and f.confirm.seeds >= 0, "confirm", "top_k and seeds must be integers >= 0"),
+        (f.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1 (epochs between a trial's checkpoints)"),
+        (f.system_metrics_interval_s >= 0, "system_metrics_interval_s", "must be a number of seconds >= 0 (0: off)"),
+        ("train.epochs" not in f.search or f.budget.epochs is None, "budget.epochs",
+         "fixes train.epochs, which the search also sets: keep one"),
     ]
-    every = raw.get("checkpoint_every", 1)
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        checks.append((False, "checkpoint_every", "must be an integer >= 1 (epochs between a trial's checkpoints)"))
-    if not isinstance(raw.get("keep_checkpoints", False), bool):
-        checks.append((False, "keep_checkpoints", "must be true or false"))
-    interval = raw.get("system_metrics_interval_s", 10.0)
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0:
-        checks.append((False, "system_metrics_interval_s", "must be a number of seconds >= 0 (0: off)"))
-    if "train.epochs" in search_raw and budget.get("epochs") is not None:
-        checks.append((False, "budget.epochs", "fixes train.epochs, which the search also sets: keep one"))
     for ok, key, msg in checks:
         if not ok:
             raise ConfigError(f"{path}: {key} {msg}")
-    study = Study(
-        name=str(raw.get("name") or path.stem), path=path, base=base, search=search, metric=metric,
-        direction=direction, sampler=sampler, pruner=pruner, trials=budget.get("trials", 20),
-        timeout_s=budget.get("timeout_s"), epochs=budget.get("epochs"),
-        probe_every=int(raw.get("probe_every", 1)), top_k=int(raw.get("top_k", 5)),
-        max_consecutive_failures=int(raw.get("max_consecutive_failures", 3)),
-        log_checkpoint=bool(raw.get("log_checkpoint", True)), log_plots=bool(raw.get("log_plots", True)),
-        description=str(raw.get("description", "")),
-        confirm_top_k=confirm.get("top_k", 3), confirm_seeds=confirm.get("seeds", 3),
-        system_metrics_interval_s=float(raw.get("system_metrics_interval_s", 10.0)),
-        checkpoint_every=raw.get("checkpoint_every", 1), keep_checkpoints=raw.get("keep_checkpoints", False),
-    )
+    fields = {k.name: getattr(f, k.name) for k in dataclasses.fields(StudyFile) if k.name not in ("name", "search")}
+    study = StudySpec(name=f.name or path.stem, path=path, search=search, **fields)
     try:  # building the pruner and sampler checks their options
         study.make_sampler()
         study.make_pruner()
     except TypeError as e:
         raise ConfigError(f"{path}: sampler/pruner options: {e}") from None
     return study
+
+
+def check_init(spec: StudySpec, overrides: dict[str, Any]) -> None:
+    """A study that can start from ImageNet weights needs the file before any trial starts."""
+    from vicreg.weights import init_weights
+
+    cfg = spec.config({}, overrides)
+    for init in spec.values_of("model.init", overrides):
+        try:
+            init_weights(dataclasses.replace(cfg.model, init=init))
+        except ConfigError as e:
+            hint = "; or --set model.init=random to search without it" if len(spec.values_of("model.init")) > 1 else ""
+            raise ConfigError(f"{spec.path}: {e}{hint}") from None
 
 
 def study_path(name: str) -> Path:

@@ -1,5 +1,8 @@
-"""MLflow bookkeeping through `MlflowClient`: one experiment per study, a parent run per
-study, a child run per trial, statuses that tell the truth.
+"""Every MLflow call of the project: one experiment per study, a parent run per study
+(params, best-so-far, Optuna's plots, the confirmed verdict), a child run per trial and
+per confirm run (params, per-epoch metrics, dataset input, system metrics, artifacts,
+a status that tells how it ended), closing the runs of dead workers, the Model Registry,
+and reading runs back for the notebooks (sweeps/analysis.py).
 
 We call MLflow's client API directly instead of optuna-integration's MLflowCallback
 (deprecated; one run per finished trial, no per-epoch values, no parent run, pruned and
@@ -14,20 +17,33 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
+import traceback
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from vicreg.config import Config, flatten, save_config
 from vicreg.io import file_lock
+
+if TYPE_CHECKING:
+    import numpy as np
+    import optuna
+    import pandas as pd
+
+    from vicreg.data import Datasets
+    from vicreg.evaluate import EvalReport
+    from vicreg.train import PretrainResult, Report
 
 if not sys.stderr.isatty():  # MLflow's download bars are carriage-return lines in a log file
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -35,6 +51,21 @@ if not sys.stderr.isatty():  # MLflow's download bars are carriage-return lines 
 PARENT_ATTR = "mlflow_parent_run_id"  # where the Optuna study remembers its parent run
 # MLflow 3 opens an experiment on its GenAI overview unless it is marked as model training.
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
+
+
+# Fixed settings worth seeing as MLflow params next to the swept ones.
+KEY_PARAMS = ("data.dataset", "data.image_size", "data.batch_size", "model.arch", "model.expander_hidden",
+              "model.expander_out", "optim.name", "optim.lr", "optim.weight_decay", "train.epochs",
+              "train.patience", "eval.protocol", "data.include_test_in_pretrain", "data.holdout",
+              "data.holdout_in_pretrain", "data.shuffle_labels", "model.init", "model.weights",
+              "model.small_stem", "optim.warmup_epochs", "optim.warmup_fraction")
+# Every augmentation value is a param too: the recipe must be readable from the run page.
+PARAM_PREFIXES = ("augment.",)
+
+
+def run_params(flat: dict[str, Any]) -> dict[str, Any]:
+    """The config values logged as a run's MLflow params (the whole config is its config.yaml)."""
+    return {k: v for k, v in flat.items() if k in KEY_PARAMS or k.startswith(PARAM_PREFIXES)}
 
 
 def runs_page(server: str, experiment_id: str) -> str:
@@ -362,3 +393,223 @@ class Tracking:
             tags[f"verdict.{name}"] = v["line"]
         self.log_metrics(parent_id, metrics)
         self.set_tags(parent_id, tags)
+
+    # --- the study's parent run -----------------------------------------------------
+
+    def open_parent(self, study_name: str, known_id: str | None, tags: dict[str, str],
+                    params: dict[str, Any]) -> str:
+        """The study's parent run (found again on resume, see parent_run) with its params."""
+        parent = self.parent_run(study_name, known_id, tags)
+        self.log_params(parent, params)
+        return parent
+
+    def log_best(self, parent_id: str, best_value: float, completed: int, tags: dict[str, Any],
+                 table: Path) -> None:
+        """The best trial so far on the parent run: value and count (step = completed trials),
+        its params as tags, and the top-k table."""
+        self.log_metrics(parent_id, {"best_value": best_value, "completed_trials": completed}, step=completed)
+        self.set_tags(parent_id, tags)
+        self.log_artifacts(parent_id, [table])
+
+    def log_study_plots(self, parent_id: str, study: optuna.Study, folder: Path) -> None:
+        """Optuna's history, importances, parallel coordinates and slices as PNGs on the parent run."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import optuna
+        import optuna.visualization.matplotlib as ovm
+
+        done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not done:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        plots = {"history": ovm.plot_optimization_history, "parallel_coordinates": ovm.plot_parallel_coordinate,
+                 "slices": ovm.plot_slice, "importances": ovm.plot_param_importances}
+        paths = []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+            for name, fn in plots.items():
+                if name == "importances" and len(done) < 3:
+                    continue  # fANOVA needs a few completed trials
+                try:
+                    ax = fn(study)
+                    fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+                    fig.set_size_inches(max(8, fig.get_figwidth()), 5)
+                    fig.tight_layout()
+                    fig.savefig(folder / f"{name}.png", dpi=80)
+                    plt.close(fig)
+                    paths.append(folder / f"{name}.png")
+                except (ValueError, RuntimeError) as e:  # e.g. a single distinct value
+                    print(f"note: no {name} plot ({e})")
+        self.log_artifacts(parent_id, paths, "optuna")
+
+    def start_run(self, parent_id: str | None, name: str, cfg: Config, values: dict[str, Any],
+                  tags: dict[str, str], resume: tuple[str, int, int] | None = None) -> Run:
+        """A trial's or confirm run's child run: its key config values and `values` as params.
+        `resume` = (run id, trial it retries, epochs done): that failed trial's run is continued
+        instead (continue_trial says why)."""
+        if resume is not None:
+            run_id, from_trial, epochs = resume
+            return Run(self, run_id, self.continue_trial(run_id, tags, from_trial, epochs))
+        return Run(self, self.start_trial(parent_id, name, {**run_params(flatten(cfg)), **values}, tags))
+
+
+@dataclass
+class Run:
+    """One child run, as the code that trains sees it. With `tracking` None (--no-tracking)
+    every method does nothing, so that the trial reads the same either way."""
+
+    tracking: Tracking | None
+    run_id: str | None = None
+    logged: int = 0  # epochs already on the run (a resumed trial continuing it): not logged again
+    ended: bool = False
+
+    def log_epoch(self, report: Report) -> None:
+        """A pretrain callback: each epoch's metrics, step = epoch."""
+        if self.tracking is not None and report.kind == "epoch" and report.epoch + 1 > self.logged:
+            self.tracking.log_metrics(self.run_id, report.metrics, step=report.epoch + 1)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        if self.tracking is not None:
+            self.tracking.log_metrics(self.run_id, metrics, step)
+
+    def log_inputs(self, data: Datasets, folds: np.ndarray, seen: dict[str, Any]) -> None:
+        """What pretraining saw (params) and the data as an MLflow dataset input: name, the
+        decode cache's digest, source folder, profile. Once per run (not again on resume)."""
+        if self.tracking is None or self.logged:
+            return
+        from vicreg.data import profile
+
+        self.tracking.log_params(self.run_id, seen)
+        self.tracking.log_dataset(self.run_id, data.train.name, data.train.digest, data.train.source,
+                                  profile(data, folds, seen))
+
+    def monitor(self, interval_s: float) -> AbstractContextManager:
+        """MLflow's system-metrics monitor around the run's work (see Tracking.system_metrics)."""
+        if self.tracking is None:
+            return nullcontext()
+        return self.tracking.system_metrics(self.run_id, interval_s)
+
+    def complete(self, cfg: Config, result: PretrainResult, reports: list[EvalReport], summary: dict[str, float],
+                 plots: bool, checkpoint: bool) -> None:
+        """Final scores (step = epochs trained), artifacts in one upload, status FINISHED."""
+        if self.tracking is None:
+            return
+        self.log_metrics(summary, step=result.epochs)
+        with tempfile.TemporaryDirectory() as tmp:
+            write_artifacts(Path(tmp), cfg, result, reports, plots, checkpoint)
+            self.tracking.client.log_artifacts(self.run_id, tmp)  # one upload for the folder
+        self.end("FINISHED", "COMPLETE", {"stop_reason": result.reason})
+
+    def end(self, status: str, state: str, tags: dict[str, Any] | None = None) -> None:
+        """status: MLflow's FINISHED | KILLED | FAILED; state: our tag (COMPLETE, PRUNED, ...)."""
+        if self.tracking is not None and not self.ended:
+            self.tracking.end(self.run_id, status, state, tags)
+        self.ended = True
+
+    def fail(self, reason: str) -> None:
+        """FAILED, with the reason as a tag and the traceback of the exception being handled
+        (call it from an except block) as the artifact traceback.txt."""
+        if self.tracking is not None and not self.ended:
+            with tempfile.TemporaryDirectory() as tmp:
+                tb = Path(tmp) / "traceback.txt"
+                tb.write_text(traceback.format_exc())
+                self.tracking.log_artifacts(self.run_id, [tb])
+        self.end("FAILED", "FAILED", {"reason": reason[:4000]})
+
+
+def first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+@contextmanager
+def tracked(run: Run, trial: optuna.Trial | None = None, describe: Callable[[BaseException], str] = first_line,
+            interrupted: str = "interrupted (Ctrl-C)") -> Iterator[Run]:
+    """The run's status tells how the block ended, whichever way it did:
+      returned           FINISHED, COMPLETE (unless the block ended the run itself)
+      optuna.TrialPruned KILLED, PRUNED, with the reason and the trial's pruned_epoch
+      Ctrl-C             KILLED, INTERRUPTED
+      SIGTERM/max-time   KILLED, PREEMPTED (it resumes from its checkpoint on the next start)
+      any exception      FAILED, with describe(e) as reason and the traceback as an artifact
+    Exceptions are re-raised for the worker loop, which records the Optuna state."""
+    import optuna
+
+    try:
+        yield run
+    except optuna.TrialPruned as e:
+        pruned = trial.user_attrs.get("pruned_epoch") if trial is not None else None
+        run.end("KILLED", "PRUNED", {"reason": str(e), "pruned_epoch": pruned})
+        raise
+    except KeyboardInterrupt as e:
+        reason = getattr(e, "reason", None)  # sweeps.signals.Preempted
+        if reason:
+            run.end("KILLED", "PREEMPTED", {"reason": f"{reason}; resumes from its checkpoint on the next start"})
+        else:
+            run.end("KILLED", "INTERRUPTED", {"reason": interrupted})
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure is recorded, then re-raised
+        run.fail(describe(e))
+        raise
+    run.end("FINISHED", "COMPLETE")
+
+
+def write_artifacts(folder: Path, cfg: Config, result: PretrainResult, reports: list[EvalReport], plots: bool,
+                    checkpoint: bool) -> None:
+    """A run's artifacts into `folder`: resolved config, per-fold scores, and optionally the
+    loss-terms, confusion and curve plots and the encoder checkpoint."""
+    save_config(cfg, folder / "config.yaml")
+    if plots:
+        from vicreg.plots import plot_loss_terms, save_report_plots
+
+        data_name = "synthetic DRAC22-format" if cfg.data.dataset == "synthetic" else cfg.data.dataset
+        plot_loss_terms(result.history, folder / "loss_terms.png", f"VICReg loss terms ({data_name})")
+        save_report_plots(reports[0], folder)  # baselines: their scores are in the CSV and metrics
+    rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
+    for r in reports:
+        rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
+                 f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
+    (folder / "folds_scores.csv").write_text("\n".join(rows) + "\n")
+    if checkpoint:
+        import torch
+
+        (folder / "checkpoint").mkdir()
+        torch.save({"encoder": result.model.encoder.state_dict(), "config": flatten(cfg)},
+                   folder / "checkpoint" / "encoder.pt")
+
+
+# --- reading runs back (the notebooks' sweeps/analysis.py) -----------------------------
+
+
+def trial_runs(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """mlflow.search_runs of a study's trial runs: one row per run (run_id, start/end_time,
+    params.*, metrics.*, tags.*)."""
+    import mlflow
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.search_runs(experiment_names=[study], filter_string="tags.`vicreg.role` = 'trial'",
+                              max_results=10_000)
+
+
+def find_parent_run(study: str, tracking_uri: str | None = None):
+    """The study's parent run (an mlflow Run), or None; a ValueError when the study has no experiment."""
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(study)
+    if exp is None:
+        raise ValueError(f"no MLflow experiment '{study}' in {tracking_uri or 'the default store'}: "
+                         f"run python sweeps/run.py --study {study} first")
+    runs = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'parent'", max_results=1)
+    return runs[0] if runs else None
+
+
+def metric_histories(run_ids: list[str], keys: Iterable[str], tracking_uri: str | None = None) -> list[tuple]:
+    """(run_id, key, step, value) for every logged value of `keys` on each run."""
+    client = MlflowClient(tracking_uri)
+    return [(rid, key, m.step, m.value) for rid in run_ids for key in keys
+            for m in client.get_metric_history(rid, key)]
+
+
+def download_artifact(run_id: str, path: str, tracking_uri: str | None = None) -> str:
+    """A run's artifact as a local file path."""
+    return MlflowClient(tracking_uri).download_artifacts(run_id, path)

@@ -1,15 +1,25 @@
-"""The worker loop (ask -> objective -> tell), stale-trial recovery, and the best-configs file.
+"""The worker: its loop (ask -> objective -> tell), stale-trial recovery, and its entry point.
 
 Several workers (processes, or machines with --storage) share one Optuna study. A worker
 claims its next trial under a lock so that the study stops at exactly `--trials`
 finished trials (COMPLETE or PRUNED); failed trials do not count and are retried.
+
+`python sweeps/run.py --workers N` (or --gpus) starts N of these:
+
+    python -m sweeps.worker --config STUDY.yaml --trials 20 --out runs/STUDY --index 0 --workers 2
+
+Every setting is an argument except the storage URL, which travels in the environment
+(VICREG_SWEEP_STORAGE) so that a database password stays out of `ps`.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -17,19 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
-
-# What study.optimize uses for heartbeats; we run the ask/tell loop ourselves.
-from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import TrialState
 
-from vicreg.config import unflatten
-from vicreg.io import atomic_write
+from vicreg.config import ConfigError, parse_overrides
 
-from .objective import Preempted, SweepContext, check_interrupted, objective
-from .storage import claim_lock, heartbeats_trustworthy
-from .study import Study, config_values
-from .tracking import PARENT_ATTR, Tracking
+from . import optuna_compat
+from .best import load_confirmed, record_best
+from .objective import SweepContext, dry_run_objective, objective, worker_threads
+from .signals import Preempted, check_interrupted, exit_code, handlers
+from .storage import StorageUnavailable, claim_lock, heartbeats_trustworthy, open_study
+from .study import StudySpec, check_init, load_study
+from .tracking import PARENT_ATTR, Tracking, TrackingUnavailable
+
+STORAGE_ENV = "VICREG_SWEEP_STORAGE"
+Objective = Callable[[optuna.Trial, SweepContext], float]
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 _CLOSED: set[int] = set()  # heartbeat-failed trials whose MLflow runs this process has checked
@@ -64,13 +75,12 @@ def fail_stale(study: optuna.Study, tracking: Tracking | None) -> list[int]:
         pid = t.user_attrs.get("pid")
         if pid is not None and _alive(int(pid)):
             continue
-        study._storage.set_trial_user_attr(t._trial_id, "reason", "worker died (stale trial)")
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        optuna_compat.fail(study, t, "worker died (stale trial)")
         if tracking is not None:
             tracking.close_stale(study.study_name, t.number)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         stale.append(t.number)
-    if is_heartbeat_enabled(study._storage) and heartbeats_trustworthy(study):
+    if optuna_compat.heartbeat_enabled(study) and heartbeats_trustworthy(study):
         # Other machines' dead workers: their heartbeats stopped. Optuna fails those trials and
         # its RetryHeartbeatStaleTrialCallback re-enqueues them; we close their MLflow runs.
         with warnings.catch_warnings():
@@ -109,11 +119,11 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
         # for longer than the grace period. The retry it enqueued will run the parameters again.
         print(f"trial {trial.number}: already marked failed by another worker (its heartbeat lapsed); "
               f"result not recorded, its retry runs instead", flush=True)
-        return study._storage.get_trial(trial._trial_id)
+        return optuna_compat.stored_trial(study, trial)
     except RuntimeError as e:
         if "Study.stop" not in str(e):
             raise
-        return study._storage.get_trial(trial._trial_id)
+        return optuna_compat.stored_trial(study, trial)
 
 
 def _record_timing(ctx: SweepContext, frozen: optuna.trial.FrozenTrial, t0: float, claimed: float,
@@ -133,7 +143,8 @@ def _record_timing(ctx: SweepContext, frozen: optuna.trial.FrozenTrial, t0: floa
 def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: float | None = None,
                on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                max_time_end: float | None = None) -> None:
-    """Ask, run and tell trials until the study has `target` finished trials. With
+    """Ask, run and tell trials (`objective`, or `dry_run_objective` for a dry run) until the
+    study has `target` finished trials. With
     `max_time_end` (--max-time), no trial starts that would not fit before it, judged by the
     mean of this worker's trials so far (the trial in flight at the limit is preempted)."""
     # We run the heartbeat thread ourselves (below), which Optuna cannot see from ask().
@@ -168,12 +179,12 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
         ctx.work_s = 0.0
         try:
             # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive.
-            with get_heartbeat_thread(trial._trial_id, study._storage):
-                value = objective(trial, ctx)
+            with optuna_compat.heartbeat(study, trial):
+                value = (dry_run_objective if ctx.dry_run else objective)(trial, ctx)
             frozen = _tell(study, trial, value)
             consecutive = 0
             if frozen.state == TrialState.COMPLETE and not ctx.dry_run:  # a dry run leaves no best file
-                record_best(study, ctx.study, ctx.tracking, frozen, ctx.out_dir)
+                record_best(study, ctx.spec, ctx.tracking, ctx.parent_id, frozen, load_confirmed(ctx.out_dir))
         except optuna.TrialPruned:
             frozen = _tell(study, trial, state=TrialState.PRUNED)
             consecutive = 0
@@ -181,7 +192,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
             # Ctrl-C, SIGTERM or --max-time: failed, and retried on the next start, where it
             # resumes from its last checkpoint.
             reason = e.reason if isinstance(e, Preempted) else "interrupted (Ctrl-C)"
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
+            optuna_compat.set_user_attr(study, trial, "reason", reason)
             _tell(study, trial, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
@@ -189,7 +200,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
             frozen = _tell(study, trial, state=TrialState.FAIL)
             consecutive += 1
             print(f"trial {trial.number} failed: {trial.user_attrs.get('reason', e)}", flush=True)
-            if consecutive >= ctx.study.max_consecutive_failures:
+            if consecutive >= ctx.spec.max_consecutive_failures:
                 raise SweepStopped(f"stopping: {consecutive} consecutive trials failed (last: "
                                    f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' "
                                    f"traceback.txt in MLflow") from e
@@ -226,87 +237,87 @@ def timing_summary(path: Path, offset: int = 0) -> str | None:
             f"{ms('lock_wait'):.0f}")
 
 
-# --- best configurations -------------------------------------------------------------
+# --- the worker process's entry point ------------------------------------------------
 
 
-def best_path(spec: Study) -> Path:
-    return spec.path.parent / "best" / f"{spec.name}.yaml"
+def overrides_from(sets: list[str], data_root: str | None, test_root: str | None) -> dict[str, Any]:
+    """--set KEY=VALUE items, --data-root and --test-root as config overrides."""
+    out = dict(parse_overrides(sets))
+    if data_root:
+        out["data.root"] = data_root
+    if test_root:
+        out["data.test_root"] = test_root
+    return out
 
 
-def top_trials(study: optuna.Study, spec: Study, k: int | None = None) -> list[optuna.trial.FrozenTrial]:
-    """The best `k` (default: the study's top_k) COMPLETE trials by the objective (CV folds only)."""
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(done, key=lambda t: t.value, reverse=spec.direction == "maximize")[:spec.top_k if k is None else k]
+def load_spec(path: str | Path, dry_run: bool) -> StudySpec:
+    """The study file; a dry run is its own study (Optuna study, MLflow experiment, runs/
+    folder, best file)."""
+    spec = load_study(path)
+    return dataclasses.replace(spec, name=f"{spec.name}-dryrun") if dry_run else spec
 
 
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m sweeps.worker", description="One worker of a sweep (started by "
+                                "sweeps/run.py); the storage URL is read from $" + STORAGE_ENV)
+    p.add_argument("--config", required=True, help="the study file")
+    p.add_argument("--trials", type=int, required=True, help="total finished trials wanted")
+    p.add_argument("--out", required=True, help="the study's output folder")
+    p.add_argument("--index", type=int, default=0, help="this worker's number (sampler seed offset, tags)")
+    p.add_argument("--workers", type=int, default=1, help="workers on this machine (to share the CPU cores)")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--timeout", type=float)
+    p.add_argument("--max-time", type=float)
+    p.add_argument("--data-root")
+    p.add_argument("--test-root")
+    p.add_argument("--storage-wait", type=float, default=600.0)
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--no-tracking", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+    return p.parse_args(argv)
 
 
-QUOTE = ("quote the confirmed best's hold-out kappa: images that no selection (epochs, pruning, the sampler, "
-         "ranking) saw, scored by a configuration pretrained again with several seeds. Trial values are CV "
-         "scores selected on the folds they are measured on, and read high.")
-
-
-def record_best(study: optuna.Study, spec: Study, tracking: Tracking | None,
-                new: optuna.trial.FrozenTrial | None = None, out_dir: Path | None = None) -> None:
-    """Rewrite experiments/best/<study>.yaml (atomically) and the parent run's summary, when
-    the `new` trial entered the top k (always when new is None or the file is missing).
-    With a confirm stage stored in `out_dir`, its ranking comes first and picks the best config."""
-    from .confirm import load_confirmed
-
-    top = top_trials(study, spec)
-    path = best_path(spec)
-    if not top or (new is not None and path.is_file() and new.number not in {t.number for t in top}):
-        return
-    config_path = path.with_name(f"{spec.name}.best-config.yaml")
-    entries: list[dict[str, Any]] = []
-    for rank, t in enumerate(top, start=1):
-        s = t.user_attrs.get("scores", {})
-        entries.append({
-            "rank": rank, "trial": t.number, "value": t.value, "metric": spec.metric,
-            "kappa": f"{s.get('kappa_mean', float('nan')):.4f} +- {s.get('kappa_std', float('nan')):.4f}",
-            "kappa_pooled": s.get("kappa_pooled"),
-            # the same folds and head seed, no pretraining: what each trial's CV kappa is read against
-            "baselines_cv_kappa": {k.removesuffix("_kappa_mean"): v for k, v in s.items()
-                                   if k.endswith("_kappa_mean") and k != "kappa_mean"},
-            "accuracy": f"{s.get('accuracy_mean', float('nan')):.4f} +- {s.get('accuracy_std', float('nan')):.4f}",
-            "auc": f"{s.get('auc_mean', float('nan')):.4f} +- {s.get('auc_std', float('nan')):.4f}",
-            "params": config_values(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            "config": unflatten(t.user_attrs.get("config", {})),
-        })
-    confirmed = load_confirmed(out_dir) if out_dir is not None else None
-    ranked = confirmed["ranked"] if confirmed else []
-    doc = {"study": spec.name, "metric": spec.metric, "direction": spec.direction,
-           "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "quote": QUOTE,
-           "confirmed": [{k: v for k, v in e.items() if k != "config"} for e in ranked],
-           "confirm_seeds": confirmed["seeds"] if confirmed else 0,
-           "verdict": [v["line"] for v in ranked[0]["verdicts"]] if ranked else [],
-           "top": entries}
-    best_config = ranked[0]["config"] if ranked else entries[0]["config"]
-    atomic_write(config_path, yaml.dump(best_config, Dumper=_DUMPER, sort_keys=False))
-    atomic_write(path, yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
-    parent = study.user_attrs.get(PARENT_ATTR)
-    if tracking is not None and parent:
-        best = top[0]
-        n_done = counts(study)["done"]
-        tracking.log_metrics(parent, {"best_value": best.value, "completed_trials": n_done}, step=n_done)
-        tracking.set_tags(parent, {"best_trial": best.number,
-                                   **{f"best.{k}": v for k, v in config_values(best.params).items()}})
-        keys = list(config_values(best.params))
-        rows = ["rank,trial,value,kappa,accuracy,auc,mlflow_run_id," + ",".join(keys)]
-        for e in entries:
-            rows.append(",".join(str(x) for x in [e["rank"], e["trial"], e["value"], e["kappa"], e["accuracy"],
-                                                   e["auc"], e["mlflow_run_id"],
-                                                   *[e["params"].get(k) for k in keys]]))
-        topk = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
-        atomic_write(topk, "\n".join(rows) + "\n")
-        tracking.log_artifacts(parent, [topk])
-
-
-def rerun_command(spec: Study) -> str:
-    config = best_path(spec).with_name(f"{spec.name}.best-config.yaml")
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    storage = os.environ.get(STORAGE_ENV) or None
     try:
-        config = config.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    return f"python -m vicreg pretrain --config {config} --set train.checkpoint_dir=runs/{spec.name}-best"
+        overrides = overrides_from(a.set, a.data_root, a.test_root)
+        spec, _ = load_spec(a.config, a.dry_run).fixed(overrides)
+        check_init(spec, overrides)
+        out_dir = Path(a.out)
+        study = open_study(spec, storage, out_dir, a.index, a.storage_wait)
+        tracking = None if a.no_tracking else Tracking.open(a.tracking_uri, spec.name)
+    except (ConfigError, FileNotFoundError, TrackingUnavailable, StorageUnavailable) as e:
+        print(f"worker {a.index}: error: {e}", file=sys.stderr)
+        return 2
+    if not a.dry_run:
+        worker_threads(a.workers)
+    ctx = SweepContext(spec, out_dir, overrides, tracking, study.user_attrs.get(PARENT_ATTR), a.index,
+                       progress=False, dry_run=a.dry_run)
+    timeout = a.timeout or spec.budget.timeout_s
+    with handlers():
+        max_end = None
+        if a.max_time:
+            import signal
+
+            signal.setitimer(signal.ITIMER_REAL, a.max_time)  # SIGALRM -> preempt("time limit")
+            max_end = time.time() + a.max_time
+        try:
+            run_worker(study, ctx, a.trials, time.time() + timeout if timeout else None, max_time_end=max_end)
+        except SweepStopped as e:
+            print(f"worker {a.index}: {e}", file=sys.stderr)
+            return 1
+        except StorageUnavailable as e:
+            print(f"worker {a.index}: error: {e}", file=sys.stderr)
+            return 1
+        except Preempted as e:
+            print(f"worker {a.index}: {e.reason}: its trial in flight is checkpointed and resumes on the next start",
+                  file=sys.stderr)
+            return exit_code(e)
+        except KeyboardInterrupt:
+            return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,10 +23,11 @@ from vicreg.data import HOLDOUT, load_datasets, make_folds
 from vicreg.evaluate import (
     STAGES,
     EvalReport,
+    FoldSplit,
     _balanced_indices,
     _trainable_stages,
     evaluate,
-    fit_fold,
+    finetune,
     probe_kappa,
     scores,
     write_submission,
@@ -111,8 +112,7 @@ def test_frozen_protocols_score_every_image_once(small, protocol: str) -> None:
 def _fold_inputs(images, labels, folds):
     mean, std = channel_stats(images)
     tr, va = folds != 0, folds == 0
-    train = {"x": images[tr], "x_flip": images[tr], "y": labels[tr], "mean": mean, "std": std}
-    return train, {"x": images[va], "y": labels[va]}
+    return FoldSplit(images[tr], labels[tr], mean=mean, std=std), FoldSplit(images[va], labels[va])
 
 
 @pytest.mark.parametrize("protocol", ["conv+head", "full"])
@@ -123,7 +123,8 @@ def test_unfrozen_protocols_train_only_their_stages(small, protocol: str) -> Non
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     cfg = _eval_cfg(protocol=protocol, epochs=5, unfreeze_every=1, patience=0)
     train, val = _fold_inputs(images, labels, folds)
-    res, _, trained, _ = fit_fold(enc, train, val, 3, cfg, protocol, torch.device("cpu"), 0)
+    res = finetune(enc, train, val, 3, cfg, protocol, torch.device("cpu"), 0)
+    trained = res.encoder
     stage = {"conv1": "stem", "bn1": "stem"}
     moved = set()
     for k, v in trained.state_dict().items():

@@ -338,8 +338,8 @@ def test_two_workers_on_the_default_storage(env, capfd) -> None:
      r"'data.batch_size': value 'big' is invalid .*expected an integer"),
     ({"search": {"optim.lr": {"uniform": [0.1, 1]}}}, r"'optim.lr': needs exactly one of float/int/choice"),
     ({"search": {"optim.name": {"choice": ["adam", "rmsprop"]}}}, r"'optim.name': value 'rmsprop' is invalid"),
-    ({"objective": {"metric": "loss"}}, r"objective.metric must be one of"),
-    ({"sampler": {"name": "bayes"}}, r"sampler.name must be one of"),
+    ({"objective": {"metric": "loss"}}, r"objective.metric='loss' must be kappa_mean"),
+    ({"sampler": {"name": "bayes"}}, r"sampler.name='bayes' must be tpe"),
     ({"budget": {"trials": 0}}, r"budget.trials must be an integer >= 1"),
     ({"base": {"optim": {"lrr": 1}}}, r"unknown key 'optim.lrr'"),
     ({"search": {"train.epochs": {"choice": [2, 4]}}, "budget": {"trials": 2, "epochs": 3}},
@@ -390,7 +390,7 @@ def test_shipped_studies_load() -> None:
 
     for name in ("demo", "drac22", "cifar10"):
         s = load_study(study_path(name))
-        assert s.search and s.trials >= 1
+        assert s.search and s.budget.trials >= 1
     keys = {d.key for d in load_study(study_path("drac22")).search}
     assert keys == {"optim.lr", "data.batch_size", "model.expander_hidden", "optim.weight_decay",
                     "data.image_size", "optim.name", "model.init", "train.epochs", "optim.warmup_fraction",

@@ -44,7 +44,9 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
 def _labelled_folds(cfg: Config, out: str | None):
     """The dataset and its splits (stored at data.folds_file, or `out`/folds.csv when given)."""
     from .data import load_datasets, make_folds
+    from .synthetic import ensure_synthetic
 
+    ensure_synthetic(cfg.data)
     data = load_datasets(cfg.data)
     folds_path = cfg.data.folds_file or (str(Path(out) / "folds.csv") if out else None)
     folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, folds_path,
@@ -78,7 +80,8 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from .data import check_drac22, load_cifar10
+    from .data import load_cifar10
+    from .drac22 import check_drac22
 
     if args.dataset == "cifar10":
         cfg = load_config(None, ["data.dataset=cifar10", f"data.root={args.data_root}"])

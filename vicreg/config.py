@@ -236,6 +236,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
+    if tp is Any:
+        return value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -263,6 +269,15 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         else:
             kwargs[name] = _coerce(value, tp, key)
     return cls(**kwargs)
+
+
+def load_dataclass(cls: type, raw: dict[str, Any] | None, source: str) -> Any:
+    """`cls` (a dataclass tree) from a nested dict with every key and type checked, as for the
+    Config tree; errors are one line prefixed with `source` (used for study files too)."""
+    try:
+        return _build(cls, raw or {}, "")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:

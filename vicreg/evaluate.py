@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .augment import channel_stats, normalise
-from .config import EvalConfig
+from .config import EvalConfig, Protocol, names
 from .data import HOLDOUT
 from .io import atomic_write
 
@@ -60,12 +60,28 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict:
 
 
 @dataclass
+class FoldSplit:
+    """One side of a fold. `x`: features (N, F) for the frozen protocols (linear, head), uint8
+    images (N, C, H, W) for the fine-tuning ones; `y`: labels (N,). Training sides also carry
+    `x_flip` (the flipped images' features: the frozen protocols' augmentation) or the
+    images' per-channel `mean`/`std` (C,) for normalising them."""
+
+    x: torch.Tensor
+    y: np.ndarray
+    x_flip: torch.Tensor | None = None
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+
+
+@dataclass
 class FoldResult:
     fold: int
     metrics: dict  # scores() of the validation images
     curves: list[dict] = field(default_factory=list)  # per epoch: train/val loss, acc, kappa
     best_epoch: int = 0  # the epoch kept: the last one, or the inner split's best
     probs: np.ndarray | None = None  # (N_val, C) validation probabilities (not serialised)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (N, C), for predict_sets
+    encoder: nn.Module | None = None  # the fold's fine-tuned encoder (fine-tuning protocols; not serialised)
 
 
 def _mean_std(vals: list[float]) -> tuple[float, float]:
@@ -242,90 +258,110 @@ def _light_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x[:, :, dy:dy + h, dx:dx + w]
 
 
-def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: EvalConfig, protocol: str,
-             device: torch.device, fold: int, predict_sets: dict[str, torch.Tensor] | None = None,
-             select: dict | None = None) -> tuple[FoldResult, dict[str, np.ndarray], nn.Module, nn.Module]:
-    """Train one fold's classifier on a copy of `encoder`, score it on `val`.
+def fit_head(train: FoldSplit, val: FoldSplit, n_classes: int, cfg: EvalConfig, protocol: str,
+             device: torch.device, fold: int, select: FoldSplit | None = None,
+             predict_sets: dict[str, torch.Tensor] | None = None) -> FoldResult:
+    """The frozen protocols (linear, head): a classifier on features extracted once, scored on `val`.
 
-    `train` holds "x" (features (N, F) for frozen protocols, else uint8 images), "x_flip"
-    (flipped features), "y", and the images' "mean"/"std"; `val` and `select` hold "x" and
-    "y". The kept model is the last epoch's, or, when `select` is given, the epoch with the
-    best kappa on `select` (an inner split of the training fold, with `cfg.patience`): `val`
-    never chooses anything. `predict_sets` maps names to inputs like "x" (test, hold-out)
-    that the kept model also predicts. Returns (result, {name: probabilities}, the fold's
-    encoder, its head).
-    """
+    Features are standardised with the training fold's statistics: a random-init encoder's
+    features are orders of magnitude smaller than a trained one's, and an unscaled linear
+    layer then learns nothing in a few epochs (a baseline scored kappa 0.0). See _fit for
+    `select` (early stopping on an inner split, never on `val`) and `predict_sets`."""
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)
     torch.manual_seed(cfg.seed * 1000 + fold)
-    frozen = protocol in ("linear", "head")
-    if not frozen:  # trained per fold: every fold starts from the same weights
-        encoder = copy.deepcopy(encoder).to(device)
-    if frozen:
-        in_dim = train["x"].shape[1]
-        # Standardise features with the training fold's statistics: a random-init encoder's
-        # features are orders of magnitude smaller than a trained one's, and an unscaled
-        # linear layer then learns nothing in a few epochs (a baseline scored kappa 0.0).
-        feat_mean = train["x"].mean(0).to(device)
-        std = train["x"].std(0)
-        feat_std = torch.where(std > 0, std, torch.ones_like(std)).to(device)  # constant dims -> 0
-    else:
-        with torch.no_grad():
-            probe = normalise(train["x"][:2].to(device), train["mean"], train["std"])
-            in_dim = encoder.eval()(probe).shape[1]
-    head = make_head(in_dim, n_classes, cfg, protocol).to(device)
-    groups = [{"params": head.parameters(), "lr": cfg.lr}]
-    if not frozen:  # discriminative learning rates: each deeper stage * lr_decay
-        parts = stage_modules(encoder)
-        for depth, name in enumerate(STAGES, start=1):
-            params = [p for m in parts[name] for p in m.parameters()]
-            if protocol == "full" or name == "layer4":
-                groups.append({"params": params, "lr": cfg.lr * cfg.lr_decay ** depth})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
-    y_train = torch.as_tensor(train["y"])
+    feat_mean = train.x.mean(0).to(device)
+    std = train.x.std(0)
+    feat_std = torch.where(std > 0, std, torch.ones_like(std)).to(device)  # constant dims -> 0
+    head = make_head(train.x.shape[1], n_classes, cfg, protocol).to(device)
+    opt = torch.optim.AdamW([{"params": head.parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
 
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
-        if frozen:
-            return head((x.to(device) - feat_mean) / feat_std)
-        x = normalise(x.to(device), train["mean"], train["std"])
+        return head((x.to(device) - feat_mean) / feat_std)
+
+    def batch(idx: torch.Tensor) -> torch.Tensor:
+        flipped = cfg.augment and torch.rand(1, generator=gen).item() < 0.5
+        return (train.x_flip if flipped else train.x)[idx]
+
+    return _fit(head, None, forward, batch, opt, train.y, val, select, cfg, gen, device, fold, predict_sets)
+
+
+def finetune(encoder: nn.Module, train: FoldSplit, val: FoldSplit, n_classes: int, cfg: EvalConfig, protocol: str,
+             device: torch.device, fold: int, select: FoldSplit | None = None,
+             predict_sets: dict[str, torch.Tensor] | None = None) -> FoldResult:
+    """The fine-tuning protocols on a copy of `encoder` (every fold starts from the same
+    weights): conv+head trains the last stage with the head; full trains every stage with
+    discriminative learning rates (each deeper stage * lr_decay) and gradual unfreezing from
+    the top. `train.x` are uint8 images normalised with `train.mean`/`train.std`; the result
+    holds the fold's encoder. See _fit for `select` and `predict_sets`."""
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)
+    torch.manual_seed(cfg.seed * 1000 + fold)
+    encoder = copy.deepcopy(encoder).to(device)
+    with torch.no_grad():
+        in_dim = encoder.eval()(normalise(train.x[:2].to(device), train.mean, train.std)).shape[1]
+    head = make_head(in_dim, n_classes, cfg, protocol).to(device)
+    groups = [{"params": head.parameters(), "lr": cfg.lr}]
+    parts = stage_modules(encoder)
+    for depth, name in enumerate(STAGES, start=1):
+        if protocol == "full" or name == "layer4":
+            groups.append({"params": [p for m in parts[name] for p in m.parameters()],
+                           "lr": cfg.lr * cfg.lr_decay ** depth})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+
+    def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
+        x = normalise(x.to(device), train.mean, train.std)
         if training and cfg.augment:
             x = _light_augment(x, gen)
         return head(encoder(x))
 
-    def predict(batch_x: torch.Tensor) -> np.ndarray:
-        head.eval()
-        if not frozen:
-            encoder.eval()
+    def before_epoch(epoch: int) -> None:
+        active = _trainable_stages(protocol, epoch, cfg)
+        encoder.eval()  # frozen stages keep their BN statistics
+        for name, mods in parts.items():
+            for m in mods:
+                m.train(name in active)
+                m.requires_grad_(name in active)
+
+    result = _fit(head, encoder, forward, lambda idx: train.x[idx], opt, train.y, val, select, cfg, gen, device,
+                  fold, predict_sets, before_epoch)
+    result.encoder = encoder
+    return result
+
+
+def _fit(head: nn.Module, encoder: nn.Module | None, forward, batch, opt: torch.optim.Optimizer, y: np.ndarray,
+         val: FoldSplit, select: FoldSplit | None, cfg: EvalConfig, gen: torch.Generator, device: torch.device,
+         fold: int, predict_sets: dict[str, torch.Tensor] | None, before_epoch=None) -> FoldResult:
+    """The training loop both protocols share: `cfg.epochs` epochs of (oversampled) batches
+    `batch(indices)` through `forward(x, training)`, a validation curve per epoch, and the
+    kept model: the last epoch's, or, when `select` is given, the epoch with the best kappa
+    on `select` (an inner split of the training fold, with `cfg.patience`): `val` never
+    chooses anything (Cawley & Talbot, JMLR 2010). `predict_sets` maps names to inputs like
+    `val.x` (test, hold-out) that the kept model also predicts."""
+    y_train = torch.as_tensor(y)
+    modules = [head] + ([encoder] if encoder is not None else [])
+
+    def predict(x: torch.Tensor) -> np.ndarray:
+        for m in modules:
+            m.eval()
         with torch.no_grad():
-            out = [F.softmax(forward(batch_x[i:i + 256], False).float(), 1).cpu()
-                   for i in range(0, len(batch_x), 256)]
+            out = [F.softmax(forward(x[i:i + 256], False).float(), 1).cpu() for i in range(0, len(x), 256)]
         return torch.cat(out).numpy()
 
     def snapshot(epoch: int) -> tuple:
-        return (copy.deepcopy(head.state_dict()), None if frozen else copy.deepcopy(encoder.state_dict()), epoch)
+        return [copy.deepcopy(m.state_dict()) for m in modules], epoch
 
     best, kept, curves, wait = -np.inf, None, [], 0
     for epoch in range(cfg.epochs):
-        if not frozen:
-            active = _trainable_stages(protocol, epoch, cfg)
-            encoder.eval()  # frozen stages keep their BN statistics
-            for name, mods in stage_modules(encoder).items():
-                for m in mods:
-                    m.train(name in active)
-                    m.requires_grad_(name in active)
+        if before_epoch is not None:
+            before_epoch(epoch)
         head.train()
-        if cfg.oversample:
-            order = _balanced_indices(train["y"], gen)
-        else:
-            order = torch.randperm(len(y_train), generator=gen)
+        order = _balanced_indices(y, gen) if cfg.oversample else torch.randperm(len(y_train), generator=gen)
         # Sums stay on the device; read once per epoch.
         total, correct, loss_sum = 0, torch.zeros((), device=device), torch.zeros((), device=device)
         for i in range(0, len(order), cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
             if len(idx) < 2:
                 continue
-            use_flipped = frozen and cfg.augment and torch.rand(1, generator=gen).item() < 0.5
-            x = (train["x_flip"] if use_flipped else train["x"])[idx]
-            logits = forward(x, True)
+            logits = forward(batch(idx), True)
             loss = F.cross_entropy(logits.float(), y_train[idx].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -334,16 +370,16 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
             correct += (logits.detach().argmax(1) == y_train[idx].to(device)).sum()
             total += len(idx)
         # The validation curve is drawn for the user; it chooses nothing.
-        probs = predict(val["x"])
-        m = scores(val["y"], probs)
+        probs = predict(val.x)
+        m = scores(val.y, probs)
         log_p = torch.log(torch.as_tensor(probs).clamp_min(1e-8))
         curves.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(total, 1),
                        "train_accuracy": float(correct) / max(total, 1),
-                       "val_loss": float(F.nll_loss(log_p, torch.as_tensor(val["y"]))),
+                       "val_loss": float(F.nll_loss(log_p, torch.as_tensor(val.y))),
                        "val_accuracy": m["accuracy"], "val_kappa": m["kappa"]})
         if select is None:
             continue
-        inner = scores(select["y"], predict(select["x"]))["kappa"]
+        inner = scores(select.y, predict(select.x))["kappa"]
         curves[-1]["inner_kappa"] = inner
         if inner > best:
             best, wait, kept = inner, 0, snapshot(epoch)
@@ -352,14 +388,12 @@ def fit_fold(encoder: nn.Module, train: dict, val: dict, n_classes: int, cfg: Ev
             if cfg.patience and wait >= cfg.patience:
                 break
     if kept is not None:
-        head.load_state_dict(kept[0])
-        if kept[1] is not None:
-            encoder.load_state_dict(kept[1])
-    kept_epoch = kept[2] + 1 if kept is not None else len(curves)
-    val_probs = probs if kept is None else predict(val["x"])  # the last epoch's, unless one was kept
-    extra = {name: predict(x) for name, x in (predict_sets or {}).items()}
-    result = FoldResult(fold, scores(val["y"], val_probs), curves, kept_epoch, val_probs)
-    return result, extra, encoder, head
+        for module, state in zip(modules, kept[0]):
+            module.load_state_dict(state)
+    kept_epoch = kept[1] + 1 if kept is not None else len(curves)
+    val_probs = probs if kept is None else predict(val.x)  # the last epoch's, unless one was kept
+    return FoldResult(fold, scores(val.y, val_probs), curves, kept_epoch, val_probs,
+                      {name: predict(x) for name, x in (predict_sets or {}).items()})
 
 
 def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray, cfg: EvalConfig,
@@ -375,13 +409,14 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
     cfg.protocol (raw pixels have no conv stage to fine-tune).
     """
     protocol = protocol or cfg.protocol
-    if protocol not in ("linear", "head", "conv+head", "full"):
-        raise ValueError(f"eval.protocol={protocol!r}: expected linear, head, conv+head or full")
+    if protocol not in names(Protocol):
+        raise ValueError(f"eval.protocol={protocol!r}: expected {', '.join(names(Protocol))}")
     device = torch.device(device)
     cv = folds != HOLDOUT
     mean, std = channel_stats(images[torch.from_numpy(np.flatnonzero(cv))])  # no hold-out statistics
     n_classes = int(labels.max()) + 1
-    if protocol in ("linear", "head"):  # extract once (and once flipped, the frozen protocols' augmentation)
+    frozen = protocol in ("linear", "head")
+    if frozen:  # extract once (and once flipped, the frozen protocols' augmentation)
         enc = encoder.to(device)
         x = extract_features(enc, images, mean, std, device)
         x_flip = extract_features(enc, images, mean, std, device, flip=True) if cfg.augment else x
@@ -403,15 +438,20 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
         if cfg.patience > 0:  # early stopping on an inner split of the training fold only
             tr, inner = train_test_split(tr, test_size=cfg.inner_val, stratify=labels[tr],
                                          random_state=cfg.seed * 1000 + k)
-            select = {"x": x[inner], "y": labels[inner]}
-        train = {"x": x[tr], "x_flip": x_flip[tr], "y": labels[tr], "mean": mean, "std": std}
-        val = {"x": x[va], "y": labels[va]}
-        res, probs, _, _ = fit_fold(encoder, train, val, n_classes, cfg, protocol, device, k, sets, select)
+            select = FoldSplit(x[inner], labels[inner])
+        val = FoldSplit(x[va], labels[va])
+        if frozen:
+            res = fit_head(FoldSplit(x[tr], labels[tr], x_flip[tr]), val, n_classes, cfg, protocol, device, k,
+                           select, sets)
+        else:
+            res = finetune(encoder, FoldSplit(x[tr], labels[tr], mean=mean, std=std), val, n_classes, cfg,
+                           protocol, device, k, select, sets)
+            res.encoder = None  # the report keeps scores, not k copies of the network
         results.append(res)
         oof[va] = res.probs
         n_train.append(len(tr))
         n_val.append(len(va))
-        for name, p in probs.items():
+        for name, p in res.predictions.items():
             extra[name].append(p)
     report = EvalReport(label, protocol, results, pooled=scores(labels[cv], oof[cv]),
                         n_train_per_fold=float(np.mean(n_train)), n_val_per_fold=float(np.mean(n_val)))

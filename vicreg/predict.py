@@ -16,6 +16,7 @@ from torch import nn
 from .config import Config, ConfigError, DataError
 from .data import load_datasets, make_folds
 from .evaluate import EvalReport, evaluate, write_submission
+from .synthetic import ensure_synthetic
 from .train import resolve_device
 
 
@@ -24,6 +25,7 @@ def predict(encoder: nn.Module, cfg: Config, out: str | Path, folds_file: str | 
     the config's k, seed and hold-out), predict the test images, write the CSV `out`."""
     if cfg.data.dataset not in ("drac22", "synthetic"):
         raise ConfigError(f"predict writes a DRAC22 submission; data.dataset is {cfg.data.dataset}")
+    ensure_synthetic(cfg.data)
     data = load_datasets(cfg.data)
     if data.test is None:
         raise DataError("no test images found: point --test-root at the DRAC22 testing set")

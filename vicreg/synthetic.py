@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .data import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
+from .config import DataConfig
+from .drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
 
 REAL_COUNTS = (329, 212, 70)  # the real training set's grades 0/1/2 (611 images)
 REAL_TEST_COUNT = 386
@@ -127,3 +128,16 @@ def make_synthetic(out: str | Path, count: int = 611, size: int = 1024, seed: in
                         ).save(test_dir / name)
     csv_path.write_text("\n".join(rows) + "\n")
     return task
+
+
+def ensure_synthetic(cfg: DataConfig) -> None:
+    """The command line's and the sweep's pre-flight step: a synthetic dataset whose folder
+    does not exist yet is made there (data.synthetic_count/size/seed); anything else is left
+    alone. (The loader never writes data: vicreg/data.py reads what is there.)"""
+    if cfg.dataset != "synthetic":
+        return
+    from .data import data_root  # here, not at the top: drawing images needs no torch
+
+    root = data_root(cfg)
+    if not root.exists():
+        make_synthetic(root, count=cfg.synthetic_count, size=cfg.synthetic_size, seed=cfg.synthetic_seed)

@@ -1,0 +1,202 @@
+"""The best-configurations file: experiments/best/<study>.yaml, its best config beside it.
+
+One path rule (best_path): the file lives in `best/` next to the study file, under the
+study's name. The worker rewrites it when a trial enters the top k, the confirm stage when
+it has ranked the confirmed configurations; `--best` prints it and the notebooks read it
+(sweeps/analysis.py). Trial values in it are CV scores, selected on the folds they are
+measured on; the confirmed hold-out score is the number to quote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from vicreg.config import ConfigError, unflatten
+from vicreg.io import atomic_write
+
+from .study import config_values
+
+if TYPE_CHECKING:
+    from .study import StudySpec
+    from .tracking import Tracking
+
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
+
+QUOTE = ("quote the confirmed best's hold-out kappa: images that no selection (epochs, pruning, the sampler, "
+         "ranking) saw, scored by a configuration pretrained again with several seeds. Trial values are CV "
+         "scores selected on the folds they are measured on, and read high.")
+
+
+CONFIRMED_FILE = "confirmed.json"  # in runs/<study>/: the confirm stage's ranking (sweeps/confirm.py)
+
+
+def load_confirmed(out_dir: Path) -> dict | None:
+    """out_dir/confirmed.json, or None when no confirm stage has run."""
+    path = Path(out_dir) / CONFIRMED_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        raise ValueError(f"{path}: cannot be parsed (delete it and run --confirm again)") from None
+
+
+def best_path(study_folder: str | Path, name: str) -> Path:
+    """<the study file's folder>/best/<study name>.yaml: where it is written and read."""
+    return Path(study_folder) / "best" / f"{name}.yaml"
+
+
+def best_file(spec: StudySpec) -> Path:
+    return best_path(spec.path.parent, spec.name)
+
+
+def read_best(path: Path) -> dict[str, Any] | None:
+    """The best file's content; None when there is none yet; a one-line ConfigError when damaged."""
+    if not path.is_file():
+        return None
+    try:
+        doc = yaml.safe_load(path.read_text())
+        list(doc["top"][0]["params"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        raise ConfigError(f"{path}: cannot be parsed as a best-configurations file; delete it (the next "
+                          f"trial or --confirm rewrites it)") from None
+    return doc
+
+
+def top_trials(study: optuna.Study, spec: StudySpec, k: int | None = None) -> list[optuna.trial.FrozenTrial]:
+    """The best `k` (default: the study's top_k) COMPLETE trials by the objective (CV folds only)."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ranked = sorted(done, key=lambda t: t.value, reverse=spec.objective.direction == "maximize")
+    return ranked[:spec.top_k if k is None else k]
+
+
+def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None, parent_id: str | None,
+                new: optuna.trial.FrozenTrial | None = None, confirmed: dict | None = None) -> None:
+    """Rewrite the best file and best config (atomically) and the parent run's summary, when
+    the `new` trial entered the top k (always when new is None or the file is missing).
+    With a confirm stage's result (`confirmed`), its ranking comes first and picks the best config."""
+    top = top_trials(study, spec)
+    path = best_file(spec)
+    if not top or (new is not None and path.is_file() and new.number not in {t.number for t in top}):
+        return
+    entries: list[dict[str, Any]] = []
+    for rank, t in enumerate(top, start=1):
+        s = t.user_attrs.get("scores", {})
+        entries.append({
+            "rank": rank, "trial": t.number, "value": t.value, "metric": spec.objective.metric,
+            "kappa": f"{s.get('kappa_mean', float('nan')):.4f} +- {s.get('kappa_std', float('nan')):.4f}",
+            "kappa_pooled": s.get("kappa_pooled"),
+            # the same folds and head seed, no pretraining: what each trial's CV kappa is read against
+            "baselines_cv_kappa": {k.removesuffix("_kappa_mean"): v for k, v in s.items()
+                                   if k.endswith("_kappa_mean") and k != "kappa_mean"},
+            "accuracy": f"{s.get('accuracy_mean', float('nan')):.4f} +- {s.get('accuracy_std', float('nan')):.4f}",
+            "auc": f"{s.get('auc_mean', float('nan')):.4f} +- {s.get('auc_std', float('nan')):.4f}",
+            "params": config_values(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+            "config": unflatten(t.user_attrs.get("config", {})),
+        })
+    ranked = confirmed["ranked"] if confirmed else []
+    doc = {"study": spec.name, "metric": spec.objective.metric, "direction": spec.objective.direction,
+           "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "quote": QUOTE,
+           "confirmed": [{k: v for k, v in e.items() if k != "config"} for e in ranked],
+           "confirm_seeds": confirmed["seeds"] if confirmed else 0,
+           "verdict": [v["line"] for v in ranked[0]["verdicts"]] if ranked else [],
+           "top": entries}
+    best_config = ranked[0]["config"] if ranked else entries[0]["config"]
+    atomic_write(_config_path(spec), yaml.dump(best_config, Dumper=_DUMPER, sort_keys=False))
+    atomic_write(path, yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
+    if tracking is not None and parent_id:
+        keys = list(config_values(top[0].params))
+        rows = ["rank,trial,value,kappa,accuracy,auc,mlflow_run_id," + ",".join(keys)]
+        for e in entries:
+            rows.append(",".join(str(x) for x in [e["rank"], e["trial"], e["value"], e["kappa"], e["accuracy"],
+                                                   e["auc"], e["mlflow_run_id"],
+                                                   *[e["params"].get(k) for k in keys]]))
+        table = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
+        atomic_write(table, "\n".join(rows) + "\n")
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        tracking.log_best(parent_id, top[0].value, done,
+                          {"best_trial": top[0].number, **{f"best.{k}": v for k, v in entries[0]["params"].items()}},
+                          table)
+
+
+def _config_path(spec: StudySpec) -> Path:
+    return best_file(spec).with_name(f"{spec.name}.best-config.yaml")
+
+
+def rerun_command(spec: StudySpec) -> str:
+    config = _config_path(spec)
+    try:
+        config = config.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"python -m vicreg pretrain --config {config} --set train.checkpoint_dir=runs/{spec.name}-best"
+
+
+def print_best(spec: StudySpec) -> int:
+    """`--best`: the top trials (CV), the baselines, the confirmed ranking, verdict and quote."""
+    path = best_file(spec)
+    doc = read_best(path)
+    if doc is None:
+        print(f"no completed trials yet for study '{spec.name}' ({path} does not exist)")
+        return 1
+    params = list(doc["top"][0]["params"])
+    print(f"study {doc['study']}: trials ranked by {doc['metric']} ({doc['direction']}) on the CV folds, "
+          f"the score they were selected on (optimistic); updated {doc['updated']}")
+    print(f"{'rank':>4} {'trial':>5} {'CV value':>8}  {'CV kappa':>17}  " + "  ".join(params))
+    for e in doc["top"]:
+        vals = "  ".join(_fmt(e["params"].get(k, "-")) for k in params)
+        print(f"{e['rank']:>4} {e['trial']:>5} {e['value']:8.4f}  {e['kappa']:>17}  {vals}")
+    floors = doc["top"][0].get("baselines_cv_kappa") or {}
+    if floors:
+        print("baselines on the same CV folds and head seed, no pretraining: "
+              + ", ".join(f"{k} CV kappa {v:.4f}" for k, v in floors.items()))
+    confirmed = doc.get("confirmed") or []
+    if confirmed:
+        print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
+        if confirmed[0].get("pretrain_images"):
+            from vicreg.data import describe_pretrain
+
+            print(f"({describe_pretrain(confirmed[0]['pretrain_images'])})")
+        print("verdict for the confirmed best (paired over folds x seeds):")
+        for line in doc["verdict"]:
+            print(f"  {line}")
+        vic = confirmed[0]["scores"].get("vicreg", {})
+        print(f"quote: hold-out kappa {vic.get('holdout_kappa', float('nan')):.4f} +- "
+              f"{vic.get('holdout_kappa_std', float('nan')):.4f} (confirmed best, trial {confirmed[0]['trial']}, "
+              f"mean +- std over {confirmed[0]['seeds']} seeds)")
+    else:
+        print(f"not confirmed yet: python sweeps/run.py --config {spec.path} --confirm")
+    print(f"rerun the best: {doc['rerun']}")
+    return 0
+
+
+def confirmed_table(confirmed: list[dict], seeds: int) -> str:
+    """The confirm stage's ranking: VICReg and each baseline, CV / pooled / hold-out kappa."""
+    labels = [k for k in confirmed[0]["scores"] if k != "vicreg"]
+    lines = [f"\nconfirmed: top {len(confirmed)} configurations pretrained again with {seeds} seeds, ranked by "
+             f"CV kappa (mean over seeds of the per-fold mean); hold-out = images no selection saw",
+             f"{'rank':>4} {'trial':>5}  {'CV kappa':>15}  {'pooled':>6}  {'hold-out kappa':>15}  "
+             + "  ".join(f"{lab + ' CV / hold-out':>26}" for lab in labels)]
+
+    def pm(d: dict, key: str) -> str:
+        return f"{d.get(key, float('nan')):.4f} +- {d.get(key + '_std', float('nan')):.3f}"
+
+    for e in confirmed:
+        v = e["scores"].get("vicreg", {})
+        base = "  ".join(f"{e['scores'][lab]['cv_kappa']:12.4f} / {e['scores'][lab]['holdout_kappa']:.4f}"
+                         for lab in labels if lab in e["scores"])
+        pooled = v.get("pooled_kappa", float("nan"))
+        lines.append(f"{e['rank']:>4} {e['trial']:>5}  {pm(v, 'cv_kappa'):>15}  {pooled:6.4f}"
+                     f"  {pm(v, 'holdout_kappa'):>15}  {base}")
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
