@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo pretrain-demo test lint ui benchmarks gpu-check clean
+.PHONY: install demo pretrain-demo test test-fast lint ui benchmarks gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(STAMP)
 	bash scripts/ensure_postgres.sh
 	$(PY) -m ruff check vicreg sweeps tests benchmarks
 	$(PY) -m pytest -q -x -p no:cacheprovider --durations=15
+
+# The inner loop: everything not marked slow (servers, load, notebooks, kill/resume sweeps).
+test-fast: $(STAMP)
+	$(PY) -m ruff check vicreg sweeps tests benchmarks
+	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow" --durations=10
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/throughput.py

@@ -7,16 +7,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vicreg.config import load_config  # noqa: E402
-from vicreg.data import load_datasets  # noqa: E402
-from vicreg.synthetic import make_synthetic  # noqa: E402
+from vicreg.config import load_config
+from vicreg.data import load_datasets
+from vicreg.synthetic import make_synthetic
 
 
 def main() -> None:

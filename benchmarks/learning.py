@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,15 +33,14 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from vicreg.config import Config, config_from_dict, to_dict
+from vicreg.data import load_datasets, make_folds, pretrain_selection
+from vicreg.evaluate import EvalReport, evaluate
+from vicreg.optim import lr_at, warmup_steps
+from vicreg.train import pretrain
+from vicreg.verdict import holdout_verdict
 
-from vicreg.config import Config, config_from_dict, to_dict  # noqa: E402
-from vicreg.data import load_datasets, make_folds, pretrain_selection  # noqa: E402
-from vicreg.evaluate import EvalReport, evaluate  # noqa: E402
-from vicreg.optim import lr_at, warmup_steps  # noqa: E402
-from vicreg.train import pretrain  # noqa: E402
-from vicreg.verdict import holdout_verdict  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def peer_pretrain(cfg: Config, images: torch.Tensor, seed: int = 0) -> tuple[torch.nn.Module, float]:

@@ -7,20 +7,17 @@ per fold, mean kappa) on 611 synthetic DRAC22-format images, at 64 and 224 px.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vicreg.config import load_config  # noqa: E402
-from vicreg.data import load_datasets, make_folds  # noqa: E402
-from vicreg.evaluate import probe_kappa  # noqa: E402
-from vicreg.model import build_encoder  # noqa: E402
-from vicreg.synthetic import make_synthetic  # noqa: E402
+from vicreg.config import load_config
+from vicreg.data import load_datasets, make_folds
+from vicreg.evaluate import probe_kappa
+from vicreg.model import build_encoder
+from vicreg.synthetic import make_synthetic
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ of four variants on synthetic DRAC22-format images, side by side with raw pixels
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
@@ -21,15 +20,13 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vicreg.augment import channel_stats, normalise  # noqa: E402
-from vicreg.baselines import RawPixels  # noqa: E402
-from vicreg.config import load_config  # noqa: E402
-from vicreg.data import load_datasets, make_folds  # noqa: E402
-from vicreg.evaluate import probe_kappa  # noqa: E402
-from vicreg.model import build_encoder  # noqa: E402
-from vicreg.synthetic import make_synthetic  # noqa: E402
+from vicreg.augment import channel_stats, normalise
+from vicreg.baselines import RawPixels
+from vicreg.config import load_config
+from vicreg.data import load_datasets, make_folds
+from vicreg.evaluate import probe_kappa
+from vicreg.model import build_encoder
+from vicreg.synthetic import make_synthetic
 
 
 @torch.no_grad()

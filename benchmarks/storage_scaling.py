@@ -20,14 +20,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import optuna
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import optuna  # noqa: E402
-
-from tests.pg import start_postgres  # noqa: E402
 
 
 def study_file(folder: Path, trials: int) -> Path:
@@ -70,6 +66,9 @@ def main() -> None:
     p.add_argument("--tracking", action="store_true", help="MLflow on (a SQLite store per configuration)")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sys.path.insert(0, str(ROOT))  # tests/pg.py: the throwaway server the tests start (tests/ is not installed)
+    from tests.pg import start_postgres
+
     pg = start_postgres()
     results = []
     try:

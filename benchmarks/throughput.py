@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,15 +24,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from vicreg.config import load_config  # noqa: E402
-from vicreg.data import cached_images  # noqa: E402
-from vicreg.loss import vicreg_loss  # noqa: E402
-from vicreg.model import build_model  # noqa: E402
-from vicreg.optim import build_optimizer  # noqa: E402
-from vicreg.synthetic import synthetic_image  # noqa: E402
-from vicreg.train import pretrain  # noqa: E402
+from vicreg.config import load_config
+from vicreg.data import cached_images
+from vicreg.loss import vicreg_loss
+from vicreg.model import build_model
+from vicreg.optim import build_optimizer
+from vicreg.synthetic import synthetic_image
+from vicreg.train import pretrain
 
 
 def write_pngs(folder: Path, count: int) -> list[Path]:

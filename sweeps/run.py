@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -204,8 +205,6 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
     deadline = time.time() + timeout if timeout else None
     max_end = None
     if args.max_time and n_workers == 1 and not gpus:  # workers set their own alarm
-        import signal
-
         signal.setitimer(signal.ITIMER_REAL, args.max_time)  # SIGALRM -> preempt("time limit")
         max_end = time.time() + args.max_time
 
@@ -261,8 +260,6 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
               "run the same command again to resume", file=sys.stderr)
     finally:
         if tracking is not None and parent is not None:
-            import signal
-
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the parent's bookkeeping finish
             if code == 0 and counts(study)["done"] < target:
                 status = "KILLED"  # stopped by --timeout before the target

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import signal
 import socket
 import sys
 import time
@@ -298,8 +299,6 @@ def main(argv: list[str] | None = None) -> int:
     with handlers():
         max_end = None
         if a.max_time:
-            import signal
-
             signal.setitimer(signal.ITIMER_REAL, a.max_time)  # SIGALRM -> preempt("time limit")
             max_end = time.time() + a.max_time
         try:

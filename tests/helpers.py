@@ -1,13 +1,85 @@
-"""Helpers several test files share."""
+"""Helpers several test files share: a tiny study file, reading its runs back from MLflow
+and Optuna, stopping a process mid-trial, and an MLflow server."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+import optuna
+import yaml
+from mlflow.tracking import MlflowClient
+
+RUN_PY = str(Path(__file__).resolve().parents[1] / "sweeps" / "run.py")
+
+
+def write_study(folder: Path, root: Path, name: str = "tiny", **over) -> Path:
+    """A study file of 2-epoch trials at 16 px on the synthetic set at `root`; `over` replaces top-level keys."""
+    doc = {
+        "name": name,
+        "base": {
+            "data": {"dataset": "synthetic", "root": str(root), "cache_dir": str(folder / "cache"),
+                     "image_size": 16, "batch_size": 16, "folds": 3},
+            "model": {"expander_hidden": 32, "expander_out": 32, "expander_layers": 2},
+            "optim": {"name": "adam", "warmup_epochs": 0.0},
+            "train": {"epochs": 2},
+            "eval": {"protocol": "linear", "epochs": 2, "baselines": False},
+        },
+        "search": {"optim.lr": {"float": [1e-4, 1e-2], "log": True},
+                   "optim.weight_decay": {"float": [1e-6, 1e-3], "log": True}},
+        "objective": {"metric": "kappa_mean", "direction": "maximize"},
+        "sampler": {"name": "random", "seed": 0},
+        "pruner": {"name": "none"},
+        "budget": {"trials": 3},
+        "probe_every": 1,
+        "confirm": {"top_k": 0, "seeds": 0},  # the confirm stage has its own tests
+        "log_checkpoint": False,  # a 45 MB encoder file per trial; one test asks for it
+        "log_plots": False,  # about 1 s of matplotlib per trial; the tests that look at plots ask
+    }
+    for key, value in over.items():
+        doc[key] = value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def study_runs(uri: str, name: str = "tiny"):
+    """(client, parent runs, trial runs) of the study's MLflow experiment."""
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    found = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in found if r.data.tags.get("vicreg.role") == "parent"]
+    trials = [r for r in found if r.data.tags.get("vicreg.role") == "trial"]
+    return client, parents, trials
+
+
+def journal_study(out_dir: Path, name: str = "tiny") -> optuna.Study:
+    """The Optuna study in the embedded journal of a sweep's --out folder."""
+    backend = optuna.storages.journal.JournalFileBackend(str(out_dir / "optuna.journal"))
+    storage = optuna.storages.JournalStorage(backend)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def stop_mid_trial(pid: int, still_running: Callable[[], bool], sig: int = signal.SIGKILL) -> bool:
+    """Freeze `pid` (SIGSTOP), and send `sig` only if its trial is still running then (a fast
+    machine may have finished it between our look and the signal); True when sent. A frozen
+    process cannot finish anything, so the check cannot go stale before the signal lands."""
+    os.kill(pid, signal.SIGSTOP)
+    sent = False
+    try:
+        if still_running():
+            os.kill(pid, sig)
+            sent = True
+        return sent
+    finally:
+        if not (sent and sig == signal.SIGKILL):
+            os.kill(pid, signal.SIGCONT)  # it goes on (a sent SIGTERM's handler runs as it resumes)
 
 
 def start_mlflow_server(folder: Path, backend: str, port: int) -> subprocess.Popen:

@@ -13,8 +13,9 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.test_sweeps import RUN_PY, _runs, write_study
+from tests.helpers import RUN_PY, study_runs, write_study
 
+pytestmark = pytest.mark.slow
 WORKERS, TRIALS = 8, 200
 LOCK_ERRORS = re.compile(r"database is locked|deadlock|could not obtain lock|LockTimeout|Traceback", re.I)
 
@@ -45,7 +46,7 @@ def test_eight_workers_200_short_trials(storage: str, request, tmp_path: Path, s
     assert len(per_worker) >= WORKERS // 2, per_worker
     pruned = sum(t.state.name == "PRUNED" for t in trials)
 
-    _, parents, runs = _runs({"uri": uri}, "load-dryrun")
+    _, parents, runs = study_runs(uri, "load-dryrun")
     assert len(parents) == 1 and len(runs) == TRIALS
     assert sorted(int(r.data.tags["vicreg.trial"]) for r in runs) == list(range(TRIALS))
     by_trial = {t.number: t.state.name for t in trials}

@@ -13,9 +13,9 @@ import pytest
 from nbclient import NotebookClient
 
 from sweeps.run import main
-from tests.helpers import start_mlflow_server
-from tests.test_sweeps import write_study
+from tests.helpers import start_mlflow_server, write_study
 
+pytestmark = pytest.mark.slow  # notebook kernels and an MLflow server: `make test`, not `make test-fast`
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import functools
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,10 +14,9 @@ import optuna
 import pytest
 
 from sweeps.run import main
-from tests.helpers import start_mlflow_server
-from tests.test_sweeps import RUN_PY, _runs, write_study
+from tests.helpers import RUN_PY, start_mlflow_server, stop_mid_trial, study_runs, write_study
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 @pytest.fixture()
@@ -44,7 +41,7 @@ def test_three_workers_finish_exactly_the_target(postgres, env) -> None:
     assert len(trials) == 12 and all(t.state.name == "COMPLETE" for t in trials)
     assert sorted(t.number for t in trials) == list(range(12))
     assert {t.user_attrs["worker"] for t in trials} == {0, 1, 2}
-    _, parents, runs = _runs(env)
+    _, parents, runs = study_runs(env["uri"])
     assert len(parents) == 1 and len(runs) == 12
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     assert parents[0].data.params["storage"] == url  # no password in this URL to mask
@@ -63,12 +60,14 @@ def test_a_killed_worker_s_trial_is_retried_by_another(postgres, env) -> None:
         try:
             running = optuna.load_study(study_name="tiny", storage=url).get_trials(
                 states=(optuna.trial.TrialState.RUNNING,))
-            victim = next((t for t in running if "pid" in t.user_attrs and "mlflow_run_id" in t.user_attrs), None)
+            found = next((t for t in running if "pid" in t.user_attrs and "mlflow_run_id" in t.user_attrs), None)
         except KeyError:  # the study is not created yet
-            pass
-        time.sleep(0.5)
+            found = None
+        # Frozen first: killed only if its trial is still running (a fast machine may finish it).
+        if found is not None and stop_mid_trial(found.user_attrs["pid"], lambda t=found: _state(url, t) == "RUNNING"):
+            victim = found
+        time.sleep(0.2)
     assert victim is not None, "no trial started"
-    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     trials = optuna.load_study(study_name="tiny", storage=url).trials
@@ -77,13 +76,13 @@ def test_a_killed_worker_s_trial_is_retried_by_another(postgres, env) -> None:
     assert [t.number for t in failed] == [victim.number]
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].state.name == "COMPLETE" and retry[0].params == victim.params
-    client, _, runs = _runs(env)
+    client, _, runs = study_runs(env["uri"])
     assert client.get_run(victim.user_attrs["mlflow_run_id"]).info.status == "FAILED"
     assert all(r.info.status != "RUNNING" for r in runs)
 
 
-def _start_mlflow(folder: Path, backend: str, port: int) -> subprocess.Popen:
-    return start_mlflow_server(folder, backend, port)
+def _state(url: str, trial: optuna.trial.FrozenTrial) -> str:
+    return optuna.load_study(study_name="tiny", storage=_storage(url)).trials[trial.number].state.name
 
 
 def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env) -> None:
@@ -91,7 +90,7 @@ def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     backend = postgres.createdb("mlflow")
-    server = _start_mlflow(env["dir"], backend, port)
+    server = start_mlflow_server(env["dir"], backend, port)
     uri = f"http://127.0.0.1:{port}"
     study = _quick_study(env, trials=1, epochs=6)
     proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--tracking-uri", uri,
@@ -113,7 +112,7 @@ def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env) -> None:
         server.terminate()
         server.wait(timeout=30)
         time.sleep(5)  # epochs go on while the server is away; the client retries
-        server = _start_mlflow(env["dir"], backend, port)
+        server = start_mlflow_server(env["dir"], backend, port)
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out
         run = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'trial'")[0]
@@ -169,7 +168,7 @@ def test_postgres_restart_mid_study(postgres, env) -> None:
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(done) == 6 and len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
-    _, parents, runs = _runs(env)
+    _, parents, runs = study_runs(env["uri"])
     assert len(parents) == 1 and all(r.info.status != "RUNNING" for r in runs)
     assert sum(r.info.status == "FINISHED" for r in runs) == 6
 
@@ -224,5 +223,5 @@ def test_two_machines_stop_at_exactly_the_target(postgres, env) -> None:
     assert sorted(t.number for t in trials) == list(range(40))
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert {Path(t.user_attrs["config"]["data.root"]).exists() for t in trials} == {True}
-    _, parents, runs = _runs(env, "tiny-dryrun")
+    _, parents, runs = study_runs(env["uri"], "tiny-dryrun")
     assert len(parents) == 1 and len(runs) == 40

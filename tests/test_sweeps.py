@@ -17,37 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.run import main
 from sweeps.tracking import mask_url
-
-RUN_PY = str(Path(__file__).resolve().parents[1] / "sweeps" / "run.py")
-
-
-def write_study(folder: Path, root: Path, name: str = "tiny", **over) -> Path:
-    doc = {
-        "name": name,
-        "base": {
-            "data": {"dataset": "synthetic", "root": str(root), "cache_dir": str(folder / "cache"),
-                     "image_size": 16, "batch_size": 16, "folds": 3},
-            "model": {"expander_hidden": 32, "expander_out": 32, "expander_layers": 2},
-            "optim": {"name": "adam", "warmup_epochs": 0.0},
-            "train": {"epochs": 2},
-            "eval": {"protocol": "linear", "epochs": 2, "baselines": False},
-        },
-        "search": {"optim.lr": {"float": [1e-4, 1e-2], "log": True},
-                   "optim.weight_decay": {"float": [1e-6, 1e-3], "log": True}},
-        "objective": {"metric": "kappa_mean", "direction": "maximize"},
-        "sampler": {"name": "random", "seed": 0},
-        "pruner": {"name": "none"},
-        "budget": {"trials": 3},
-        "probe_every": 1,
-        "confirm": {"top_k": 0, "seeds": 0},  # the confirm stage has its own tests
-        "log_checkpoint": False,  # a 45 MB encoder file per trial; one test asks for it
-        "log_plots": False,  # about 1 s of matplotlib per trial; the tests that look at plots ask
-    }
-    for key, value in over.items():
-        doc[key] = value
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+from tests.helpers import RUN_PY, journal_study, stop_mid_trial, study_runs, write_study
 
 
 @pytest.fixture()
@@ -62,18 +32,11 @@ def _args(env, study: Path, *extra: str) -> list[str]:
 
 
 def _runs(env, name: str = "tiny"):
-    client = MlflowClient(env["uri"])
-    exp = client.get_experiment_by_name(name)
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("vicreg.role") == "parent"]
-    trials = [r for r in runs if r.data.tags.get("vicreg.role") == "trial"]
-    return client, parents, trials
+    return study_runs(env["uri"], name)
 
 
 def _optuna(env, name: str = "tiny") -> optuna.Study:
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(env["dir"] / "runs" / "optuna.journal")))
-    return optuna.load_study(study_name=name, storage=storage)
+    return journal_study(env["dir"] / "runs", name)
 
 
 def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
@@ -169,6 +132,7 @@ def _wait_for_running_trial(env, proc: subprocess.Popen, timeout: float = 120) -
     raise AssertionError("no trial started")
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_no_run_running(env) -> None:
     base = write_study(env["dir"], env["root"])
     doc = yaml.safe_load(base.read_text())
@@ -219,6 +183,7 @@ def _six_epochs(env, name: str, **over) -> Path:
     return study
 
 
+@pytest.mark.slow
 def test_killed_and_terminated_trials_resume_where_they_stopped(env) -> None:
     """kill -9 after epoch 3, restart; SIGTERM a few epochs later, restart: each retry resumes
     from the last checkpoint, the pruner sees the stored probe values, MLflow holds epochs 1-6
@@ -232,12 +197,13 @@ def test_killed_and_terminated_trials_resume_where_they_stopped(env) -> None:
     study = _six_epochs(env, "tiny")
     proc = _start(env, study)
     _wait_for_epochs(env, proc, 3)
-    proc.kill()
+    # Frozen first, so that the trial cannot finish between our look and the kill.
+    assert stop_mid_trial(proc.pid, lambda: _epochs_checkpointed(env) < 6), "the trial ended before the kill"
     proc.wait()
     killed_at = _epochs_checkpointed(env)
     proc = _start(env, study)  # the retry resumes, then a scheduler's SIGTERM arrives
     _wait_for_epochs(env, proc, killed_at + 1)
-    proc.send_signal(signal.SIGTERM)
+    assert stop_mid_trial(proc.pid, lambda: _epochs_checkpointed(env) < 6, signal.SIGTERM), "ended before SIGTERM"
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
     assert f"trial 1: resumes trial 0 at epoch {killed_at + 1}" in out
@@ -264,6 +230,7 @@ def test_killed_and_terminated_trials_resume_where_they_stopped(env) -> None:
     assert not list((env["dir"] / "runs" / "checkpoints").glob("*/last.pt"))  # a completed trial's go
 
 
+@pytest.mark.slow
 def test_max_time_stops_at_the_limit_and_loses_nothing(env, capsys) -> None:
     study = write_study(env["dir"], env["root"], budget={"trials": 3})
     t0 = time.time()
@@ -283,6 +250,7 @@ def test_max_time_stops_at_the_limit_and_loses_nothing(env, capsys) -> None:
     assert all(t.user_attrs.get("resumed_from_trial") is not None for t in after if t.user_attrs.get("retry_of"))
 
 
+@pytest.mark.slow
 def test_scheduler_files_run_the_sweep(env) -> None:
     """scripts/sweep.sbatch runs as SLURM would run it (here as a --dry-run on a journal), and
     the Kubernetes Job's command is one our command line accepts, for a study that loads."""
@@ -311,6 +279,7 @@ def test_scheduler_files_run_the_sweep(env) -> None:
     assert load_study(study_path(args.study)).name == args.study
 
 
+@pytest.mark.slow
 def test_two_workers_on_the_default_storage(env, capfd) -> None:
     # --gpus 0,1 is --workers 2 with CUDA_VISIBLE_DEVICES set per worker (checked on a CPU).
     study = write_study(env["dir"], env["root"], budget={"trials": 4})
@@ -475,6 +444,7 @@ def test_bad_conditional_entries_are_one_line_errors(env, capsys, search, match)
     assert len(err.splitlines()) == 1 and match in err
 
 
+@pytest.mark.slow
 def test_database_storage_records_heartbeats(env) -> None:
     # The RDB path (PostgreSQL in production) with a single-process SQLite URL: trials run
     # with Optuna's heartbeat thread, as study.optimize would give them.
@@ -491,6 +461,7 @@ def test_database_storage_records_heartbeats(env) -> None:
     assert parents[0].data.params["storage"] == url
 
 
+@pytest.mark.slow
 def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory, capsys, report) -> None:
     """The null test: labels permuted, so no encoder can predict them. A 2-trial sweep, then
     the confirm stage (best configuration, 2 seeds, then a 3rd on demand). Its hold-out kappa
@@ -547,3 +518,26 @@ def test_null_sweep_with_permuted_labels_confirms_nothing(env, tmp_path_factory,
     parent = client.get_run(parents[0].info.run_id)
     assert parent.data.tags["verdict.random-init"] == best["verdict"][0]
     assert "confirmed_holdout_kappa" in parent.data.metrics and "verdict_random-init_diff" in parent.data.metrics
+
+
+def test_worker_entry_takes_explicit_arguments_and_the_storage_from_the_environment(env, monkeypatch, capsys) -> None:
+    """`python -m sweeps.worker` (what run.py starts): every setting an argument, the storage
+    URL from VICREG_SWEEP_STORAGE only; a bad study file is one line and exit 2."""
+    from sweeps.worker import STORAGE_ENV
+    from sweeps.worker import main as worker_main
+
+    study = write_study(env["dir"], env["root"])
+    journal = env["dir"] / "elsewhere.journal"
+    monkeypatch.setenv(STORAGE_ENV, f"journal:{journal}")
+    assert worker_main(["--config", str(study), "--trials", "2", "--out", str(env["dir"] / "w"), "--index", "1",
+                        "--tracking-uri", env["uri"], "--dry-run"]) == 0
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    trials = optuna.load_study(study_name="tiny-dryrun", storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert {t.user_attrs["worker"] for t in trials} == {1}
+    assert not (env["dir"] / "w" / "optuna.journal").exists()
+    bad = write_study(env["dir"], env["root"], name="bad", colour=1)
+    capsys.readouterr()
+    assert worker_main(["--config", str(bad), "--trials", "1", "--out", str(env["dir"] / "w")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key 'colour'" in err[0], err

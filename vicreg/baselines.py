@@ -38,7 +38,7 @@ from torch import nn
 
 from .config import Config, ModelConfig, to_dict
 from .evaluate import EvalReport, evaluate
-from .io import atomic_write, file_lock
+from .io import atomic_write, digest, file_lock
 from .model import build_encoder
 from .weights import find_imagenet_file
 
@@ -92,19 +92,10 @@ def baseline_kinds(cfg: Config) -> list[str]:
     return [k for k in BASELINES if k != "imagenet" or imagenet_file(cfg) is not None]
 
 
-def _digest(*arrays: np.ndarray | torch.Tensor) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for a in arrays:
-        a = a.numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-        h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
 def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int) -> str:
     """What a baseline's scores depend on: its kind, the architecture and image size, the
     evaluation config (less the switches that do not change a score), the labelled images,
-    labels and folds (`data_digest`, from _digest), and the seed. Not the pretraining recipe."""
+    labels and folds (`data_digest`, from io.digest), and the seed. Not the pretraining recipe."""
     d = to_dict(cfg)
     ev = {k: v for k, v in d["eval"].items() if k not in ("baselines", "probe_every", "imagenet_weights")}
     model = baseline_model(kind, cfg)
@@ -134,7 +125,7 @@ def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndar
 
     if cache_dir is None:
         return compute()
-    key = baseline_key(kind, cfg, data_digest or _digest(images, labels, folds), seed)
+    key = baseline_key(kind, cfg, data_digest or digest(images, labels, folds), seed)
     path = Path(cache_dir) / f"{kind}-{key}{'-holdout' if score_holdout else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_suffix(".lock")):
@@ -152,6 +143,6 @@ def score_baselines(cfg: Config, images: torch.Tensor, labels: np.ndarray, folds
                     device: torch.device | str = "cpu", seed: int = 0, score_holdout: bool = False,
                     cache_dir: str | Path | None = None) -> list[EvalReport]:
     """Every baseline `cfg` asks for (baseline_kinds), in order; the data is hashed once."""
-    digest = _digest(images, labels, folds) if cache_dir is not None else None
-    return [score_baseline(k, cfg, images, labels, folds, device, seed, score_holdout, cache_dir, digest)
+    data_digest = digest(images, labels, folds) if cache_dir is not None else None
+    return [score_baseline(k, cfg, images, labels, folds, device, seed, score_holdout, cache_dir, data_digest)
             for k in baseline_kinds(cfg)]

@@ -26,7 +26,7 @@ from PIL import Image
 
 from .config import DataConfig, DataError  # noqa: F401 - DataError is part of this module's API
 from .drac22 import scan_drac22
-from .io import atomic_write, file_lock
+from .io import atomic_write, digest, file_lock
 
 CACHE_VERSION = 1
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic-drac22"
@@ -256,7 +256,7 @@ def load_cifar10(cfg: DataConfig) -> Datasets:
             t = torch.nn.functional.interpolate(t.float(), size=cfg.image_size, mode="bilinear",
                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
         sets.append(ImageSet(t, y, [f"{split}-{i:05d}" for i in range(len(y))], "cifar10",
-                             digest=pixel_digest(t), source=str(d.resolve())))
+                             digest=digest(t), source=str(d.resolve())))
     return Datasets(*sets)
 
 
@@ -271,13 +271,8 @@ def load_digits(cfg: DataConfig) -> Datasets:
     images = x.round().clamp(0, 255).to(torch.uint8).contiguous()
     labels = np.asarray(bunch.target, dtype=np.int64)
     names = [f"digit-{i:04d}" for i in range(len(labels))]
-    return Datasets(ImageSet(images, labels, names, "digits", digest=pixel_digest(images),
+    return Datasets(ImageSet(images, labels, names, "digits", digest=digest(images),
                              source="sklearn.datasets.load_digits"), None)
-
-
-def pixel_digest(images: torch.Tensor) -> str:
-    """A short hash of uint8 images (N, C, H, W): their identity when no files are behind them."""
-    return hashlib.sha256(np.ascontiguousarray(images.numpy()).tobytes()).hexdigest()[:16]
 
 
 def profile(data: Datasets, folds: np.ndarray, pretrain_record: dict) -> dict:

@@ -1,13 +1,18 @@
-"""File helpers shared by the trainer and the sweeps: one exclusive file lock, one atomic write."""
+"""File helpers shared by the trainer and the sweeps: one exclusive file lock, one atomic
+write, and one content digest."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 
 @contextmanager
@@ -41,3 +46,14 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str],
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def digest(*arrays: Any) -> str:
+    """A 32-hex-digit hash of arrays (numpy, or torch tensors on the CPU) with their shapes:
+    the identity of data that has no files behind it (baseline cache keys, pixel-only datasets)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = a.numpy() if hasattr(a, "numpy") else np.asarray(a)
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
