@@ -27,6 +27,7 @@ PRIVATE = [
     ("optuna.study.study", "Study._storage"),
     ("optuna.trial._trial", "Trial._trial_id"),
     ("optuna.storages._cached_storage", "_CachedStorage._backend"),
+    ("optuna.pruners", "HyperbandPruner._max_resource"),
 ]
 RDB_PRIVATE_METHODS = ("_create_new_trial", "_set_trial_param", "_get_trials", "_get_best_trial_id",
                        "_get_stale_trial_ids")
@@ -48,7 +49,8 @@ def check() -> list[str]:
                 missing.append(f"{module}.{name}")
             continue
         # Instance attributes are set in __init__: look on a live object.
-        instance = {"Study": probe, "Trial": probe.ask(), "_CachedStorage": _cached()}.get(owner)
+        instance = {"Study": probe, "Trial": probe.ask(), "_CachedStorage": _cached(),
+                    "HyperbandPruner": optuna.pruners.HyperbandPruner(max_resource=9)}.get(owner)
         if instance is None or not hasattr(instance, name):
             missing.append(f"{module}.{attr}")
     for name in RDB_PRIVATE_METHODS:
@@ -106,6 +108,16 @@ def heartbeat_enabled(study: optuna.Study) -> bool:
     from optuna.storages._heartbeat import is_heartbeat_enabled
 
     return is_heartbeat_enabled(study._storage)
+
+
+def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
+    """The storage's id of a trial (what RDBStorage.record_heartbeat takes)."""
+    return trial._trial_id
+
+
+def hyperband_max_resource(pruner: optuna.pruners.HyperbandPruner) -> int | str:
+    """The epochs Hyperband's brackets span (sweeps/study.py sets it; tests read it back)."""
+    return pruner._max_resource
 
 
 def stored_trial(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> FrozenTrial:

@@ -23,7 +23,7 @@ import optuna
 
 from sweeps import optuna_compat
 from sweeps.best import load_confirmed, print_best, record_best
-from sweeps.objective import SweepContext
+from sweeps.objective import SweepContext, dry_run_objective, objective
 from sweeps.signals import PREEMPT, Preempted, check_interrupted, exit_code, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
 from sweeps.study import StudySpec, check_init, study_path
@@ -308,7 +308,7 @@ def _run_trials(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, 
                       + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""))
             bar.refresh()
 
-        run_worker(study, ctx, target, deadline, on_end, max_end)
+        run_worker(study, ctx, target, dry_run_objective if args.dry_run else objective, deadline, on_end, max_end)
         bar.close()
     return status, code
 

@@ -141,11 +141,11 @@ def _record_timing(ctx: SweepContext, frozen: optuna.trial.FrozenTrial, t0: floa
         f.write(json.dumps(row) + "\n")
 
 
-def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: float | None = None,
-               on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None,
+def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objective = objective,
+               deadline: float | None = None, on_trial_end: Callable[[optuna.trial.FrozenTrial], None] | None = None,
                max_time_end: float | None = None) -> None:
-    """Ask, run and tell trials (`objective`, or `dry_run_objective` for a dry run) until the
-    study has `target` finished trials. With
+    """Ask, run and tell trials of `fn` (objective, or dry_run_objective) until the study has
+    `target` finished trials. With
     `max_time_end` (--max-time), no trial starts that would not fit before it, judged by the
     mean of this worker's trials so far (the trial in flight at the limit is preempted)."""
     # We run the heartbeat thread ourselves (below), which Optuna cannot see from ask().
@@ -181,7 +181,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, deadline: fl
         try:
             # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive.
             with optuna_compat.heartbeat(study, trial):
-                value = (dry_run_objective if ctx.dry_run else objective)(trial, ctx)
+                value = fn(trial, ctx)
             frozen = _tell(study, trial, value)
             consecutive = 0
             if frozen.state == TrialState.COMPLETE and not ctx.dry_run:  # a dry run leaves no best file
@@ -302,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.setitimer(signal.ITIMER_REAL, a.max_time)  # SIGALRM -> preempt("time limit")
             max_end = time.time() + a.max_time
         try:
-            run_worker(study, ctx, a.trials, time.time() + timeout if timeout else None, max_time_end=max_end)
+            run_worker(study, ctx, a.trials, dry_run_objective if a.dry_run else objective,
+                       time.time() + timeout if timeout else None, max_time_end=max_end)
         except SweepStopped as e:
             print(f"worker {a.index}: {e}", file=sys.stderr)
             return 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from sweeps import optuna_compat
 from sweeps.run import main
 from tests.helpers import RUN_PY, start_mlflow_server, stop_mid_trial, study_runs, write_study
 
@@ -194,7 +195,7 @@ def test_another_machine_s_dead_trial_is_found_by_its_heartbeat(postgres, env, m
                                                                    "vicreg.role": "trial"})
     for key, value in {"host": "gpu-box-2", "pid": 4242, "mlflow_run_id": run.info.run_id}.items():
         victim.set_user_attr(key, value)
-    storage.record_heartbeat(victim._trial_id)
+    storage.record_heartbeat(optuna_compat.trial_id(victim))
     time.sleep(3.5)  # past the grace period (and the 3 s the server must be up before heartbeats count)
     assert main(["--config", str(study_file), "--storage", url, "--tracking-uri", env["uri"],
                  "--out", str(env["dir"] / "runs")]) == 0
