@@ -49,9 +49,10 @@ def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[str],
 
 
 def digest(*arrays: Any) -> str:
-    """A 32-hex-digit hash of arrays (numpy, or torch tensors on the CPU) with their shapes:
-    the identity of data that has no files behind it (baseline cache keys, pixel-only datasets)."""
-    h = hashlib.blake2b(digest_size=16)
+    """A 16-hex-digit hash of arrays (numpy, or torch tensors on the CPU) with their shapes (as
+    long as the decode cache's keys): the identity of data that has no files behind it
+    (pixel-only datasets, the baseline cache's keys)."""
+    h = hashlib.blake2b(digest_size=8)
     for a in arrays:
         a = a.numpy() if hasattr(a, "numpy") else np.asarray(a)
         h.update(str(a.shape).encode())
