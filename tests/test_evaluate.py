@@ -180,6 +180,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vicreg", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow  # a subprocess end to end: make test, not make test-fast
 def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path) -> None:
     ckpt_dir = tmp_path / "ckpt"
     sets = ["--set", "data.dataset=synthetic", "--set", f"data.root={synthetic_root}",

@@ -83,6 +83,7 @@ def test_step_reports_when_asked(synthetic_images) -> None:
     assert steps == [1, 2, 3]
 
 
+@pytest.mark.slow  # a subprocess end to end: make test, not make test-fast
 def test_resume_after_a_crash_is_bit_identical(synthetic_images, tmp_path) -> None:
     images = synthetic_images.train.images
     cfg_a = tiny_config(**{"train.epochs": 3, "train.checkpoint_dir": str(tmp_path / "a")})
