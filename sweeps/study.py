@@ -147,28 +147,14 @@ class StudyFile:
 
 
 @dataclass
-class StudySpec:
-    """A loaded study: the file's settings, its path, and the parsed search space. (Not an
-    optuna.Study, which is the run's state in the storage.)"""
+class StudySpec(StudyFile):
+    """A loaded study: the file's settings (StudyFile), where it came from, and its search
+    space parsed into Dimensions (`by` entries after the entry they depend on). Not an
+    optuna.Study, which is the study's state in the storage."""
 
-    name: str
-    path: Path
-    base: dict[str, Any]
-    search: list[Dimension]
-    objective: Objective = field(default_factory=Objective)
-    sampler: Sampler = field(default_factory=Sampler)
-    pruner: Pruner = field(default_factory=Pruner)
-    budget: Budget = field(default_factory=Budget)
-    confirm: Confirm = field(default_factory=Confirm)
-    probe_every: int = 1
-    top_k: int = 5
-    max_consecutive_failures: int = 3
-    log_checkpoint: bool = True
-    log_plots: bool = True
-    description: str = ""
-    system_metrics_interval_s: float = 10.0
-    checkpoint_every: int = 1
-    keep_checkpoints: bool = False
+    name: str = ""
+    search: list[Dimension] = field(default_factory=list)  # the file's mapping, parsed
+    path: Path = field(default_factory=Path)
 
     def config(self, values: dict[str, Any], overrides: dict[str, Any] | None = None) -> Config:
         """Resolved trainer config: base + budget epochs + sampled values + run overrides."""
@@ -360,8 +346,7 @@ def load_study(path: str | Path) -> StudySpec:
     for ok, key, msg in checks:
         if not ok:
             raise ConfigError(f"{path}: {key} {msg}")
-    fields = {k.name: getattr(f, k.name) for k in dataclasses.fields(StudyFile) if k.name not in ("name", "search")}
-    study = StudySpec(name=f.name or path.stem, path=path, search=search, **fields)
+    study = StudySpec(**{**vars(f), "name": f.name or path.stem, "search": search, "path": path})
     try:  # building the pruner and sampler checks their options
         study.make_sampler()
         study.make_pruner()
