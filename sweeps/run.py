@@ -7,6 +7,11 @@
     python sweeps/run.py --study demo --best            # print the best configurations
 
 Rerunning the same command resumes the study: --trials is the total wanted.
+
+This file is the command line only: it parses and checks the arguments and the data, opens
+the study and its MLflow parent run, runs the trials here or starts `python -m sweeps.worker`
+processes (--workers, --gpus), then the confirm stage and the summary. (Run it from an
+installed checkout, as `make` sets up: it imports the `sweeps` and `vicreg` packages.)
 """
 
 from __future__ import annotations
