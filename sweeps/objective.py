@@ -209,6 +209,7 @@ class SweepContext:
             self.work_s = time.perf_counter() - t0 - (self.mlflow_s() - mlflow0)
 
     def mlflow_s(self) -> float:
+        """Seconds this process has spent in MLflow calls so far (0 without tracking)."""
         return self.tracking.seconds if self.tracking is not None else 0.0
 
     def drop_checkpoints(self, cfg: Config) -> None:

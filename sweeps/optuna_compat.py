@@ -76,18 +76,17 @@ def _cached() -> object:
     return _CachedStorage(optuna.storages.InMemoryStorage())  # type: ignore[arg-type]
 
 
+class OptunaMoved(RuntimeError):
+    """The installed Optuna lacks a private name this project uses (the message names it)."""
+
+
 def require() -> None:
     """Raise one line naming what moved, before any work, when the installed Optuna lacks a name."""
     missing = check()
     if missing:
-        raise RuntimeError(f"optuna {optuna.__version__} moved {', '.join(missing)}, which sweeps/optuna_compat.py "
+        raise OptunaMoved(f"optuna {optuna.__version__} moved {', '.join(missing)}, which sweeps/optuna_compat.py "
                            f"uses; install optuna {TESTED_MAJOR}.x (pip install 'optuna>={TESTED_MAJOR},"
                            f"<{TESTED_MAJOR + 1}')")
-
-
-def storage(study: optuna.Study) -> optuna.storages.BaseStorage:
-    """The study's storage object as Optuna holds it (possibly its cache wrapper)."""
-    return study._storage
 
 
 def backend(study: optuna.Study) -> optuna.storages.BaseStorage:

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.storage and mask_url(args.storage) != args.storage:  # it carries a password
             print("note: the password in --storage is visible to other users of this machine (ps); "
                   "put it in ~/.pgpass or PGPASSWORD instead", file=sys.stderr)
-    except (ConfigError, DataError, FileNotFoundError, TrackingUnavailable, RuntimeError) as e:
+    except (ConfigError, DataError, FileNotFoundError, TrackingUnavailable, optuna_compat.OptunaMoved) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -132,7 +132,7 @@ def _record_timing(ctx: SweepContext, frozen: optuna.trial.FrozenTrial, t0: floa
     """One line per trial in out_dir/timings.jsonl: where its wall time went (seconds).
     'storage' is the rest: Optuna's storage calls, the sampler, and the claim's bookkeeping."""
     total = time.perf_counter() - t0
-    mlflow = ctx.tracking.seconds - mlflow0 if ctx.tracking is not None else 0.0
+    mlflow = ctx.mlflow_s() - mlflow0
     row = {"trial": frozen.number, "state": frozen.state.name, "worker": ctx.worker, "host": socket.gethostname(),
            "total": total, "lock_wait": claimed - t0, "mlflow": mlflow, "work": ctx.work_s,
            "storage": max(0.0, total - (claimed - t0) - mlflow - ctx.work_s)}
@@ -160,7 +160,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objectiv
                       f"starts no more trials", flush=True)
                 return
         t0 = time.perf_counter()
-        mlflow0 = ctx.tracking.seconds if ctx.tracking is not None else 0.0
+        mlflow0 = ctx.mlflow_s()
         with claim_lock(study, ctx.out_dir):
             claimed = time.perf_counter()
             fail_stale(study, ctx.tracking)

@@ -25,7 +25,7 @@ def test_a_moved_name_is_named(monkeypatch, module: str, name: str) -> None:
 
     monkeypatch.delattr(importlib.import_module(module), name)
     assert optuna_compat.check() == [f"{module}.{name}"]
-    with pytest.raises(RuntimeError, match=rf"moved {module}\.{name}, which sweeps/optuna_compat.py uses"):
+    with pytest.raises(optuna_compat.OptunaMoved, match=rf"moved {module}\.{name}, which sweeps/optuna_compat.py uses"):
         optuna_compat.require()
 
 

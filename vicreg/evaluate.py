@@ -22,6 +22,7 @@ being scored (Cawley & Talbot, JMLR 2010).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -327,9 +328,11 @@ def finetune(encoder: nn.Module, train: FoldSplit, val: FoldSplit, n_classes: in
     return result
 
 
-def _fit(head: nn.Module, encoder: nn.Module | None, forward, batch, opt: torch.optim.Optimizer, y: np.ndarray,
+def _fit(head: nn.Module, encoder: nn.Module | None, forward: Callable[[torch.Tensor, bool], torch.Tensor],
+         batch: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, y: np.ndarray,
          val: FoldSplit, select: FoldSplit | None, cfg: EvalConfig, gen: torch.Generator, device: torch.device,
-         fold: int, predict_sets: dict[str, torch.Tensor] | None, before_epoch=None) -> FoldResult:
+         fold: int, predict_sets: dict[str, torch.Tensor] | None,
+         before_epoch: Callable[[int], None] | None = None) -> FoldResult:
     """The training loop both protocols share: `cfg.epochs` epochs of (oversampled) batches
     `batch(indices)` through `forward(x, training)`, a validation curve per epoch, and the
     kept model: the last epoch's, or, when `select` is given, the epoch with the best kappa
