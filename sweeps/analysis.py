@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .best import best_path, read_best
+from .best import best_path, read_best, verdict_lines
 from .tracking import download_artifact, find_parent_run, metric_histories, trial_runs
 
 TERMS = ("loss", "invariance", "variance", "covariance")
@@ -175,11 +175,9 @@ def confirmed_table(study: str, experiments: str | Path = "experiments") -> pd.D
 
 
 def verdict(study: str, experiments: str | Path = "experiments") -> list[str]:
-    """The verdict lines of the confirmed best (one per baseline), and the number to quote."""
+    """The confirmed best's verdicts (on the hold-out, the headline; then on the selection
+    folds, optimistic), what pretraining saw, and the number to quote (as --best prints them)."""
     doc = _best_doc(study, experiments)
     if not doc.get("confirmed"):
         return [f"not confirmed yet: python sweeps/run.py --study {study} --confirm"]
-    best = doc["confirmed"][0]
-    vic = best["scores"]["vicreg"]
-    return [*doc["verdict"], f"quote: hold-out kappa {vic['holdout_kappa']:.4f} +- {vic['holdout_kappa_std']:.4f} "
-                             f"(confirmed best, trial {best['trial']}, over {best['seeds']} seeds)"]
+    return verdict_lines(doc)

@@ -19,6 +19,7 @@ import yaml
 from optuna.trial import TrialState
 
 from vicreg.config import ConfigError, unflatten
+from vicreg.data import pretrain_note
 from vicreg.io import atomic_write
 
 from .study import config_values
@@ -29,9 +30,9 @@ if TYPE_CHECKING:
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
 
-QUOTE = ("quote the confirmed best's hold-out kappa: images that no selection (epochs, pruning, the sampler, "
-         "ranking) saw, scored by a configuration pretrained again with several seeds. Trial values are CV "
-         "scores selected on the folds they are measured on, and read high.")
+QUOTE = ("quote the confirmed best's hold-out kappa and its hold-out verdict: images that no selection (epochs, "
+         "pruning, the sampler, ranking) saw, scored by a configuration pretrained again with fresh seeds. "
+         "Trial values and the CV verdict are on the folds that chose the configuration, and read high.")
 
 
 CONFIRMED_FILE = "confirmed.json"  # in runs/<study>/: the confirm stage's ranking (sweeps/confirm.py)
@@ -107,6 +108,8 @@ def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None,
            "confirmed": [{k: v for k, v in e.items() if k != "config"} for e in ranked],
            "confirm_seeds": confirmed["seeds"] if confirmed else 0,
            "verdict": [v["line"] for v in ranked[0]["verdicts"]] if ranked else [],
+           "cv_verdict": [v["line"] for v in ranked[0]["cv_verdicts"]] if ranked else [],
+           "pretraining_saw": pretrain_note(ranked[0].get("pretrain_images") or {}) if ranked else "",
            "top": entries}
     best_config = ranked[0]["config"] if ranked else entries[0]["config"]
     atomic_write(_config_path(spec), yaml.dump(best_config, Dumper=_DUMPER, sort_keys=False))
@@ -160,28 +163,56 @@ def print_best(spec: StudySpec) -> int:
     confirmed = doc.get("confirmed") or []
     if confirmed:
         print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
-        if confirmed[0].get("pretrain_images"):
-            from vicreg.data import describe_pretrain
-
-            print(f"({describe_pretrain(confirmed[0]['pretrain_images'])})")
-        print("verdict for the confirmed best (paired over folds x seeds):")
-        for line in doc["verdict"]:
-            print(f"  {line}")
-        vic = confirmed[0]["scores"].get("vicreg", {})
-        print(f"quote: hold-out kappa {vic.get('holdout_kappa', float('nan')):.4f} +- "
-              f"{vic.get('holdout_kappa_std', float('nan')):.4f} (confirmed best, trial {confirmed[0]['trial']}, "
-              f"mean +- std over {confirmed[0]['seeds']} seeds)")
+        print()
+        print("\n".join(verdict_lines(doc)))
     else:
         print(f"not confirmed yet: python sweeps/run.py --config {spec.path} --confirm")
     print(f"rerun the best: {doc['rerun']}")
     return 0
 
 
+def verdict_lines(doc: dict) -> list[str]:
+    """The confirmed best's verdicts, headline first, and the number to quote (--best, the
+    notebooks, the parent run's description)."""
+    confirmed = doc.get("confirmed") or []
+    if not confirmed:
+        return []
+    best = confirmed[0]
+    seeds = ", ".join(str(s) for s in best.get("seed_values", []))
+    lines = [f"verdict for the confirmed best (trial {best['trial']}, confirm seeds {seeds}), paired "
+             f"with each baseline under the same seeds:"]
+    lines += [f"  {line}" for line in doc["verdict"]] or ["  no hold-out (data.holdout = 0): no headline verdict"]
+    lines += [f"  {line}" for line in doc.get("cv_verdict", [])]
+    if doc.get("pretraining_saw"):
+        lines.append(f"  ({doc['pretraining_saw']})")
+    vic = best["scores"].get("vicreg", {})
+    lines.append(f"quote: hold-out kappa {vic.get('holdout_kappa', float('nan')):.4f} +- "
+                 f"{vic.get('holdout_kappa_std', float('nan')):.4f} (confirmed best, trial {best['trial']}, "
+                 f"mean +- std over {best['seeds'] - best.get('diverged_seeds', 0)} seeds) with its hold-out verdict")
+    return lines
+
+
+def study_report(doc: dict) -> str:
+    """The study's short report in Markdown (the parent run's description, which MLflow renders
+    on the run page): the verdicts, the confirmed table and the number to quote."""
+    lines = [f"## Study {doc['study']}", ""]
+    confirmed = doc.get("confirmed") or []
+    if not confirmed:
+        return "\n".join([*lines, "Not confirmed yet: the verdict comes with the confirm stage."])
+    verdicts = verdict_lines(doc)
+    lines += [f"**{verdicts[0]}**", ""]
+    lines += [f"- {v.strip()}" for v in verdicts[1:-1]]
+    lines += ["", f"**{verdicts[-1]}**", "", "```", confirmed_table(confirmed, doc.get("confirm_seeds", 0)).strip(),
+              "```", "", doc.get("quote", QUOTE)]
+    return "\n".join(lines)
+
+
 def confirmed_table(confirmed: list[dict], seeds: int) -> str:
     """The confirm stage's ranking: VICReg and each baseline, CV / pooled / hold-out kappa."""
     labels = [k for k in confirmed[0]["scores"] if k != "vicreg"]
     lines = [f"\nconfirmed: top {len(confirmed)} configurations pretrained again with {seeds} seeds, ranked by "
-             f"CV kappa (mean over seeds of the per-fold mean); hold-out = images no selection saw",
+             f"CV kappa (mean over seeds of the per-fold mean; a configuration with a diverged seed after those "
+             f"without); hold-out = images no selection saw",
              f"{'rank':>4} {'trial':>5}  {'CV kappa':>15}  {'pooled':>6}  {'hold-out kappa':>15}  "
              + "  ".join(f"{lab + ' CV / hold-out':>26}" for lab in labels)]
 
@@ -193,8 +224,10 @@ def confirmed_table(confirmed: list[dict], seeds: int) -> str:
         base = "  ".join(f"{e['scores'][lab]['cv_kappa']:12.4f} / {e['scores'][lab]['holdout_kappa']:.4f}"
                          for lab in labels if lab in e["scores"])
         pooled = v.get("pooled_kappa", float("nan"))
+        diverged = e.get("diverged_seeds", 0)
+        note = f"  {diverged}/{e['seeds']} seeds diverged" if diverged else ""
         lines.append(f"{e['rank']:>4} {e['trial']:>5}  {pm(v, 'cv_kappa'):>15}  {pooled:6.4f}"
-                     f"  {pm(v, 'holdout_kappa'):>15}  {base}")
+                     f"  {pm(v, 'holdout_kappa'):>15}  {base}{note}")
     return "\n".join(lines)
 
 

@@ -2,10 +2,13 @@
 
 A sweep's winner is the best of many noisy draws, chosen on the CV folds it is scored on:
 its score is biased upward twice. When a study ends (and on demand, `--confirm`), its top-k
-configurations are pretrained again from scratch with seeds 0..N-1 (pretraining and head
-alike), scored on the CV folds and, for the first and only time, on the hold-out, against
-the baselines under the same seeds. The best file then ranks by the confirmed CV mean, and
-reports the hold-out score and the verdict (vicreg/verdict.py) beside it.
+configurations are pretrained again from scratch with N fresh seeds (confirm_seeds: never a
+trial's seed, so no confirm run replays the selected draw), pretraining and head alike,
+scored on the CV folds and, for the first and only time, on the hold-out, against the
+baselines under the same seeds. The best file then ranks by the confirmed CV mean (a
+configuration with a diverged seed after every one whose seeds all finished), and its
+headline is the hold-out verdict (vicreg/verdict.py), with the CV verdict beside it labelled
+optimistic: those folds chose the configuration.
 
 Each confirm run is an MLflow child run tagged `stage=confirm` under the study's parent;
 its result is stored as runs/<study>/confirm/trial<N>-seed<S>.json, so an interrupted
@@ -33,13 +36,27 @@ from vicreg.evaluate import EvalReport
 from vicreg.io import atomic_write, file_lock
 from vicreg.model import build_encoder
 from vicreg.train import pretrain, resolve_device
-from vicreg.verdict import verdicts
+from vicreg.verdict import cv_verdicts, holdout_verdicts
 
 from .best import CONFIRMED_FILE, top_trials
 from .objective import SweepContext, trial_summary
 from .signals import check_interrupted
 from .study import config_values
 from .tracking import Run, tracked
+
+CONFIRM_SEED_BLOCK = 1000  # confirm seeds start at the next multiple of this above the trial's seed
+
+
+def confirm_seeds(trial_seed: int, n: int) -> list[int]:
+    """The N confirm seeds of a configuration whose trial ran with `trial_seed`: 1000..1000+N-1
+    for the usual trial seed 0, always a block above it, so none equals it (REFERENCE 10:
+    reusing the selection seed reproduces the selected draw, winner's curse included)."""
+    base = CONFIRM_SEED_BLOCK * (trial_seed // CONFIRM_SEED_BLOCK + 1)
+    return [base + i for i in range(n)]
+
+
+def trial_seed(trial: optuna.trial.FrozenTrial) -> int:
+    return int(trial.user_attrs["config"].get("train.seed", 0))
 
 
 def confirm_config(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -> Config:
@@ -67,8 +84,11 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
         tags = {"vicreg.study": ctx.spec.name, "vicreg.role": "confirm", "stage": "confirm",
                 "confirm_of_trial": str(trial.number), "seed": str(seed), "git_commit": ctx.commit,
                 "dataset": cfg.data.dataset}
+        params = {**config_values(trial.params), "train.seed": seed, "eval.seed": seed,
+                  "trial_seed": trial_seed(trial)}
         run = ctx.tracking.start_run(ctx.parent_id, f"confirm trial-{trial.number:03d} seed {seed}", cfg,
-                                     {**config_values(trial.params), "train.seed": seed, "eval.seed": seed}, tags)
+                                     params, tags)
+    first = confirm_seeds(trial_seed(trial), 1)[0]
     with tracked(run, interrupted="interrupted (Ctrl-C); resumes on the next --confirm"):
         data, folds = ctx.datasets(cfg), ctx.folds(cfg)
         images, seen = pretrain_selection(data, folds, cfg.data)
@@ -82,7 +102,9 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
         if result.status == "diverged":
             run.end("FAILED", "DIVERGED", {"reason": result.reason})
         else:
-            if run.tracking is not None and seed == 0:  # the candidate for the Model Registry (register_best)
+            # The Model Registry's candidate (register_best) is the first confirm seed's encoder,
+            # fixed before any score is seen: never the seed with the best hold-out score.
+            if run.tracking is not None and seed == first:
                 _save_encoder(ctx, trial.number, result.model.encoder, images)
             run.complete(cfg, result, reports, trial_summary(reports, result), ctx.spec.log_plots,
                          ctx.spec.log_checkpoint)
@@ -92,11 +114,11 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
 
 
 def _encoder_path(ctx: SweepContext, trial: int) -> Path:
-    return ctx.out_dir / "confirm" / f"encoder-trial{trial:04d}-seed0.pt"
+    return ctx.out_dir / "confirm" / f"encoder-trial{trial:04d}-first-seed.pt"
 
 
 def _save_encoder(ctx: SweepContext, trial: int, encoder: torch.nn.Module, images: torch.Tensor) -> None:
-    """Seed 0's encoder and a 2-image input example (normalised as the features are), until the
+    """The first confirm seed's encoder and a 2-image input example (normalised as the features are), until the
     ranking says which configuration is best."""
     from vicreg.augment import channel_stats, normalise
 
@@ -107,7 +129,7 @@ def _save_encoder(ctx: SweepContext, trial: int, encoder: torch.nn.Module, image
 
 
 def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
-    """When the confirmed best configuration changed, its seed-0 encoder goes to the Model
+    """When the confirmed best configuration changed, its first confirm seed's encoder goes to the Model
     Registry as `vicreg-<study>` with the alias `best` (Tracking.register_encoder); the kept
     encoder files are removed either way (runs/ must not fill the disk)."""
     tr = ctx.tracking
@@ -120,7 +142,8 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
             return  # the same configuration: its version stays
         path = _encoder_path(ctx, best["trial"])
         if not path.is_file():
-            print(f"model registry: the encoder of trial {best['trial']} seed 0 is not kept here ({path}); "
+            print(f"model registry: the encoder of trial {best['trial']} seed {best['seed_values'][0]} is not "
+                  f"kept here ({path}); "
                   f"not registered")
             return
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -128,13 +151,14 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
         encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None), cfg.data.image_size)
         encoder.load_state_dict(state["encoder"])
         vic = best["scores"].get("vicreg", {})
-        tags = {"vicreg.study": ctx.spec.name, "vicreg.trial": str(best["trial"]), "vicreg.seed": "0",
+        tags = {"vicreg.study": ctx.spec.name, "vicreg.trial": str(best["trial"]),
+                "vicreg.seed": str(best["seed_values"][0]),
                 "confirmed_cv_kappa": f"{vic.get('cv_kappa', float('nan')):.4f}",
                 "confirmed_holdout_kappa": f"{vic.get('holdout_kappa', float('nan')):.4f}",
                 "image_size": str(cfg.data.image_size), "in_channels": str(cfg.model.in_channels)}
         tr.register_encoder(best["mlflow_run_ids"][0], name, encoder, state["example"], tags)
     finally:
-        for p in (ctx.out_dir / "confirm").glob("encoder-trial*-seed0.pt"):
+        for p in (ctx.out_dir / "confirm").glob("encoder-trial*-first-seed.pt"):
             p.unlink(missing_ok=True)
 
 
@@ -163,11 +187,15 @@ SCORES = {"cv_kappa": "kappa_mean", "pooled_kappa": "kappa_pooled", "holdout_kap
 
 def summarise(trial: optuna.trial.FrozenTrial, runs: list[dict]) -> dict:
     """One configuration's confirmed scores over its seeds, per model (vicreg and each
-    baseline): {name: mean, name_std: std over seeds} for SCORES; and its verdicts."""
+    baseline): {name: mean, name_std: std over seeds} for SCORES; and its verdicts: on the
+    hold-out (`verdicts`, the headline) and on the CV folds that selected it (`cv_verdicts`),
+    over the seeds that finished."""
     ok = [r for r in runs if r["reports"]]
     entry: dict[str, Any] = {"trial": trial.number, "params": config_values(trial.params), "seeds": len(runs),
-                             "diverged_seeds": len(runs) - len(ok), "trial_cv_value": trial.value,
+                             "seed_values": [r["seed"] for r in runs], "diverged_seeds": len(runs) - len(ok),
+                             "trial_seed": trial_seed(trial), "trial_cv_value": trial.value,
                              "mlflow_run_ids": [r["run_id"] for r in runs], "scores": {}, "verdicts": [],
+                             "cv_verdicts": [],
                              "pretrain_images": runs[0].get("pretrain_images", {}) if runs else {}}
     by_label: dict[str, list[EvalReport]] = {}
     for r in ok:
@@ -180,12 +208,20 @@ def summarise(trial: optuna.trial.FrozenTrial, runs: list[dict]) -> dict:
         entry["scores"][label] = stats
     if "vicreg" in by_label:
         baselines = {k: v for k, v in by_label.items() if k != "vicreg"}
-        entry["verdicts"] = [v.as_dict() for v in verdicts(by_label["vicreg"], baselines)]
+        entry["verdicts"] = [v.as_dict() for v in holdout_verdicts(by_label["vicreg"], baselines)]
+        entry["cv_verdicts"] = [v.as_dict() for v in cv_verdicts(by_label["vicreg"], baselines)]
     return entry
 
 
 def confirmed_cv(entry: dict) -> float:
     return entry["scores"].get("vicreg", {}).get("cv_kappa", float("nan"))
+
+
+def rank_key(entry: dict) -> tuple[bool, float]:
+    """Configurations whose seeds all finished first, each group by confirmed CV kappa: one
+    that diverged on 2 of 3 seeds is not ranked on its one survivor."""
+    cv = confirmed_cv(entry)
+    return entry["diverged_seeds"] > 0, -cv if math.isfinite(cv) else math.inf
 
 
 def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) -> list[dict]:
@@ -201,7 +237,7 @@ def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) 
         ranked = []
         for t in top:
             runs = []
-            for s in range(seeds):
+            for s in confirm_seeds(trial_seed(t), seeds):
                 path = _result_path(ctx, t.number, s)
                 stored = _read_result(path)
                 if stored is not None:
@@ -212,7 +248,7 @@ def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) 
                 print(f"confirm trial {t.number} seed {s}: {_line(runs[-1])} ({time.perf_counter() - t0:.0f} s)",
                       flush=True)
             ranked.append(summarise(t, runs) | {"config": unflatten(t.user_attrs["config"])})
-    ranked.sort(key=lambda e: -confirmed_cv(e) if math.isfinite(confirmed_cv(e)) else math.inf)
+    ranked.sort(key=rank_key)
     for rank, e in enumerate(ranked, start=1):
         e["rank"] = rank
     atomic_write(ctx.out_dir / CONFIRMED_FILE, json.dumps({"top_k": top_k, "seeds": seeds, "ranked": ranked}))

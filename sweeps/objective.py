@@ -195,7 +195,10 @@ class SweepContext:
         if self.tracking is not None:
             cont = None if resume is None or resume.run_id is None else (
                 resume.run_id, resume.from_trial, len(resume.state["history"]))
-            run = self.tracking.start_run(self.parent_id, run_name(trial.number, values), cfg, values, tags, cont)
+            # The trial's seed as a param beside the searched values: confirm runs record theirs
+            # (fresh ones, sweeps/confirm.confirm_seeds) the same way.
+            run = self.tracking.start_run(self.parent_id, run_name(trial.number, values), cfg,
+                                          {**values, "train.seed": cfg.train.seed}, tags, cont)
             trial.set_user_attr("mlflow_run_id", run.run_id)
         return tracked(run, trial, describe=lambda e: failure_reason(e, cfg))
 

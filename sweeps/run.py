@@ -27,7 +27,7 @@ from pathlib import Path
 import optuna
 
 from sweeps import optuna_compat
-from sweeps.best import load_confirmed, print_best, record_best
+from sweeps.best import best_file, load_confirmed, print_best, read_best, record_best, study_report
 from sweeps.objective import SweepContext, dry_run_objective, objective
 from sweeps.signals import PREEMPT, Preempted, check_interrupted, exit_code, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
@@ -335,8 +335,9 @@ def _confirm_stage(args: argparse.Namespace, spec: StudySpec, study: optuna.Stud
     ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=False)
     ranked = run_confirm(study, ctx, spec.confirm.top_k, seeds)
     record_best(study, spec, tracking, parent, None, load_confirmed(out_dir))
-    if tracking is not None and parent is not None:
-        tracking.log_confirmed(parent, ranked)
+    doc = read_best(best_file(spec))
+    if tracking is not None and parent is not None and ranked and doc is not None:
+        tracking.log_confirmed(parent, ranked, study_report(doc))
 
 
 def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], target: int) -> None:

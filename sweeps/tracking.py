@@ -377,20 +377,25 @@ class Tracking:
         return self._fail_running(f"tags.`vicreg.study` = '{study_name}' and tags.stage = 'confirm'",
                                   "confirm process died; resumed by the next one")
 
-    def log_confirmed(self, parent_id: str, ranked: list[dict]) -> None:
-        """The confirmed best on the study's parent run: its scores as metrics, and one
-        verdict line per baseline as a tag (`verdict.<baseline>`) with its numbers as metrics."""
+    def log_confirmed(self, parent_id: str, ranked: list[dict], report: str) -> None:
+        """The confirmed best on the study's parent run: its scores as metrics; one verdict line
+        per baseline as a tag, on the hold-out (`verdict.<baseline>`, the headline) and on the
+        selection folds (`cv_verdict.<baseline>`), with their numbers as metrics; and the study's
+        Markdown `report` as the run's description (MLflow renders it on the run page)."""
         if not ranked:
             return
         best = ranked[0]
         vic = best["scores"].get("vicreg", {})
         metrics = {f"confirmed_{k}": v for k, v in vic.items()}
-        tags = {"confirmed_best_trial": best["trial"], "confirm_seeds": best["seeds"]}
-        for v in best["verdicts"]:
-            name = v["baseline"]
-            metrics |= {f"verdict_{name}_diff": v["diff"], f"verdict_{name}_ci_lo": v["ci95"][0],
-                        f"verdict_{name}_ci_hi": v["ci95"][1]}
-            tags[f"verdict.{name}"] = v["line"]
+        tags = {"confirmed_best_trial": best["trial"], "confirm_seeds": best["seeds"],
+                "confirm_seed_values": ",".join(str(s) for s in best.get("seed_values", [])),
+                "mlflow.note.content": report}
+        for prefix, verdicts in (("verdict", best["verdicts"]), ("cv_verdict", best.get("cv_verdicts", []))):
+            for v in verdicts:
+                name = v["baseline"]
+                metrics |= {f"{prefix}_{name}_diff": v["diff"], f"{prefix}_{name}_ci_lo": v["ci95"][0],
+                            f"{prefix}_{name}_ci_hi": v["ci95"][1]}
+                tags[f"{prefix}.{name}"] = v["line"]
         self.log_metrics(parent_id, metrics)
         self.set_tags(parent_id, tags)
 

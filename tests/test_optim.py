@@ -37,6 +37,38 @@ def test_lars_one_step_matches_hand_computation() -> None:
         torch.testing.assert_close(p.detach(), expected, msg=n)
 
 
+def test_lars_momentum_accumulates_over_steps() -> None:
+    """Three steps with new gradients each time: mu_t = momentum * mu_{t-1} + q_t * g_t, by hand."""
+    torch.manual_seed(1)
+    p = nn.Parameter(torch.randn(3, 4))
+    lr, wd, eta, mom = 0.1, 0.01, 0.02, 0.9
+    opt = LARS([{"params": [p], "weight_decay": wd, "lars": True}], lr=lr, eta=eta, momentum=mom)
+    w, mu = p.detach().clone(), torch.zeros(3, 4)
+    for _ in range(3):
+        g = torch.randn(3, 4)
+        p.grad = g.clone()
+        opt.step()
+        g2 = g + wd * w
+        mu = mom * mu + eta * w.norm() / g2.norm() * g2
+        w = w - lr * mu
+        torch.testing.assert_close(p.detach(), w)
+
+
+def test_sgd_momentum_accumulates_over_steps() -> None:
+    """build_optimizer's SGD over three steps against v_t = m * v_{t-1} + g_t, w -= lr * v_t."""
+    torch.manual_seed(2)
+    m = nn.Linear(4, 3)
+    opt = build_optimizer(m, OptimConfig(name="sgd", lr=0.05, momentum=0.9, weight_decay=0.0))
+    w, v = m.weight.detach().clone(), torch.zeros(3, 4)
+    for _ in range(3):
+        g = torch.randn(3, 4)
+        m.weight.grad, m.bias.grad = g.clone(), torch.zeros(3)
+        opt.step()
+        v = 0.9 * v + g
+        w = w - 0.05 * v
+        torch.testing.assert_close(m.weight.detach(), w)
+
+
 def test_lars_trust_ratio_is_one_for_zero_weights() -> None:
     p = nn.Parameter(torch.zeros(3, 3))
     opt = LARS([{"params": [p], "weight_decay": 0.0, "lars": True}], lr=1.0, eta=0.001)

@@ -113,11 +113,11 @@ def _check_first(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_first(args)
     from .baselines import score_baselines
-    from .data import HOLDOUT, describe_pretrain, pretrain_selection
+    from .data import HOLDOUT, describe_pretrain, pretrain_note, pretrain_selection
     from .evaluate import evaluate
     from .plots import save_report_plots
     from .train import load_encoder_checkpoint, resolve_device
-    from .verdict import verdicts
+    from .verdict import CV_WHERE, cv_verdicts, holdout_verdicts
 
     raw, encoder = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
@@ -133,8 +133,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"{describe_pretrain(seen)}\n")
     for r in reports:
         print(r.table() + "\n")
-    for v in verdicts(reports[:1], {r.label: [r] for r in reports[1:]}):
+    baselines = {r.label: [r] for r in reports[1:]}
+    for v in [*holdout_verdicts(reports[:1], baselines), *cv_verdicts(reports[:1], baselines, CV_WHERE)]:
         print(v.line())
+    print(f"({pretrain_note(seen)})")
     if args.out:
         rows = ["model,split,kappa,accuracy,auc,epoch"]
         for r in reports:

@@ -28,6 +28,7 @@ fold before any head, so the un-normalised scale does not matter.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -38,7 +39,7 @@ from torch import nn
 
 from .config import Config, ModelConfig, to_dict
 from .evaluate import EvalReport, evaluate
-from .io import atomic_write, digest, file_lock
+from .io import atomic_write, digest, file_digest, file_lock
 from .model import build_encoder
 from .weights import find_imagenet_file
 
@@ -92,17 +93,51 @@ def baseline_kinds(cfg: Config) -> list[str]:
     return [k for k in BASELINES if k != "imagenet" or imagenet_file(cfg) is not None]
 
 
-def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int) -> str:
-    """What a baseline's scores depend on: its kind, the architecture and image size, the
-    evaluation config (less the switches that do not change a score), the labelled images,
-    labels and folds (`data_digest`, from io.digest), and the seed. Not the pretraining recipe."""
+# The trainer's files whose code a baseline's scores run through: a change to any of them (a
+# different init, normalisation or head) must not reuse a cached floor computed before it.
+BASELINE_SOURCES = ("baselines.py", "evaluate.py", "model.py", "augment.py", "weights.py", "config.py")
+
+
+@functools.cache
+def source_digest() -> str:
+    """A digest of BASELINE_SOURCES' text, and the torch and torchvision versions."""
+    import torchvision
+
+    h = hashlib.blake2b(digest_size=8)
+    for name in BASELINE_SOURCES:
+        h.update((Path(__file__).parent / name).read_bytes())
+    h.update(f"torch {torch.__version__} torchvision {torchvision.__version__}".encode())
+    return h.hexdigest()
+
+
+@functools.cache
+def _weights_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(path)  # keyed by size and mtime: a replaced file is hashed again
+
+
+def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int,
+                 device: torch.device | str = "cpu") -> str:
+    """What a baseline's scores depend on: its kind, the encoder it builds (architecture, init
+    choice and stem, from baseline_model), the image size, the weights file's content (not its
+    path), the raw-pixel side, the evaluation config (less the switches that do not
+    change a score), the labelled images, labels and folds (`data_digest`, from io.digest), the
+    seed, the device type and precision (bf16 autocast on CUDA), and the code and library
+    versions it runs through (source_digest). Not the pretraining recipe."""
     d = to_dict(cfg)
     ev = {k: v for k, v in d["eval"].items() if k not in ("baselines", "probe_every", "imagenet_weights")}
     model = baseline_model(kind, cfg)
+    weights = None
     if model is not None:  # what builds the encoder, less the expander (unused by a baseline)
-        model = {k: v for k, v in dataclasses.asdict(model).items() if not k.startswith("expander")}
-    desc = {"kind": kind, "model": model, "size": cfg.data.image_size, "eval": ev, "seed": seed,
-            "data": data_digest}
+        if model.weights:
+            stat = Path(model.weights).stat()
+            weights = _weights_digest(str(Path(model.weights).resolve()), stat.st_size, stat.st_mtime_ns)
+        model = {k: v for k, v in dataclasses.asdict(model).items()
+                 if not k.startswith("expander") and k != "weights"}
+    device_type = torch.device(device).type
+    desc = {"kind": kind, "model": model, "weights": weights,
+            "raw_pixels_side": RAW_PIXELS_SIDE if kind == "raw-pixels" else None, "size": cfg.data.image_size,
+            "eval": ev, "seed": seed, "data": data_digest, "device": device_type,
+            "precision": "bf16-autocast" if device_type == "cuda" else "fp32", "code": source_digest()}
     return hashlib.blake2b(json.dumps(desc, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
@@ -125,7 +160,7 @@ def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndar
 
     if cache_dir is None:
         return compute()
-    key = baseline_key(kind, cfg, data_digest or digest(images, labels, folds), seed)
+    key = baseline_key(kind, cfg, data_digest or digest(images, labels, folds), seed, device)
     path = Path(cache_dir) / f"{kind}-{key}{'-holdout' if score_holdout else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_suffix(".lock")):

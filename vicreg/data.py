@@ -381,3 +381,16 @@ def describe_pretrain(record: dict) -> str:
     """'CV-labelled 96 + hold-out 0 of 24 + test 20 images' style line for reports."""
     return (f"pretraining saw {record['pretrain.labelled_cv']} labelled CV images, "
             f"{record['pretrain.holdout']} hold-out images, {record['pretrain.test']} unlabelled test images")
+
+
+def pretrain_note(record: dict) -> str:
+    """The sentence beside the verdicts: what pretraining saw, and so which verdict is free of it."""
+    if not record:
+        return ""
+    if record.get("pretrain.holdout"):
+        return (f"pretraining saw the hold-out images too (data.holdout_in_pretrain; {record['pretrain.holdout']} "
+                f"images, unlabelled): neither verdict is free of that advantage")
+    test = f" and {record['pretrain.test']} unlabelled test images" if record.get("pretrain.test") else ""
+    return (f"pretraining saw the {record['pretrain.labelled_cv']} CV images, the validation folds' included "
+            f"(unlabelled){test}, but not the hold-out's: the CV verdict includes that advantage, the hold-out "
+            f"verdict does not")

@@ -199,12 +199,12 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean: torch.Tenso
 def probe_kappa(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
                 device: torch.device | str = "cpu") -> float:
     """Mean validation kappa of a logistic regression on frozen features, over the CV folds
-    (hold-out images are neither fitted nor scored).
+    (hold-out images are neither fitted nor scored, nor in the normalisation statistics).
 
     Cheap enough to call every few pretraining epochs for monitoring and pruning.
     """
     device = torch.device(device)
-    mean, std = channel_stats(images)
+    mean, std = channel_stats(images[torch.from_numpy(np.flatnonzero(folds != HOLDOUT))])  # never the hold-out's
     feats = extract_features(encoder, images, mean, std, device).numpy()
     kappas = []
     for k in np.unique(folds[folds != HOLDOUT]):  # the hold-out is never scored here
@@ -399,6 +399,12 @@ def _fit(head: nn.Module, encoder: nn.Module | None, forward: Callable[[torch.Te
                       {name: predict(x) for name, x in (predict_sets or {}).items()})
 
 
+def fold_split(folds: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold k's (training, validation) image indices: training is every other CV fold, never
+    the hold-out. (The null test's positive control patches this to leak, tests/test_sweeps.py.)"""
+    return np.flatnonzero((folds != HOLDOUT) & (folds != k)), np.flatnonzero(folds == k)
+
+
 def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray, cfg: EvalConfig,
              device: torch.device | str = "cpu", label: str = "vicreg",
              test_images: torch.Tensor | None = None, score_holdout: bool = False,
@@ -416,27 +422,30 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
         raise ValueError(f"eval.protocol={protocol!r}: expected {', '.join(names(Protocol))}")
     device = torch.device(device)
     cv = folds != HOLDOUT
-    mean, std = channel_stats(images[torch.from_numpy(np.flatnonzero(cv))])  # no hold-out statistics
     n_classes = int(labels.max()) + 1
     frozen = protocol in ("linear", "head")
-    if frozen:  # extract once (and once flipped, the frozen protocols' augmentation)
-        enc = encoder.to(device)
-        x = extract_features(enc, images, mean, std, device)
-        x_flip = extract_features(enc, images, mean, std, device, flip=True) if cfg.augment else x
-        x_test = extract_features(enc, test_images, mean, std, device) if test_images is not None else None
-    else:
-        x, x_flip, x_test = images, images, test_images
     hold = np.flatnonzero(~cv)
-    sets = {}
-    if x_test is not None:
-        sets["test"] = x_test
-    if score_holdout and len(hold):
-        sets["holdout"] = x[hold]
-    results, extra = [], {name: [] for name in sets}
+    results, extra = [], {"test": [], "holdout": []}
     oof = np.zeros((len(labels), n_classes))
     n_train, n_val = [], []
     for k in sorted(np.unique(folds[cv]).tolist()):
-        tr, va = np.flatnonzero(cv & (folds != k)), np.flatnonzero(folds == k)
+        tr, va = fold_split(folds, k)
+        # Normalised with the training part's statistics only: the scored fold, the hold-out
+        # and the test images contribute nothing the model is fitted with.
+        mean, std = channel_stats(images[torch.from_numpy(tr)])
+        if frozen:  # this fold's features, extracted once (and once flipped: the frozen protocols' augmentation)
+            x = extract_features(encoder.to(device), images, mean, std, device)
+            x_flip = x.clone()
+            if cfg.augment:
+                x_flip[tr] = extract_features(encoder, images[torch.from_numpy(tr)], mean, std, device, flip=True)
+            x_test = extract_features(encoder, test_images, mean, std, device) if test_images is not None else None
+        else:
+            x, x_flip, x_test = images, images, test_images
+        sets = {}
+        if x_test is not None:
+            sets["test"] = x_test
+        if score_holdout and len(hold):
+            sets["holdout"] = x[hold]
         select = None
         if cfg.patience > 0:  # early stopping on an inner split of the training fold only
             tr, inner = train_test_split(tr, test_size=cfg.inner_val, stratify=labels[tr],

@@ -58,3 +58,12 @@ def digest(*arrays: Any) -> str:
         h.update(str(a.shape).encode())
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """A 16-hex-digit hash of a file's bytes (a weights file's identity: its content, not its path)."""
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
