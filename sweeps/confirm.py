@@ -18,7 +18,6 @@ checkpoint), and confirm runs are not Optuna trials: they do not count towards -
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
@@ -30,12 +29,12 @@ import numpy as np
 import optuna
 import torch
 
-from vicreg.config import Config, config_from_dict, set_key, unflatten
+from vicreg import checkpoint
+from vicreg.config import CheckpointError, Config, ConfigError, config_from_dict, flatten, set_key, unflatten
 from vicreg.data import pretrain_selection
 from vicreg.evaluate import EvalReport
 from vicreg.io import atomic_write, file_lock
-from vicreg.model import build_encoder
-from vicreg.train import pretrain, resolve_device
+from vicreg.train import encoder_from_state, pretrain, resolve_device
 from vicreg.verdict import cv_verdicts, holdout_verdicts
 
 from .best import CONFIRMED_FILE, top_trials
@@ -105,7 +104,7 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
             # The Model Registry's candidate (register_best) is the first confirm seed's encoder,
             # fixed before any score is seen: never the seed with the best hold-out score.
             if run.tracking is not None and seed == first:
-                _save_encoder(ctx, trial.number, result.model.encoder, images)
+                _save_encoder(ctx, trial.number, cfg, result.model.encoder, images)
             run.complete(cfg, result, reports, trial_summary(reports, result), ctx.spec.log_plots,
                          ctx.spec.log_checkpoint)
     atomic_write(_result_path(ctx, trial.number, seed), json.dumps(out))
@@ -117,15 +116,17 @@ def _encoder_path(ctx: SweepContext, trial: int) -> Path:
     return ctx.out_dir / "confirm" / f"encoder-trial{trial:04d}-first-seed.pt"
 
 
-def _save_encoder(ctx: SweepContext, trial: int, encoder: torch.nn.Module, images: torch.Tensor) -> None:
-    """The first confirm seed's encoder and a 2-image input example (normalised as the features are), until the
-    ranking says which configuration is best."""
+def _save_encoder(ctx: SweepContext, trial: int, cfg: Config, encoder: torch.nn.Module,
+                  images: torch.Tensor) -> None:
+    """The first confirm seed's encoder with its run's resolved config (the registry model's
+    weights file, the format of a sweep run's checkpoint/encoder.pt) and a 2-image input
+    example normalised as the features are, kept until the ranking says which is best."""
     from vicreg.augment import channel_stats, normalise
 
     mean, std = channel_stats(images)
     example = normalise(images[:2], mean, std).cpu()
-    atomic_write(_encoder_path(ctx, trial), lambda tmp: torch.save(
-        {"encoder": {k: v.cpu() for k, v in encoder.state_dict().items()}, "example": example}, tmp))
+    checkpoint.save(_encoder_path(ctx, trial), {"encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
+                                                "config": flatten(cfg), "example": example})
 
 
 def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
@@ -143,20 +144,24 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
         path = _encoder_path(ctx, best["trial"])
         if not path.is_file():
             print(f"model registry: the encoder of trial {best['trial']} seed {best['seed_values'][0]} is not "
-                  f"kept here ({path}); "
-                  f"not registered")
+                  f"kept here ({path}); not registered")
             return
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = config_from_dict(best["config"], source=f"trial {best['trial']} (registry)")
-        encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None), cfg.data.image_size)
-        encoder.load_state_dict(state["encoder"])
+        try:
+            state = checkpoint.load(path)
+            raw, encoder = encoder_from_state(state, path)
+            example = state["example"]
+        except (CheckpointError, ConfigError, KeyError) as e:  # a damaged or crafted file: one line, not a traceback
+            print(f"model registry: {e}; not registered")
+            return
+        with torch.no_grad():
+            features = encoder(example)
         vic = best["scores"].get("vicreg", {})
         tags = {"vicreg.study": ctx.spec.name, "vicreg.trial": str(best["trial"]),
                 "vicreg.seed": str(best["seed_values"][0]),
                 "confirmed_cv_kappa": f"{vic.get('cv_kappa', float('nan')):.4f}",
                 "confirmed_holdout_kappa": f"{vic.get('holdout_kappa', float('nan')):.4f}",
-                "image_size": str(cfg.data.image_size), "in_channels": str(cfg.model.in_channels)}
-        tr.register_encoder(best["mlflow_run_ids"][0], name, encoder, state["example"], tags)
+                "image_size": str(raw["data"]["image_size"]), "in_channels": str(raw["model"]["in_channels"])}
+        tr.register_encoder(best["mlflow_run_ids"][0], name, path, example.numpy(), features.numpy(), tags)
     finally:
         for p in (ctx.out_dir / "confirm").glob("encoder-trial*-first-seed.pt"):
             p.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -284,32 +285,37 @@ class Tracking:
 
     # --- the Model Registry ---------------------------------------------------------
 
-    def register_encoder(self, run_id: str, model_name: str, encoder: Any, example: Any,
+    def register_encoder(self, run_id: str, model_name: str, weights_file: Path, example: Any, features: Any,
                          tags: dict[str, str]) -> str | None:
-        """Log `encoder` (a torch module: normalised images (B, C, H, W) -> features (B, F)) on
-        `run_id` as an MLflow PyTorch model with its signature and input example, register it
-        as a new version of `model_name` and point the alias `best` at it. The version names
-        its run (run_id, tags) and the run names the version (tag `registered_model`).
+        """Log the encoder on `run_id` as an MLflow pyfunc model that holds no code and no pickled
+        object: its one data file is `weights_file` (the encoder's weights and resolved config as
+        plain data, vicreg/checkpoint.py), and MLflow rebuilds it through the installed
+        `sweeps.pyfunc_encoder` loader module. `example` (B, C, H, W) normalised images and
+        `features` (B, F), numpy, give the signature and input example. Register it as a new
+        version of `model_name` and point the alias `best` at it; the version names its run
+        (run_id, tags) and the run names the version (tag `registered_model`).
         Returns the version, or None with one printed line on a store without a registry."""
         import mlflow
-        import mlflow.pytorch
+        import mlflow.pyfunc
         import torch
         import torchvision
         from mlflow.models import infer_signature
 
+        from .pyfunc_encoder import WEIGHTS_FILE
+
         t0 = time.perf_counter()
-        with torch.no_grad():
-            out = encoder.eval()(example)
-        signature = infer_signature(example.numpy(), out.numpy())
+        signature = infer_signature(example, features)
         mlflow.set_tracking_uri(self.tracking_uri)
-        with mlflow.start_run(run_id=run_id):  # the run is reopened for the upload, then FINISHED again
-            # pickle, not MLflow 3's default torch.export program: vicreg's predict fine-tunes
-            # and switches train/eval modes, which an exported program cannot.
-            info = mlflow.pytorch.log_model(
-                encoder, name="encoder", signature=signature, input_example=example.numpy(),
-                serialization_format="pickle",
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                                  f"torchvision=={torchvision.__version__.split('+')[0]}"])
+        with tempfile.TemporaryDirectory() as tmp:
+            data = Path(tmp) / "encoder"
+            data.mkdir()
+            shutil.copyfile(weights_file, data / WEIGHTS_FILE)
+            with mlflow.start_run(run_id=run_id):  # the run is reopened for the upload, then FINISHED again
+                info = mlflow.pyfunc.log_model(
+                    name="encoder", loader_module="sweeps.pyfunc_encoder", data_path=str(data),
+                    signature=signature, input_example=example,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                      f"torchvision=={torchvision.__version__.split('+')[0]}"])
         try:
             try:
                 self.client.get_registered_model(model_name)
@@ -337,12 +343,18 @@ class Tracking:
         return {**v.tags, "version": v.version, "run_id": v.run_id}
 
     def load_encoder(self, model_uri: str) -> tuple[Any, dict[str, Any], str]:
-        """`models:/name@alias` (or /version, or runs:/...) -> (encoder, its run's resolved config
-        dict, run id), through MLflow; the caller hands the encoder to vicreg's predict."""
+        """`models:/name@alias` (or /version, or runs:/...) -> (encoder, its resolved config dict,
+        run id). Downloads the model's weights file and reads it as weights only
+        (vicreg.train.load_encoder_checkpoint): never MLflow's loader, which would run
+        whatever the model's MLmodel names. The caller hands the encoder to vicreg's predict."""
         import mlflow
         import mlflow.artifacts
-        import mlflow.pytorch
         import yaml
+
+        from vicreg.config import CheckpointError
+        from vicreg.train import load_encoder_checkpoint
+
+        from .pyfunc_encoder import weights_file
 
         m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
         if m:
@@ -356,10 +368,14 @@ class Tracking:
             raise ValueError(f"--model {model_uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION "
                              f"or runs:/RUN/PATH")
         mlflow.set_tracking_uri(self.tracking_uri)
-        encoder = mlflow.pytorch.load_model(model_uri, map_location="cpu")
-        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
-                                                   tracking_uri=self.tracking_uri)
-        return encoder, yaml.safe_load(Path(path).read_text()), run_id
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, tracking_uri=self.tracking_uri))
+        flavor = (yaml.safe_load((local / "MLmodel").read_text()) or {}).get("flavors", {}).get("python_function", {})
+        if flavor.get("loader_module") != "sweeps.pyfunc_encoder" or not flavor.get("data"):
+            raise CheckpointError(f"{model_uri}: not a weights-only VICReg encoder (logged by an earlier version as a "
+                                  f"pickled module, which is not unpickled here); run the study's --confirm again "
+                                  f"to register the encoder as weights")
+        raw, encoder = load_encoder_checkpoint(weights_file(local / flavor["data"]))
+        return encoder, raw, run_id
 
     def close_stale(self, study_name: str, trial_number: int) -> list[str]:
         """Mark a dead trial's RUNNING MLflow run(s) FAILED (after a kill -9). Returns run ids."""
@@ -576,11 +592,11 @@ def write_artifacts(folder: Path, cfg: Config, result: PretrainResult, reports: 
                  f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
     (folder / "folds_scores.csv").write_text("\n".join(rows) + "\n")
     if checkpoint:
-        import torch
+        from vicreg.checkpoint import save as save_weights
 
         (folder / "checkpoint").mkdir()
-        torch.save({"encoder": result.model.encoder.state_dict(), "config": flatten(cfg)},
-                   folder / "checkpoint" / "encoder.pt")
+        save_weights(folder / "checkpoint" / "encoder.pt",
+                     {"encoder": result.model.encoder.state_dict(), "config": flatten(cfg)})
 
 
 # --- reading runs back (the notebooks' sweeps/analysis.py) -----------------------------

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -286,6 +287,25 @@ def test_holdout_is_never_fitted_and_scored_only_when_asked(with_holdout) -> Non
     assert scored["confusion"].sum(1).tolist() == np.bincount(labels[hold], minlength=3).tolist()
 
 
+def test_normalisation_statistics_come_from_training_images_only(with_holdout) -> None:
+    """Brightening the hold-out changes nothing in the probe (its statistics are the CV
+    images'); brightening fold 0's validation images changes nothing in the model fold 0
+    trains (its statistics are its training part's), so its hold-out predictions stay."""
+    images, labels, folds, enc = with_holdout
+    brighter = images.clone()
+    hold = torch.from_numpy(folds == HOLDOUT)
+    brighter[hold] = (brighter[hold].float() * 0.5 + 100).to(torch.uint8)
+    assert probe_kappa(enc, brighter, labels, folds) == probe_kappa(enc, images, labels, folds)
+    cfg = _eval_cfg(protocol="linear", epochs=2, augment=False)
+    rep = evaluate(enc, images, labels, folds, cfg, score_holdout=True)
+    val0 = torch.from_numpy(folds == 0)
+    changed = images.clone()
+    changed[val0] = (changed[val0].float() * 0.5 + 100).to(torch.uint8)
+    again = evaluate(enc, changed, labels, folds, cfg, score_holdout=True)
+    np.testing.assert_allclose(again.folds[0].predictions["holdout"], rep.folds[0].predictions["holdout"], atol=1e-6)
+    assert not np.allclose(again.folds[1].predictions["holdout"], rep.folds[1].predictions["holdout"], atol=1e-6)
+
+
 def test_pooled_kappa_is_one_kappa_over_all_out_of_fold_predictions(with_holdout) -> None:
     images, labels, folds, enc = with_holdout
     rep = evaluate(enc, images, labels, folds, _eval_cfg(protocol="linear", epochs=2))
@@ -373,6 +393,28 @@ def test_baselines_are_scored_once_and_reused(with_holdout, tmp_path, monkeypatc
         score_baseline("raw-pixels", dataclasses.replace(cfg, eval=_eval_cfg(protocol="linear", epochs=2, seed=1)),
                        images, labels, folds, cache_dir=tmp_path)
     assert EvalReport.from_dict(first.to_dict()).summary == pytest.approx(first.summary, nan_ok=True)
+
+
+def test_baseline_key_follows_everything_that_changes_a_floor(tmp_path, monkeypatch) -> None:
+    """The weights file's content (same path), the device type and precision, and the code and
+    library versions the baseline runs through each give another key."""
+    import vicreg.baselines as B
+
+    weights = tmp_path / "resnet18.pth"
+    torch.save(build_encoder(tiny_config().model, 32).state_dict(), weights)
+    cfg = tiny_config(**{"eval.imagenet_weights": str(weights)})
+    key = B.baseline_key("imagenet", cfg, "data", 0)
+    assert B.baseline_key("imagenet", cfg, "data", 0) == key
+    time.sleep(0.01)
+    torch.save({k: v + 1 for k, v in torch.load(weights, weights_only=True).items()}, weights)
+    assert B.baseline_key("imagenet", cfg, "data", 0) != key  # same path, other weights
+    key = B.baseline_key("imagenet", cfg, "data", 0)
+    assert B.baseline_key("imagenet", cfg, "data", 0, device="cuda") != key
+    raw = B.baseline_key("raw-pixels", cfg, "data", 0)
+    monkeypatch.setattr(B, "RAW_PIXELS_SIDE", 16)
+    assert B.baseline_key("raw-pixels", cfg, "data", 0) != raw
+    monkeypatch.setattr(B, "source_digest", lambda: "other code")
+    assert B.baseline_key("imagenet", cfg, "data", 0) != key
 
 
 def test_small_stem_with_imagenet_weights_is_a_one_line_error(tmp_path) -> None:

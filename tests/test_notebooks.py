@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -103,7 +104,7 @@ def test_mlflow_server_serves_the_study(tiny_store) -> None:
         assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
         parent = next(r for r in runs if {"key": "vicreg.role", "value": "parent"} in r["data"]["tags"])
         verdict = next(t["value"] for t in parent["data"]["tags"] if t["key"] == "verdict.random-init")
-        assert verdict.startswith("pretraining vs random-init: ") and "95% CI" in verdict
+        assert verdict.startswith("pretraining vs random-init on the hold-out: ") and "95% CI" in verdict
         trial = next(r for r in runs if {"key": "vicreg.role", "value": "trial"} in r["data"]["tags"])
         hist = _get(f"{base}/api/2.0/mlflow/metrics/get-history?run_id={trial['info']['run_id']}&metric_key=loss")
         assert sorted(m["step"] for m in hist["metrics"]) == [1, 2]
@@ -164,3 +165,22 @@ def test_predict_from_the_registry_reproduces_the_checkpoint(tiny_store, synthet
     rows = (folder / "from-registry.csv").read_text().splitlines()
     assert rows[0] == "case,class,P0,P1,P2" and len(rows) == 21  # the 20 synthetic test images
     assert (folder / "from-registry.csv").read_bytes() == (folder / "from-checkpoint.csv").read_bytes()
+
+    # For users outside our command line: MLflow's own loader builds the same encoder, from a
+    # model that holds weights and a config but no code and no pickled object.
+    import mlflow
+    import torch
+
+    from vicreg.train import load_encoder_checkpoint
+
+    mlflow.set_tracking_uri(uri)
+    model_dir = Path(download_artifacts(artifact_uri="models:/vicreg-tiny@best", dst_path=str(folder / "model")))
+    files = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*") if p.is_file())
+    assert "data/encoder/encoder.pt" in files and not any(f.endswith((".pkl", ".pth")) for f in files), files
+    assert "loader_module: sweeps.pyfunc_encoder" in (model_dir / "MLmodel").read_text()
+    pyfunc = mlflow.pyfunc.load_model("models:/vicreg-tiny@best")
+    _, encoder = load_encoder_checkpoint(ckpt)
+    x = torch.randn(3, 1, 16, 16)
+    with torch.no_grad():
+        want = encoder(x).numpy()
+    np.testing.assert_allclose(pyfunc.predict(x.numpy()), want, rtol=1e-5, atol=1e-6)

@@ -1,4 +1,4 @@
-"""Command line: `python -m vicreg {pretrain,evaluate,predict,make-synthetic,check-data}`.
+"""Command line: `python -m vicreg {pretrain,evaluate,predict,make-synthetic,check-data,convert-checkpoint}`.
 
 Each subcommand turns its arguments into explicit values and calls one plain function;
 user errors (bad config, bad dataset, missing checkpoint) print one line and exit 2.
@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 from .config import (
+    CheckpointError,
     Config,
     ConfigError,
     DataError,
@@ -162,6 +163,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
+    from .checkpoint import CONVERT, convert
+
+    if not args.trust:
+        raise ConfigError(f"{args.file}: converting rebuilds the Python objects the file names, which runs their "
+                          f"code: pass --trust if you trust who wrote it ({CONVERT} {args.file})")
+    backup, names = convert(args.file)
+    print(f"{args.file}: rewritten as plain data (weights only); it had named {', '.join(names) or 'nothing unsafe'}; "
+          f"the original is {backup}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vicreg", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -196,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--seed", type=int, default=0)
     sp.set_defaults(func=cmd_make_synthetic)
 
+    sp = sub.add_parser("convert-checkpoint", help="rewrite a trusted older checkpoint as weights only")
+    sp.add_argument("file")
+    sp.add_argument("--trust", action="store_true",
+                    help="you trust the file: converting rebuilds the objects it names, which runs their code")
+    sp.set_defaults(func=cmd_convert_checkpoint)
+
     sp = sub.add_parser("check-data", help="check a dataset folder and print its counts")
     sp.add_argument("--dataset", choices=["drac22", "cifar10"], default="drac22")
     sp.add_argument("--data-root")
@@ -206,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
     try:
         return args.func(args)
-    except (ConfigError, DataError, FileNotFoundError) as e:
+    except (ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

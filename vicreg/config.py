@@ -30,6 +30,15 @@ class DataError(ValueError):
     ConfigError, so that the sweep's command line can catch it without importing torch.)"""
 
 
+class CheckpointError(ValueError):
+    """A weights file that cannot be used, in one line naming the file and what is wrong
+    (vicreg/checkpoint.py)."""
+
+
+class UnsafeCheckpoint(CheckpointError):
+    """A file that only full unpickling (which can run code) would read."""
+
+
 # The allowed names, declared once: the fields below use them and the loader checks them.
 Dataset = Literal["synthetic", "drac22", "cifar10", "digits"]
 Arch = Literal["resnet18", "resnet34", "resnet50"]

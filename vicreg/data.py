@@ -19,6 +19,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -233,14 +234,40 @@ def _cifar_dir(root: Path) -> Path:
     return d
 
 
+def _numpy_reconstruct() -> Any:
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+    return core.multiarray._reconstruct
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Reads a CIFAR-10 python batch, a pickle by format, with only what the format holds
+    (REFERENCE 11): dicts, lists, strings, bytes, numbers and numpy arrays. Any other class or
+    function the file names is refused before it is called, so a crafted batch runs no code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused: it names {module}.{name}, which a CIFAR-10 batch never holds "
+                                         f"(reading it could run code)")
+        if name == "_reconstruct":
+            return _numpy_reconstruct()
+        return super().find_class(module, name)
+
+
 def _read_cifar_batches(d: Path, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for n in names:
         with open(d / n, "rb") as f:
             try:
-                batch = pickle.load(f, encoding="latin1")
-            except Exception as e:  # noqa: BLE001
-                raise DataError(f"{d / n}: not a CIFAR-10 batch ({type(e).__name__})") from None
+                batch = CifarUnpickler(f, encoding="latin1").load()
+                if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
+                    raise ValueError("no 'data' and 'labels'")
+            except pickle.UnpicklingError as e:
+                raise DataError(f"{d / n}: {e}") from None
+            except Exception as e:  # noqa: BLE001 - truncated, not a pickle, other keys: one line
+                raise DataError(f"{d / n}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
         xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch["labels"], dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys)

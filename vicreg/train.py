@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from . import checkpoint
 from .augment import TwoViews, channel_stats
 from .config import Config, ConfigError, to_dict
-from .io import atomic_write
 from .loss import vicreg_loss
 from .model import VICRegModel, build_encoder, build_model
 from .optim import build_optimizer, lr_at, peak_lr, set_lr, warmup_steps
@@ -100,30 +100,27 @@ def _training_key(cfg: Config) -> dict[str, Any]:
             "data": data, "train": train}
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """torch.save, atomically: never half a file."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
 CHECKPOINT_KEYS = ("key", "model", "optimizer", "epoch", "step", "best", "wait", "history")
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
-    """`pretrain`'s checkpoint at `path`, or None when there is none. One that cannot be read
-    (cut short, overwritten) is moved aside to `<name>.corrupt-<time>` with one warning, and
-    None is returned: the run then starts from scratch instead of stopping with a traceback."""
+    """`pretrain`'s checkpoint at `path` (read as weights only, vicreg/checkpoint.py), or None
+    when there is none. One that cannot be used (cut short, overwritten, written by another
+    tool, or needing full unpickling) is moved aside to `<name>.corrupt-<time>` with one
+    warning saying why, and None is returned: the run then starts from scratch instead of
+    stopping with a traceback, and nothing in the file ran."""
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = checkpoint.load(path, device)
         missing = [k for k in CHECKPOINT_KEYS if k not in state]
         if missing:
-            raise KeyError(f"no {missing[0]!r}")
+            raise checkpoint.CheckpointError(f"{path}: not a pretraining checkpoint (no {missing[0]!r})")
         return state
-    except Exception as e:  # noqa: BLE001 - every way a file can be damaged ends the same way
+    except checkpoint.CheckpointError as e:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         path.replace(aside)
-        warnings.warn(f"{path}: unreadable checkpoint ({type(e).__name__}); moved to {aside.name}, "
-                      f"starting from scratch", stacklevel=3)
+        warnings.warn(f"{e} (moved to {aside.name}; starting from scratch)", stacklevel=3)
         return None
 
 
@@ -142,28 +139,34 @@ def resume_state(cfg: Config) -> dict[str, Any] | None:
 def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
     """A checkpoint -> (its config dict, the encoder with its weights, on CPU). Reads both what
     `pretrain` writes (`last.pt`: the whole model) and what a sweep run logs as an MLflow
-    artifact (`checkpoint/encoder.pt`: the encoder and the flattened config)."""
-    from .config import config_from_dict, unflatten
-
+    artifact (`checkpoint/encoder.pt`: the encoder and the flattened config), as weights only;
+    a malformed or unsafe file is one line (vicreg/checkpoint.py)."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {p} does not exist")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-        if "encoder" in state:  # a sweep run's artifact
-            raw, weights = unflatten(state["config"]), state["encoder"]
-        else:
-            raw = state["config"]
-            weights = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ValueError(f"checkpoint {p} is not a VICReg checkpoint ({type(e).__name__})") from None
+    return encoder_from_state(checkpoint.load(p), p)
+
+
+def encoder_from_state(state: dict[str, Any], p: Path) -> tuple[dict[str, Any], torch.nn.Module]:
+    """load_encoder_checkpoint's work on an already loaded file `p`: (config dict, encoder)."""
+    from .config import config_from_dict, unflatten
+
+    if isinstance(state.get("encoder"), dict) and isinstance(state.get("config"), dict):  # a sweep run's artifact
+        raw, weights = unflatten(state["config"]), state["encoder"]
+    elif isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict):  # pretrain's last.pt
+        raw = state["config"]
+        weights = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
+    else:
+        raise checkpoint.CheckpointError(
+            f"{p}: not a VICReg checkpoint: expected 'model' and 'config' (pretrain's last.pt) or 'encoder' and "
+            f"'config' (a sweep run's checkpoint/encoder.pt); found {', '.join(map(repr, list(state)[:5])) or 'none'}")
     cfg = config_from_dict(raw, source=str(p))
     # Every weight comes from the checkpoint: build the same network (the stem it was trained
     # with) without reading the ImageNet file it once started from, which may not be here.
     stem = uses_small_stem(cfg.model, cfg.data.image_size) if cfg.model.small_stem is None else cfg.model.small_stem
     encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None, small_stem=stem),
                             cfg.data.image_size)
-    encoder.load_state_dict(weights)
+    checkpoint.load_weights(encoder, weights, p)
     return raw, encoder.eval()
 
 
@@ -292,7 +295,7 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
         history.append({"epoch": epoch + 1, **metrics})
         due = (epoch + 1) % tc.checkpoint_every == 0 or epoch + 1 == tc.epochs or ended
         if ckpt_path is not None and due:
-            save_checkpoint(ckpt_path, {
+            checkpoint.save(ckpt_path, {
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                 "step": step, "best": best, "wait": wait, "history": history,
                 "key": _training_key(cfg), "config": to_dict(cfg),
