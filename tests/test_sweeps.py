@@ -166,7 +166,7 @@ def _epochs_checkpointed(env) -> int:
 
     for path in (env["dir"] / "runs" / "checkpoints").glob("trial*/last.pt"):
         try:
-            return len(torch.load(path, map_location="cpu", weights_only=False)["history"])
+            return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
         except Exception:  # noqa: BLE001 - replaced (atomically) while we read
             return 0
     return 0

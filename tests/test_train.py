@@ -96,7 +96,7 @@ def test_resume_after_a_crash_is_bit_identical(synthetic_images, tmp_path) -> No
     cfg = tiny_config(**{"train.epochs": 3, "train.checkpoint_dir": str(tmp_path / "b")})
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, images, [crash])
-    assert torch.load(tmp_path / "b" / "last.pt", weights_only=False)["epoch"] == 0
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["epoch"] == 0
     resumed = pretrain(cfg, images)
     assert resumed.epochs == 3
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):

@@ -21,6 +21,7 @@ import dataclasses
 import importlib
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +52,15 @@ def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[st
     try:
         state = torch.load(p, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        unsafe = _unsafe_globals(p)
+        named = _named_global(str(e))
+        unsafe = _unsafe_globals(p) or ([named] if named else [])
         if unsafe:
             raise UnsafeCheckpoint(
                 f"{p}: refused: it names Python objects ({', '.join(unsafe[:3])}) that only full unpickling "
                 f"would rebuild, and unpickling can run code. If you trust the file, convert it once: "
                 f"{CONVERT} {p}") from None
-        raise CheckpointError(f"{p}: not a weights file ({_first_line(e)})") from None
+        raise CheckpointError(f"{p}: unreadable, truncated or not a torch file (its content is not plain "
+                              f"data)") from None
     except Exception as e:  # noqa: BLE001 - truncated, not a zip, not torch: all the same user error
         raise CheckpointError(f"{p}: unreadable, truncated or not a torch file ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
@@ -98,12 +101,18 @@ def convert(path: str | os.PathLike) -> tuple[Path, list[str]]:
     arguments, which is why the command asks for --trust. Returns (backup path, the globals)."""
     p = Path(path)
     names = _unsafe_globals(p)
-    allowed = [_resolve(n, p) for n in names]
-    with torch.serialization.safe_globals(allowed):
-        try:
-            state = torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - whatever the file holds beyond that, one line
-            raise CheckpointError(f"{p}: cannot be converted ({type(e).__name__}: {_first_line(e)})") from None
+    for _ in range(20):  # numpy's dtype classes are built inside the file: torch names them one at a time
+        with torch.serialization.safe_globals([_resolve(n, p) for n in names]):
+            try:
+                state = torch.load(p, map_location="cpu", weights_only=True)
+                break
+            except pickle.UnpicklingError as e:
+                more = _named_global(str(e))
+                if more is None or more in names:
+                    raise CheckpointError(f"{p}: cannot be converted ({_first_line(e)})") from None
+                names.append(more)
+    else:
+        raise CheckpointError(f"{p}: cannot be converted (it names more than {len(names)} Python objects)")
     plain = _plain(state, "")
     backup = p.with_name(p.name + ".pickled")
     os.replace(p, backup)
@@ -132,10 +141,10 @@ def _resolve(name: str, p: Path) -> Any:
 def _plain(obj: Any, where: str) -> Any:
     """`obj` as plain data: numpy scalars and arrays, dataclasses and paths become numbers,
     tensors, dicts and strings; anything else is a CheckpointError naming where it sits."""
+    if isinstance(obj, np.generic):  # first: np.float64 is also a float
+        return obj.item()
     if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
         return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
     if isinstance(obj, np.ndarray):
         return torch.from_numpy(obj)
     if isinstance(obj, os.PathLike):
@@ -147,6 +156,13 @@ def _plain(obj: Any, where: str) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
     raise CheckpointError(f"cannot convert {type(obj).__name__} at {where or 'the top'} to plain data")
+
+
+def _named_global(message: str) -> str | None:
+    """The object torch's weights-only unpickler refused, from its error text (the only place
+    torch says which; used by `convert` and for the refusal line of a legacy-format file)."""
+    m = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", message)
+    return None if m is None else (m.group(1) or m.group(2))
 
 
 def _unsafe_globals(p: Path) -> list[str]:
