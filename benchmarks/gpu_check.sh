@@ -1,11 +1,73 @@
 #!/usr/bin/env bash
-# On a GPU machine: the CUDA tests, then the throughput table at 224 px, batch 256, with
-# 16 DataLoader workers for the per-image pipeline. Under 5 minutes on one H200-class GPU.
-#   bash benchmarks/gpu_check.sh
+# The one command for a GPU machine (about 8 minutes on one H200-class GPU; not yet timed on
+# one): everything lands in one folder, and a summary to paste into a note is printed last.
+#   1. the CUDA tests (pytest -m cuda)
+#   2. the throughput table at 64 and 224 px: ours / compute-only / standard per-image pipeline
+#   3. the packing table: 1, 2, 4, 8 workers on GPU 0 (benchmarks/gpu_packing.py)
+#   4. a 2-trial demo study with --gpus 0, tracked in MLflow: its trial runs must carry GPU
+#      system metrics (system/gpu_0_utilization_percentage)
+#
+#   bash benchmarks/gpu_check.sh                 # or: make gpu-check; OUT=DIR to choose the folder
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-[ -x "$PY" ] || { make install >/dev/null; }
-"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
-"$PY" -m pytest -q -m cuda -p no:cacheprovider tests
-"$PY" benchmarks/throughput.py --device cuda --batch 256 --sizes 224 --workers 16 --steps 20 --pngs 256
+[ -x "$PY" ] || make install >/dev/null
+OUT=${OUT:-runs/gpu-check-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+SECONDS_PER_PACKING=${SECONDS_PER_PACKING:-20}
+step() { printf '\n== %s\n' "$*"; }
+
+"$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))" \
+    | tee "$OUT/device.txt"
+nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
+
+step "1. CUDA tests"
+"$PY" -m pytest -q -m cuda -p no:cacheprovider tests 2>&1 | tee "$OUT/cuda-tests.txt" | tail -3
+
+step "2. throughput (ours / compute-only / standard)"
+"$PY" benchmarks/throughput.py --device cuda --batch 256 --sizes 64 224 --workers 16 --steps 20 --pngs 256 \
+    2>&1 | tee "$OUT/throughput.txt" | tail -8
+
+step "3. packing (1, 2, 4, 8 workers on GPU 0, ${SECONDS_PER_PACKING} s each)"
+"$PY" benchmarks/gpu_packing.py --seconds "$SECONDS_PER_PACKING" --json "$OUT/packing.json" \
+    2>&1 | tee "$OUT/packing.txt" | tail -16
+
+step "4. a 2-trial demo study on --gpus 0, tracked"
+"$PY" - "$OUT" <<'EOF'
+import sys
+from pathlib import Path
+
+import yaml
+
+out = Path(sys.argv[1])
+doc = yaml.safe_load(Path("experiments/demo.yaml").read_text())
+doc.update({"budget": {"trials": 2, "epochs": 3}, "confirm": {"top_k": 1, "seeds": 1}, "system_metrics_interval_s": 1})
+(out / "demo.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+EOF
+"$PY" sweeps/run.py --config "$OUT/demo.yaml" --gpus 0 --tracking-uri "sqlite:///$OUT/mlflow.db" \
+    --out "$OUT/demo" --set train.device=cuda > "$OUT/demo.txt" 2>&1
+"$PY" - "$OUT" <<'EOF' | tee "$OUT/demo-gpu-metrics.txt"
+import sys
+
+from mlflow import MlflowClient
+
+out = sys.argv[1]
+client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+exp = client.get_experiment_by_name("demo")
+runs = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'trial'")
+keys = [sorted(k for k in r.data.metrics if k.startswith("system/gpu")) for r in runs]
+ok = runs and all("system/gpu_0_utilization_percentage" in k for k in keys)
+print(f"demo on --gpus 0: {len(runs)} trial runs; GPU system metrics on each: {'yes' if ok else 'NO'} "
+      f"({', '.join(keys[0]) if keys and keys[0] else 'none'})")
+sys.exit(0 if ok else 1)
+EOF
+
+step "summary (paste into the note)"
+{
+  echo "GPU check, $(cat "$OUT/device.txt"), $(date -u +%Y-%m-%d), folder $OUT"
+  echo "CUDA tests: $(tail -1 "$OUT/cuda-tests.txt")"
+  echo; echo "Throughput:"; grep -E '^\|' "$OUT/throughput.txt" || true
+  echo; echo "Packing:"; grep -E '^\||best packing' "$OUT/packing.txt" || true
+  echo; cat "$OUT/demo-gpu-metrics.txt"
+  grep -E '^  pretraining vs|^quote' "$OUT/demo.txt" || true
+} | tee "$OUT/summary.md"

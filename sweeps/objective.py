@@ -49,6 +49,10 @@ class TrialFailed(RuntimeError):
     """A trial that failed for a reason worth one line (out of memory, ...)."""
 
 
+class OutOfMemory(TrialFailed):
+    """The trial ran out of GPU memory (torch.OutOfMemoryError); packed, it is retried once alone (worker.py)."""
+
+
 def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     """Run one trial; returns the objective. Raises optuna.TrialPruned for pruned or diverged
     trials, TrialFailed/other exceptions for failures (the MLflow run is closed either way)."""
@@ -138,6 +142,7 @@ class SweepContext:
     tracking: Tracking | None = None
     parent_id: str | None = None
     worker: int = 0
+    per_gpu: int = 1  # workers sharing this worker's GPU (--per-gpu; sweeps/gpu_share.py)
     progress: bool = True
     dry_run: bool = False  # the sweep machinery with a stand-in for training (dry_run_objective)
     work_s: float = 0.0  # seconds the last trial spent training and evaluating (for timings)
@@ -190,7 +195,10 @@ class SweepContext:
                 "sampler": self.spec.sampler.name, "pruner": self.spec.pruner.name, "dataset": cfg.data.dataset,
                 "synthetic": str(cfg.data.dataset == "synthetic").lower(), "device": device,
                 "git_commit": self.commit, "worker": str(self.worker), "host": socket.gethostname(),
-                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+                "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                "workers_per_gpu": str(self.per_gpu)}
+        if trial.user_attrs.get("alone"):  # an out-of-memory retry, given its GPU to itself
+            tags |= {"alone_on_gpu": "true", "oom_retry_of_trial": str(trial.user_attrs.get("retry_of"))}
         run = Run(None)
         if self.tracking is not None:
             cont = None if resume is None or resume.run_id is None else (
@@ -293,7 +301,7 @@ def failures_recorded(trial: optuna.Trial, cfg: Config) -> Iterator[None]:
         reason = failure_reason(e, cfg)
         trial.set_user_attr("reason", reason)
         if type(e).__name__ == "OutOfMemoryError":
-            raise TrialFailed(reason) from e
+            raise OutOfMemory(reason) from e
         raise
 
 

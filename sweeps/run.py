@@ -22,12 +22,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 
 from sweeps import optuna_compat
 from sweeps.best import best_file, load_confirmed, print_best, read_best, record_best, study_report
+from sweeps.gpu_share import start_mps, stop_mps, worker_gpus
 from sweeps.objective import SweepContext, dry_run_objective, objective
 from sweeps.signals import PREEMPT, Preempted, check_interrupted, exit_code, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
@@ -58,7 +60,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="per worker: start no trial that would not fit, and at this limit checkpoint and stop the "
                         "trial in flight; it resumes on the next start (for SLURM time limits, preemptible machines)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
-    p.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU")
+    p.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU (--per-gpu N: N per GPU)")
+    p.add_argument("--per-gpu", type=int, default=1, metavar="N",
+                   help="with --gpus: N worker processes on each GPU, each capped at (1 - 5%%)/N of its memory; a "
+                        "trial that still runs out of memory is retried once alone on its GPU")
+    p.add_argument("--mps", action="store_true",
+                   help="with --gpus: start the CUDA MPS daemon for the sweep's GPUs (kernels of the packed "
+                        "workers then run at once) and stop it at the end; without the binary, one line and no MPS")
     p.add_argument("--storage", help="Optuna storage URL (default: an embedded journal file "
                                      "in runs/<study>/); postgresql://... for many machines")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's, sqlite:///mlflow.db)")
@@ -88,6 +96,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--submission", metavar="CSV", help="for --predict: the file to write "
                                                        "(default: runs/<study>/submission.csv)")
     return p.parse_args(argv)
+
+
+# run.py's own argument checks, in one place: (bad, the one-line error), before any work.
+ARGUMENT_CHECKS: list[tuple[Callable[[argparse.Namespace], bool], str]] = [
+    (lambda a: a.trials is not None and a.trials < 1, "--trials must be >= 1"),
+    (lambda a: a.workers < 1, "--workers must be >= 1"),
+    (lambda a: a.max_time is not None and a.max_time <= 0, "--max-time must be a number of seconds > 0"),
+    (lambda a: a.timeout is not None and a.timeout <= 0, "--timeout must be a number of seconds > 0"),
+    (lambda a: a.seeds is not None and a.seeds < 1, "--seeds must be >= 1"),
+    (lambda a: bool(a.gpus) and not all(g.strip().isdigit() for g in a.gpus.split(",")),
+     "--gpus takes comma-separated GPU numbers, e.g. 0,1"),
+    (lambda a: a.per_gpu < 1, "--per-gpu must be >= 1"),
+    (lambda a: a.per_gpu > 1 and not a.gpus, "--per-gpu needs --gpus (the GPUs to pack the workers on)"),
+    (lambda a: a.mps and not a.gpus, "--mps needs --gpus (the GPUs whose MPS daemon to start)"),
+]
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The first failing ARGUMENT_CHECKS row as a ConfigError (one line, exit 2)."""
+    for bad, message in ARGUMENT_CHECKS:
+        if bad(args):
+            raise ConfigError(message)
 
 
 def preflight(spec: StudySpec, overrides: dict) -> None:
@@ -149,6 +179,8 @@ def spawn_workers(args: argparse.Namespace, spec: StudySpec, target: int, out_di
     for item in args.set:
         cmd += ["--set", item]
     cmd += [flag for flag, on in (("--no-tracking", args.no_tracking), ("--dry-run", args.dry_run)) if on]
+    if gpus:
+        cmd += ["--per-gpu", str(args.per_gpu)]
     procs = []
     for i in range(n):
         env = dict(os.environ)
@@ -156,7 +188,7 @@ def spawn_workers(args: argparse.Namespace, spec: StudySpec, target: int, out_di
         if args.storage:
             env[STORAGE_ENV] = args.storage
         if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i]
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i]  # gpus: one entry per worker (gpu_share.worker_gpus)
         procs.append(subprocess.Popen([*cmd, "--index", str(i)], env=env))
     return procs
 
@@ -180,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--imagenet-weights: {args.imagenet_weights} does not exist "
                                   f"(weights are never downloaded)")
             os.environ[IMAGENET_ENV] = args.imagenet_weights  # the workers and confirm runs inherit it
-        if args.trials is not None and args.trials < 1:
-            raise ConfigError("--trials must be >= 1")
+        check_arguments(args)
         target = args.trials or spec.budget.trials
         out_dir = Path(args.out or f"runs/{spec.name}")
         preflight(spec, overrides)
@@ -201,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int, out_dir: Path) -> int:
-    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else []
+    gpus = worker_gpus([g.strip() for g in args.gpus.split(",")], args.per_gpu) if args.gpus else []
     n_workers = len(gpus) or args.workers
     out_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, args.storage, out_dir, 0, args.storage_wait)
@@ -285,8 +316,15 @@ def _run_trials(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, 
     Returns the parent run's status and the exit code."""
     status, code = "FINISHED", 0
     if n_workers > 1 or gpus:  # --gpus 3 must still pin the worker to GPU 3
-        procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
-        _wait_with_progress(study, procs, target)
+        mps = start_mps(sorted(set(gpus)), out_dir / "mps") if args.mps else None
+        if mps is not None:
+            os.environ.update(mps)  # the workers are MPS clients
+        try:
+            procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
+            _wait_with_progress(study, procs, target)
+        finally:
+            if mps is not None:
+                stop_mps(mps)
         dead = [i for i, p in enumerate(procs) if p.returncode]
         if dead and counts(study)["done"] < target:
             status, code = "FAILED", 1

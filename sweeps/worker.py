@@ -34,7 +34,8 @@ from vicreg.config import ConfigError, parse_overrides
 
 from . import optuna_compat
 from .best import load_confirmed, record_best
-from .objective import SweepContext, dry_run_objective, objective, worker_threads
+from .gpu_share import gpu_slot, set_memory_share
+from .objective import OutOfMemory, SweepContext, dry_run_objective, objective, worker_threads
 from .signals import Preempted, check_interrupted, exit_code, handlers
 from .storage import StorageUnavailable, claim_lock, heartbeats_trustworthy, open_study
 from .study import StudySpec, check_init, load_study
@@ -179,8 +180,10 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objectiv
             continue
         ctx.work_s = 0.0
         try:
-            # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive.
-            with optuna_compat.heartbeat(study, trial):
+            # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive. With
+            # --per-gpu, the trial holds its GPU's slot: shared, or whole for an alone retry.
+            alone = bool(trial.user_attrs.get("alone"))
+            with optuna_compat.heartbeat(study, trial), gpu_slot(ctx.out_dir, ctx.per_gpu, alone):
                 value = fn(trial, ctx)
             frozen = _tell(study, trial, value)
             consecutive = 0
@@ -198,9 +201,19 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objectiv
             study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
             raise
         except Exception as e:  # noqa: BLE001 - recorded on the trial and in MLflow
+            # Out of memory while packed beside other trials: not lost, retried once with its GPU to itself.
+            retry_alone = isinstance(e, OutOfMemory) and ctx.per_gpu > 1 and not trial.user_attrs.get("alone")
+            if retry_alone:
+                optuna_compat.set_user_attr(study, trial, "retried_alone", True)
             frozen = _tell(study, trial, state=TrialState.FAIL)
-            consecutive += 1
             print(f"trial {trial.number} failed: {trial.user_attrs.get('reason', e)}", flush=True)
+            if retry_alone:
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "alone": True})
+                print(f"trial {trial.number}: out of memory beside {ctx.per_gpu - 1} other trial(s) on its GPU; "
+                      f"retried once, alone on its GPU", flush=True)
+                _record_timing(ctx, frozen, t0, claimed, mlflow0)
+                continue
+            consecutive += 1
             if consecutive >= ctx.spec.max_consecutive_failures:
                 raise SweepStopped(f"stopping: {consecutive} consecutive trials failed (last: "
                                    f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' "
@@ -266,6 +279,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="the study's output folder")
     p.add_argument("--index", type=int, default=0, help="this worker's number (sampler seed offset, tags)")
     p.add_argument("--workers", type=int, default=1, help="workers on this machine (to share the CPU cores)")
+    p.add_argument("--per-gpu", type=int, default=1, help="workers on this worker's GPU (its memory share)")
     p.add_argument("--tracking-uri")
     p.add_argument("--timeout", type=float)
     p.add_argument("--max-time", type=float)
@@ -293,8 +307,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not a.dry_run:
         worker_threads(a.workers)
+        set_memory_share(a.per_gpu)
     ctx = SweepContext(spec, out_dir, overrides, tracking, study.user_attrs.get(PARENT_ATTR), a.index,
-                       progress=False, dry_run=a.dry_run)
+                       per_gpu=a.per_gpu, progress=False, dry_run=a.dry_run)
     timeout = a.timeout or spec.budget.timeout_s
     with handlers():
         max_end = None

@@ -119,7 +119,8 @@ def test_unreadable_checkpoint_is_moved_aside_and_training_starts_over(synthetic
     pretrain(cfg, images)
     ckpt = tmp_path / "last.pt"
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
-    with pytest.warns(UserWarning, match=r"last.pt: unreadable checkpoint .*moved to last.pt.corrupt-.*from scratch"):
+    moved = r"last.pt: unreadable, truncated or not a torch file .*moved to last.pt.corrupt-.*from scratch"
+    with pytest.warns(UserWarning, match=moved):
         again = pretrain(cfg, images)
     assert len(list(tmp_path.glob("last.pt.corrupt-*"))) == 1 and ckpt.is_file()
     assert [h["loss"] for h in again.history] == [h["loss"] for h in straight.history]

@@ -173,4 +173,5 @@ def _unsafe_globals(p: Path) -> list[str]:
 
 
 def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0][:200]
+    """The exception's first sentence (torch's messages run on for lines)."""
+    return (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]
