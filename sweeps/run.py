@@ -150,7 +150,7 @@ def predict_entry(spec: StudySpec, args: argparse.Namespace) -> int:
         raise ConfigError(f"--model {uri}: {str(e).strip().splitlines()[0][:300]}") from None
     for key, value in overrides_from(args.set, args.data_root, args.test_root).items():
         set_key(raw, key, value)
-    cfg = config_from_dict(raw, source=f"{uri} (config.yaml of run {run_id})")
+    cfg = config_from_dict(raw, source=f"{uri} (the config stored with its weights, run {run_id})")
     folds = out_dir / "folds.csv"
     out = Path(args.submission or out_dir / "submission.csv")
     report = predict(encoder, cfg, out, folds if folds.is_file() else None)

@@ -1,8 +1,8 @@
 """Downstream evaluation on the study's stored folds: probes, fine-tuning, scores, submission.
 
 Protocols (`eval.protocol`):
-  linear    frozen encoder, features extracted once, a trained linear layer
-  head      frozen encoder, features extracted once, MLP head with dropout
+  linear    frozen encoder, features extracted once per fold, a trained linear layer
+  head      frozen encoder, features extracted once per fold, MLP head with dropout
   conv+head the last ResNet stage trained with the head (the seed's best transfer setting)
   full      the whole network, discriminative learning rates per stage and gradual
             unfreezing from the top (Romero et al., Med. Phys. 2020; Howard & Ruder 2018)
@@ -16,7 +16,9 @@ Three numbers, never mixed up:
                    averaged probabilities; only when asked (confirmed configurations)
 No number is selected on the data it reports: the head trains a fixed `eval.epochs`, or with
 `eval.patience` > 0 stops early on an inner split of the training fold, never on the fold
-being scored (Cawley & Talbot, JMLR 2010).
+being scored (Cawley & Talbot, JMLR 2010). Nor is anything fitted on it: each fold's images
+are normalised with its training part's per-channel statistics, which is why the frozen
+protocols extract features once per fold (k passes of the encoder, not one).
 """
 
 from __future__ import annotations
