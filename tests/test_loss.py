@@ -119,7 +119,9 @@ def _dist_worker(rank: int, world: int, port: int, a: torch.Tensor, b: torch.Ten
     lb = b[rank * n:(rank + 1) * n].clone().requires_grad_(True)
     out = vicreg_loss(la, lb)
     (out.variance + out.covariance).backward()
-    q.put((rank, out.variance.item(), out.covariance.item(), la.grad.clone()))
+    # Plain numbers, not a tensor: torch sends a tensor through a queue as a shared file
+    # descriptor, which this process may have taken with it on exit (a connection-reset race).
+    q.put((rank, out.variance.item(), out.covariance.item(), la.grad.tolist()))
     dist.destroy_process_group()
 
 
@@ -145,4 +147,4 @@ def test_distributed_gather_sees_all_processes_with_correct_gradient() -> None:
         assert cov == pytest.approx(full.covariance.item(), rel=1e-5)
         # Each rank's gradient is the all-reduced one: world_size x the full-batch rows
         # (DDP then averages over ranks, giving the full-batch gradient).
-        torch.testing.assert_close(grad, 2 * full_a.grad[rank * 8:(rank + 1) * 8], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(grad), 2 * full_a.grad[rank * 8:(rank + 1) * 8], rtol=1e-4, atol=1e-6)
