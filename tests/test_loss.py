@@ -43,7 +43,7 @@ def reference(a: np.ndarray, b: np.ndarray, eps: float = 1e-4) -> tuple[float, f
 
 
 @pytest.mark.parametrize("n,d,scale", [(2, 3, 1.0), (8, 5, 0.3), (16, 12, 2.0), (5, 1, 0.5)])
-def test_matches_reference(n: int, d: int, scale: float) -> None:
+def test_loss_terms_match_the_reference_implementation(n: int, d: int, scale: float) -> None:
     rng = np.random.default_rng(n * 100 + d)
     a = rng.normal(0, scale, (n, d))
     b = a + rng.normal(0, 0.5 * scale, (n, d))
@@ -119,7 +119,9 @@ def _dist_worker(rank: int, world: int, port: int, a: torch.Tensor, b: torch.Ten
     lb = b[rank * n:(rank + 1) * n].clone().requires_grad_(True)
     out = vicreg_loss(la, lb)
     (out.variance + out.covariance).backward()
-    q.put((rank, out.variance.item(), out.covariance.item(), la.grad.clone()))
+    # Plain numbers, not a tensor: torch sends a tensor through a queue as a shared file
+    # descriptor, which this process may have taken with it on exit (a connection-reset race).
+    q.put((rank, out.variance.item(), out.covariance.item(), la.grad.tolist()))
     dist.destroy_process_group()
 
 
@@ -145,4 +147,4 @@ def test_distributed_gather_sees_all_processes_with_correct_gradient() -> None:
         assert cov == pytest.approx(full.covariance.item(), rel=1e-5)
         # Each rank's gradient is the all-reduced one: world_size x the full-batch rows
         # (DDP then averages over ranks, giving the full-batch gradient).
-        torch.testing.assert_close(grad, 2 * full_a.grad[rank * 8:(rank + 1) * 8], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(torch.tensor(grad), 2 * full_a.grad[rank * 8:(rank + 1) * 8], rtol=1e-4, atol=1e-6)
