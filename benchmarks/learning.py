@@ -35,7 +35,7 @@ import yaml
 
 from vicreg.config import Config, config_from_dict, to_dict
 from vicreg.data import load_datasets, make_folds, pretrain_selection
-from vicreg.evaluate import EvalReport, evaluate
+from vicreg.evaluate import EvalData, EvalReport, evaluate
 from vicreg.optim import lr_at, warmup_steps
 from vicreg.train import pretrain
 from vicreg.verdict import holdout_verdict
@@ -166,10 +166,10 @@ def main() -> None:
     t0 = time.perf_counter()
     ours = pretrain(cfg, images)
     ours_s = time.perf_counter() - t0
-    ours_report = evaluate(ours.model.encoder, x, y, folds, cfg.eval, "cpu", "vicreg", score_holdout=True)
+    ours_report = evaluate(ours.model.encoder, EvalData(x, y, folds), cfg.eval, "cpu", "vicreg", score_holdout=True)
     print(f"ours (default recipe): {ours_s:.0f} s", flush=True)
     peer_encoder, peer_s = peer_pretrain(cfg, images)
-    peer_report = evaluate(peer_encoder, x, y, folds, cfg.eval, "cpu", "lightly", score_holdout=True)
+    peer_report = evaluate(peer_encoder, EvalData(x, y, folds), cfg.eval, "cpu", "lightly", score_holdout=True)
     print(f"peer (lightly): {peer_s:.0f} s", flush=True)
 
     t0 = time.perf_counter()

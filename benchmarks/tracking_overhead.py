@@ -18,9 +18,9 @@ from pathlib import Path
 
 import optuna
 
-import sweeps.objective as obj
 import vicreg.train
 from sweeps import run
+from sweeps.context import SweepContext
 from sweeps.study import StudySpec
 from sweeps.tracking import Run
 
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3)
     args = ap.parse_args()
     vicreg.train.pretrain = timed(vicreg.train.pretrain)  # the objective imports it at its first trial
-    obj.SweepContext.score = timed(obj.SweepContext.score)
+    SweepContext.score = timed(SweepContext.score)
     Run.log_epoch = logging_timed(Run.log_epoch)
     # Prune nothing, so both runs do the same work.
     StudySpec.make_pruner = lambda self: optuna.pruners.NopPruner()

@@ -23,6 +23,7 @@ from vicreg.data import pretrain_note
 from vicreg.io import atomic_write
 
 from .study import config_values
+from .tracking import log_best
 
 if TYPE_CHECKING:
     from .study import StudySpec
@@ -124,7 +125,7 @@ def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None,
         table = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
         atomic_write(table, "\n".join(rows) + "\n")
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        tracking.log_best(parent_id, top[0].value, done,
+        log_best(tracking, parent_id, top[0].value, done,
                           {"best_trial": top[0].number, **{f"best.{k}": v for k, v in entries[0]["params"].items()}},
                           table)
 

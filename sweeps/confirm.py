@@ -25,23 +25,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import torch
 
 from vicreg import checkpoint
 from vicreg.config import CheckpointError, Config, ConfigError, config_from_dict, flatten, set_key, unflatten
 from vicreg.data import pretrain_selection
-from vicreg.evaluate import EvalReport
+from vicreg.evaluate import EvalReport, mean_std
 from vicreg.io import atomic_write, file_lock
 from vicreg.train import encoder_from_state, pretrain, resolve_device
 from vicreg.verdict import cv_verdicts, holdout_verdicts
 
 from .best import CONFIRMED_FILE, top_trials
-from .objective import SweepContext, trial_summary
+from .context import SweepContext
+from .objective import trial_summary
+from .outcome import OUTCOMES
 from .signals import check_interrupted
 from .study import config_values
-from .tracking import Run, tracked
+from .tracking import Run, best_version, close_stale_confirm, register_encoder, start_run, tracked
 
 CONFIRM_SEED_BLOCK = 1000  # confirm seeds start at the next multiple of this above the trial's seed
 
@@ -85,7 +86,7 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
                 "dataset": cfg.data.dataset}
         params = {**config_values(trial.params), "train.seed": seed, "eval.seed": seed,
                   "trial_seed": trial_seed(trial)}
-        run = ctx.tracking.start_run(ctx.parent_id, f"confirm trial-{trial.number:03d} seed {seed}", cfg,
+        run = start_run(ctx.tracking, ctx.parent_id, f"confirm trial-{trial.number:03d} seed {seed}", cfg,
                                      params, tags)
     first = confirm_seeds(trial_seed(trial), 1)[0]
     with tracked(run, interrupted="interrupted (Ctrl-C); resumes on the next --confirm"):
@@ -98,8 +99,9 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
                                                                          device, holdout=True)
         out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run.run_id,
                "reports": [r.to_dict() for r in reports], "pretrain_images": seen}
-        if result.status == "diverged":
-            run.end("FAILED", "DIVERGED", {"reason": result.reason})
+        if result.status == "diverged":  # not an Optuna trial: FAILED/DIVERGED, not pruned (sweeps/outcome.py)
+            o = OUTCOMES["diverged (confirm run)"]
+            run.end(o.mlflow_status, o.state_tag, {"reason": result.reason})
         else:
             # The Model Registry's candidate (register_best) is the first confirm seed's encoder,
             # fixed before any score is seen: never the seed with the best hold-out score.
@@ -138,7 +140,7 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
         if tr is None or not ranked or not ranked[0]["mlflow_run_ids"]:
             return
         best, name = ranked[0], f"vicreg-{ctx.spec.name}"
-        current = tr.best_version(name)
+        current = best_version(tr, name)
         if current is not None and current.get("vicreg.trial") == str(best["trial"]):
             return  # the same configuration: its version stays
         path = _encoder_path(ctx, best["trial"])
@@ -161,7 +163,7 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
                 "confirmed_cv_kappa": f"{vic.get('cv_kappa', float('nan')):.4f}",
                 "confirmed_holdout_kappa": f"{vic.get('holdout_kappa', float('nan')):.4f}",
                 "image_size": str(raw["data"]["image_size"]), "in_channels": str(raw["model"]["in_channels"])}
-        tr.register_encoder(best["mlflow_run_ids"][0], name, path, example.numpy(), features.numpy(), tags)
+        register_encoder(tr, best["mlflow_run_ids"][0], name, path, example.numpy(), features.numpy(), tags)
     finally:
         for p in (ctx.out_dir / "confirm").glob("encoder-trial*-first-seed.pt"):
             p.unlink(missing_ok=True)
@@ -176,14 +178,6 @@ def _read_result(path: Path) -> dict | None:
     except ValueError:
         print(f"warning: {path} cannot be parsed; that run is done again", flush=True)
         return None
-
-
-def _stats(vals: list[float | None]) -> tuple[float, float]:
-    """Mean and std over seeds (ddof=1; nan for one seed), ignoring missing values."""
-    a = np.array([v for v in vals if v is not None and math.isfinite(v)], dtype=float)
-    if not len(a):
-        return float("nan"), float("nan")
-    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else float("nan")
 
 
 SCORES = {"cv_kappa": "kappa_mean", "pooled_kappa": "kappa_pooled", "holdout_kappa": "kappa_holdout",
@@ -209,7 +203,7 @@ def summarise(trial: optuna.trial.FrozenTrial, runs: list[dict]) -> dict:
     for label, reps in by_label.items():
         stats = {}
         for name, key in SCORES.items():
-            stats[name], stats[f"{name}_std"] = _stats([r.summary.get(key) for r in reps])
+            stats[name], stats[f"{name}_std"] = mean_std([r.summary.get(key) for r in reps])
         entry["scores"][label] = stats
     if "vicreg" in by_label:
         baselines = {k: v for k, v in by_label.items() if k != "vicreg"}
@@ -238,7 +232,7 @@ def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) 
     (ctx.out_dir / "confirm").mkdir(parents=True, exist_ok=True)
     with file_lock(ctx.out_dir / "confirm.lock"):  # one confirmer at a time: RUNNING ones are dead
         if ctx.tracking is not None:
-            ctx.tracking.close_stale_confirm(ctx.spec.name)
+            close_stale_confirm(ctx.tracking, ctx.spec.name)
         ranked = []
         for t in top:
             runs = []

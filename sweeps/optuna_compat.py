@@ -133,3 +133,10 @@ def fail(study: optuna.Study, trial: FrozenTrial, reason: str) -> None:
     """Mark a RUNNING trial of another (dead) worker FAIL with `reason`."""
     study._storage.set_trial_user_attr(trial._trial_id, "reason", reason)
     study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def stopped_outside_optimize(e: RuntimeError) -> bool:
+    """Is `e` Optuna's complaint that a sampler called study.stop() outside study.optimize (the
+    GridSampler once its grid is used up)? Optuna raises a plain RuntimeError for it, so only
+    its text tells; the trial's state was stored before it (worker._tell)."""
+    return "Study.stop" in str(e)

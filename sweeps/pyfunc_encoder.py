@@ -1,7 +1,7 @@
 """The registry model's loader: how `mlflow.pyfunc.load_model("models:/vicreg-<study>@best")`
 builds the encoder, for users outside our command line.
 
-The registered model is logged (sweeps/tracking.py: register_encoder) as an MLflow pyfunc
+The registered model is logged (sweeps/tracking/registry.py: register_encoder) as an MLflow pyfunc
 model with `loader_module="sweeps.pyfunc_encoder"` and one data file, `encoder.pt`: the
 encoder's weights and its resolved config as plain data, the same format as a sweep run's
 `checkpoint/encoder.pt` (vicreg/checkpoint.py). No code and no pickled object is stored in
@@ -10,7 +10,7 @@ the artifact: MLflow imports this module from the installed package and calls
 as weights only. This module makes no MLflow call (so it is not under tracking's rule).
 
 Our own `--predict --model` does not go through MLflow's loader at all: it downloads
-`encoder.pt` and reads it with the same function (sweeps/tracking.py: load_encoder).
+`encoder.pt` and reads it with the same function (sweeps/tracking/registry.py: load_encoder).
 """
 
 from __future__ import annotations

@@ -19,25 +19,36 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 
 from sweeps import optuna_compat
 from sweeps.best import best_file, load_confirmed, print_best, read_best, record_best, study_report
-from sweeps.gpu_share import start_mps, stop_mps, worker_gpus
-from sweeps.objective import SweepContext, dry_run_objective, objective
-from sweeps.signals import PREEMPT, Preempted, check_interrupted, exit_code, handlers
+from sweeps.context import SweepContext
+from sweeps.gpu_share import worker_gpus
+from sweeps.launch import run_workers
+from sweeps.objective import dry_run_objective, objective
+from sweeps.outcome import SweepStopped, outcome_of
+from sweeps.signals import Preempted, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
 from sweeps.study import StudySpec, check_init, study_path
-from sweeps.tracking import PARENT_ATTR, Tracking, TrackingUnavailable, mask_url, runs_page
+from sweeps.text import first_line, mask_url
+from sweeps.tracking import (
+    PARENT_ATTR,
+    Tracking,
+    TrackingUnavailable,
+    load_encoder,
+    log_confirmed,
+    log_study_plots,
+    open_parent,
+    runs_page,
+)
 from sweeps.worker import (
-    STORAGE_ENV,
-    SweepStopped,
     counts,
     fail_stale,
     load_spec,
@@ -145,9 +156,9 @@ def predict_entry(spec: StudySpec, args: argparse.Namespace) -> int:
     uri = args.model or f"models:/vicreg-{spec.name}@best"
     tracking = Tracking.open(args.tracking_uri, spec.name)
     try:
-        encoder, raw, run_id = tracking.load_encoder(uri)
-    except Exception as e:  # noqa: BLE001 - an unknown model or alias is a user error, one line
-        raise ConfigError(f"--model {uri}: {str(e).strip().splitlines()[0][:300]}") from None
+        encoder, raw, run_id = load_encoder(tracking, uri)
+    except Exception as e:  # an unknown model or alias is a user error, one line
+        raise ConfigError(f"--model {uri}: {first_line(e)}") from None
     for key, value in overrides_from(args.set, args.data_root, args.test_root).items():
         set_key(raw, key, value)
     cfg = config_from_dict(raw, source=f"{uri} (the config stored with its weights, run {run_id})")
@@ -164,33 +175,6 @@ def _space(d) -> object:
     return d.choices or [d.low, d.high]
 
 
-def spawn_workers(args: argparse.Namespace, spec: StudySpec, target: int, out_dir: Path, n: int,
-                  gpus: list[str]) -> list[subprocess.Popen]:
-    """`n` worker processes (python -m sweeps.worker) running this study's trials, one per GPU
-    with --gpus. Settings are arguments; the storage URL goes in the environment, which `ps`
-    does not show other users."""
-    cmd = [sys.executable, "-m", "sweeps.worker", "--config", str(spec.path), "--trials", str(target),
-           "--out", str(out_dir), "--workers", str(n)]
-    for flag, value in (("--tracking-uri", args.tracking_uri), ("--timeout", args.timeout),
-                        ("--max-time", args.max_time), ("--data-root", args.data_root),
-                        ("--test-root", args.test_root), ("--storage-wait", args.storage_wait)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    for item in args.set:
-        cmd += ["--set", item]
-    cmd += [flag for flag, on in (("--no-tracking", args.no_tracking), ("--dry-run", args.dry_run)) if on]
-    if gpus:
-        cmd += ["--per-gpu", str(args.per_gpu)]
-    procs = []
-    for i in range(n):
-        env = dict(os.environ)
-        env.pop(STORAGE_ENV, None)
-        if args.storage:
-            env[STORAGE_ENV] = args.storage
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[i]  # gpus: one entry per worker (gpu_share.worker_gpus)
-        procs.append(subprocess.Popen([*cmd, "--index", str(i)], env=env))
-    return procs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,30 +210,47 @@ def main(argv: list[str] | None = None) -> int:
     with handlers():
         try:
             return _run(args, spec, overrides, target, out_dir)
-        except (StorageUnavailable, TrackingUnavailable) as e:
+        except (StorageUnavailable, TrackingUnavailable) as e:  # a tracking store is only ever lost at open
             print(f"error: {e}", file=sys.stderr)
-            return 2 if "cannot open" in str(e) else 1
+            return 2 if isinstance(e, TrackingUnavailable) or e.at_start else 1
+
+
+@dataclass
+class Plan:
+    """One command's settled inputs, which the steps of _run share."""
+
+    args: argparse.Namespace
+    spec: StudySpec
+    overrides: dict
+    target: int  # finished trials wanted
+    out_dir: Path
+    study: optuna.Study
+    tracking: Tracking | None
+    parent: str | None = None  # the study's MLflow parent run
+    gpus: list[str] = field(default_factory=list)  # one entry per worker (gpu_share.worker_gpus)
+    n_workers: int = 1
+    deadline: float | None = None  # --timeout: no trial starts after it
+    max_end: float | None = None  # --max-time in this process (one worker, no --gpus)
 
 
 def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int, out_dir: Path) -> int:
     gpus = worker_gpus([g.strip() for g in args.gpus.split(",")], args.per_gpu) if args.gpus else []
-    n_workers = len(gpus) or args.workers
     out_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, args.storage, out_dir, 0, args.storage_wait)
     tracking = None if args.no_tracking else Tracking.open(args.tracking_uri, spec.name)
     timeout = args.timeout or spec.budget.timeout_s
-    deadline = time.time() + timeout if timeout else None
-    max_end = None
-    if args.max_time and n_workers == 1 and not gpus:  # workers set their own alarm
+    plan = Plan(args, spec, overrides, target, out_dir, study, tracking, gpus=gpus, n_workers=len(gpus) or args.workers,
+                deadline=time.time() + timeout if timeout else None)
+    if args.max_time and plan.n_workers == 1 and not gpus:  # workers set their own alarm
         signal.setitimer(signal.ITIMER_REAL, args.max_time)  # SIGALRM -> preempt("time limit")
-        max_end = time.time() + args.max_time
+        plan.max_end = time.time() + args.max_time
 
     # Under the claim lock: machines starting together must find one parent run, and a worker
     # mid-claim has a trial without its pid yet.
     parent = None
     with claim_lock(study, out_dir):
         if tracking is not None:
-            parent = tracking.open_parent(spec.name, study.user_attrs.get(PARENT_ATTR), {
+            parent = open_parent(tracking, spec.name, study.user_attrs.get(PARENT_ATTR), {
                 "sampler": spec.sampler.name, "pruner": spec.pruner.name, "metric": spec.objective.metric,
                 "dataset": spec.config({}, overrides).data.dataset}, {
                 "study_file": str(spec.path), "metric": spec.objective.metric,
@@ -259,6 +260,7 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
                 "search": {d.key: _space(d) for d in spec.search},
                 "storage": mask_url(args.storage) or "journal (embedded)"})
             study.set_user_attr(PARENT_ATTR, parent)
+            plan.parent = parent
         stale = fail_stale(study, tracking)
     if stale:
         print(f"trials {stale} were left running by a dead worker: marked failed, will be retried")
@@ -272,26 +274,25 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
     status, code = "FINISHED", 0
     try:
         if not args.confirm:
-            status, code = _run_trials(args, spec, study, tracking, parent, overrides, target, out_dir, c, deadline,
-                                       n_workers, gpus, max_end)
+            status, code = _run_trials(plan, c)
         if args.confirm or (code == 0 and counts(study)["done"] >= target):
             try:
-                _confirm_stage(args, spec, study, tracking, parent, overrides, out_dir)
+                _confirm_stage(plan)
             except (KeyboardInterrupt, SweepStopped):
                 raise
-            except Exception as e:  # noqa: BLE001 - the run is FAILED with its traceback in MLflow
-                print(f"error: the confirm stage failed ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            except Exception as e:  # the run is FAILED with its traceback in MLflow
+                print(f"error: the confirm stage failed ({first_line(e, with_type=True)}); "
                       f"its finished runs are kept: rerun with --confirm to resume", file=sys.stderr)
                 status, code = "FAILED", 1
     except SweepStopped as e:
         print(f"error: {e}", file=sys.stderr)
-        status, code = "FAILED", 1
+        status, code = "FAILED", outcome_of(e).exit_code
     except Preempted as e:  # SIGTERM or --max-time (before Ctrl-C: it is a KeyboardInterrupt too)
-        status, code = "KILLED", exit_code(e)
+        status, code = "KILLED", outcome_of(e).exit_code
         print(f"\n{e.reason}: the trial in flight is checkpointed and marked failed; run the same command "
               f"again to resume it from its last epoch", file=sys.stderr)
-    except KeyboardInterrupt:
-        status, code = "KILLED", 130
+    except KeyboardInterrupt as e:
+        status, code = "KILLED", outcome_of(e).exit_code
         print("\ninterrupted: the running trial is marked failed and its MLflow run ended; "
               "run the same command again to resume", file=sys.stderr)
     finally:
@@ -299,7 +300,7 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the parent's bookkeeping finish
             if code == 0 and counts(study)["done"] < target:
                 status = "KILLED"  # stopped by --timeout before the target
-            tracking.log_study_plots(parent, study, out_dir / "plots")
+            log_study_plots(tracking, parent, study, out_dir / "plots")
             tracking.end(parent, status, {"FINISHED": "COMPLETE"}.get(status, status))
     if code in (0, 1):
         line = timing_summary(timings, timings_from)
@@ -309,22 +310,13 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
     return code
 
 
-def _run_trials(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, tracking: Tracking | None,
-                parent: str | None, overrides: dict, target: int, out_dir: Path, c: dict, deadline: float | None,
-                n_workers: int, gpus: list[str], max_end: float | None = None) -> tuple[str, int]:
-    """Run trials until the study has `target` finished ones: in this process, or in workers.
-    Returns the parent run's status and the exit code."""
+def _run_trials(plan: Plan, c: dict) -> tuple[str, int]:
+    """Run trials until the study has `plan.target` finished ones: in this process, or in
+    workers (sweeps/launch.py). Returns the parent run's status and the exit code."""
+    args, spec, study, target = plan.args, plan.spec, plan.study, plan.target
     status, code = "FINISHED", 0
-    if n_workers > 1 or gpus:  # --gpus 3 must still pin the worker to GPU 3
-        mps = start_mps(sorted(set(gpus)), out_dir / "mps") if args.mps else None
-        if mps is not None:
-            os.environ.update(mps)  # the workers are MPS clients
-        try:
-            procs = spawn_workers(args, spec, target, out_dir, n_workers, gpus)
-            _wait_with_progress(study, procs, target)
-        finally:
-            if mps is not None:
-                stop_mps(mps)
+    if plan.n_workers > 1 or plan.gpus:  # --gpus 3 must still pin the worker to GPU 3
+        procs = run_workers(args, spec, study, target, plan.out_dir, plan.gpus)
         dead = [i for i, p in enumerate(procs) if p.returncode]
         if dead and counts(study)["done"] < target:
             status, code = "FAILED", 1
@@ -333,7 +325,8 @@ def _run_trials(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, 
     else:
         from tqdm import tqdm
 
-        ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=args.dry_run)
+        ctx = SweepContext(spec, plan.out_dir, plan.overrides, plan.tracking, plan.parent, 0, progress=True,
+                           dry_run=args.dry_run)
         # disable=None: no bar when stdout is not a terminal (CI, SLURM, nohup), where each
         # update would be a carriage-return line; the one line per trial below is printed anyway.
         bar = tqdm(total=target, initial=min(c["done"], target), desc="trials", position=0,
@@ -351,14 +344,16 @@ def _run_trials(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, 
                       + (f" ({t.user_attrs['reason']})" if "reason" in t.user_attrs else ""))
             bar.refresh()
 
-        run_worker(study, ctx, target, dry_run_objective if args.dry_run else objective, deadline, on_end, max_end)
+        run_worker(study, ctx, target, dry_run_objective if args.dry_run else objective, plan.deadline, on_end,
+                   plan.max_end)
         bar.close()
     return status, code
 
 
-def _confirm_stage(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, tracking: Tracking | None,
-                   parent: str | None, overrides: dict, out_dir: Path) -> None:
+def _confirm_stage(plan: Plan) -> None:
     """Confirm the top-k configurations (sweeps/confirm.py), then record and show them."""
+    args, spec, study, tracking, parent, out_dir = (plan.args, plan.spec, plan.study, plan.tracking, plan.parent,
+                                                     plan.out_dir)
     from sweeps.confirm import run_confirm
 
     seeds = args.seeds if args.seeds is not None else spec.confirm.seeds
@@ -370,36 +365,14 @@ def _confirm_stage(args: argparse.Namespace, spec: StudySpec, study: optuna.Stud
         return
     print(f"confirm stage: the top {spec.confirm.top_k} configurations, pretrained again with {seeds} seeds "
           f"each, scored on the CV folds and the hold-out")
-    ctx = SweepContext(spec, out_dir, overrides, tracking, parent, 0, progress=True, dry_run=False)
+    ctx = SweepContext(spec, out_dir, plan.overrides, tracking, parent, 0, progress=True, dry_run=False)
     ranked = run_confirm(study, ctx, spec.confirm.top_k, seeds)
     record_best(study, spec, tracking, parent, None, load_confirmed(out_dir))
     doc = read_best(best_file(spec))
     if tracking is not None and parent is not None and ranked and doc is not None:
-        tracking.log_confirmed(parent, ranked, study_report(doc))
+        log_confirmed(tracking, parent, ranked, study_report(doc))
 
 
-def _wait_with_progress(study: optuna.Study, procs: list[subprocess.Popen], target: int) -> None:
-    from tqdm import tqdm
-
-    bar = tqdm(total=target, desc="trials", dynamic_ncols=True, disable=None)
-    forwarded = False
-    try:
-        while any(p.poll() is None for p in procs):
-            if PREEMPT["reason"] and not forwarded:  # SIGTERM to this process only (Kubernetes): pass it on
-                for p in procs:
-                    if p.poll() is None:
-                        p.terminate()
-                forwarded = True
-            bar.n = min(counts(study)["done"], target)
-            bar.refresh()
-            time.sleep(1.0)
-        bar.n = min(counts(study)["done"], target)
-        bar.close()
-        check_interrupted()
-    except KeyboardInterrupt:
-        for p in procs:  # they got the SIGINT too; wait for their cleanup
-            p.wait()
-        raise
 
 
 def summary(spec: StudySpec, args: argparse.Namespace, tracking: Tracking | None) -> None:

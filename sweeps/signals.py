@@ -4,7 +4,7 @@ Ctrl-C stops the sweep; SIGTERM (what SLURM and cloud schedulers send before a k
 --max-time preempt it: the trial in flight stops at once, keeps its last checkpoint, is
 marked failed with the reason and is retried (resumed from that checkpoint) on the next
 start. The handlers only set flags and raise; the worker loop, the trial and the MLflow
-run turn them into states (sweeps/worker.py, sweeps/tracking.py: tracked).
+run turn them into states, as sweeps/outcome.py's table says.
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ from typing import Any
 
 INTERRUPTED = threading.Event()
 # The pending preemption; raised at once inside a trial's training, else at the next check.
-PREEMPT: dict[str, Any] = {"reason": None, "in_trial": False}
+PREEMPT: dict[str, Any] = {"reason": None, "time_limit": False, "in_trial": False}
 
 
 class Preempted(KeyboardInterrupt):
-    """SIGTERM or --max-time: `reason` says which. A KeyboardInterrupt, so that every layer
-    that cleans up after Ctrl-C (MLflow run, trial state) cleans up after it too."""
+    """SIGTERM or --max-time (`time_limit`), with the `reason` a user reads. A
+    KeyboardInterrupt, so that every layer that cleans up after Ctrl-C (MLflow run, trial
+    state) cleans up after it too; sweeps/outcome.py says what each means."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, time_limit: bool = False) -> None:
         super().__init__(reason)
-        self.reason = reason
+        self.reason, self.time_limit = reason, time_limit
 
 
 def on_sigint(signum: int, frame: Any) -> None:
@@ -37,11 +38,11 @@ def on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def preempt(reason: str) -> None:
+def preempt(reason: str, time_limit: bool = False) -> None:
     """The SIGTERM / SIGALRM (--max-time) handler's body."""
-    PREEMPT["reason"] = reason
+    PREEMPT["reason"], PREEMPT["time_limit"] = reason, time_limit
     if PREEMPT["in_trial"]:
-        raise Preempted(reason)
+        raise Preempted(reason, time_limit)
 
 
 def check_interrupted() -> None:
@@ -49,7 +50,7 @@ def check_interrupted() -> None:
     if INTERRUPTED.is_set():
         raise KeyboardInterrupt
     if PREEMPT["reason"]:
-        raise Preempted(PREEMPT["reason"])
+        raise Preempted(PREEMPT["reason"], PREEMPT["time_limit"])
 
 
 @contextmanager
@@ -68,19 +69,14 @@ def handlers() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGALRM handled as above for the block (flags cleared first);
     the previous handlers and no pending alarm afterwards."""
     INTERRUPTED.clear()
-    PREEMPT["reason"] = None
+    PREEMPT["reason"], PREEMPT["time_limit"] = None, False
     previous = {sig: signal.signal(sig, handler) for sig, handler in (
         (signal.SIGINT, on_sigint),
         (signal.SIGTERM, lambda signum, frame: preempt("terminated (SIGTERM)")),
-        (signal.SIGALRM, lambda signum, frame: preempt("time limit (--max-time)")))}
+        (signal.SIGALRM, lambda signum, frame: preempt("time limit (--max-time)", time_limit=True)))}
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def exit_code(e: Preempted) -> int:
-    """0 for --max-time (the job ran its time as planned), 143 for SIGTERM (128 + 15)."""
-    return 0 if "time limit" in e.reason else 143

@@ -37,7 +37,7 @@ from vicreg.io import file_lock
 
 from . import optuna_compat
 from .optuna_compat import backend
-from .tracking import mask_url
+from .text import mask_url
 
 if TYPE_CHECKING:
     from .study import StudySpec
@@ -48,7 +48,12 @@ T = TypeVar("T")
 
 
 class StorageUnavailable(RuntimeError):
-    """The database stayed unreachable for longer than the wait allowed."""
+    """The database stayed unreachable for longer than the wait allowed; `at_start`: it could not
+    be opened at all (a user error, exit 2) rather than lost mid-sweep (exit 1)."""
+
+    def __init__(self, message: str, at_start: bool = False) -> None:
+        super().__init__(message)
+        self.at_start = at_start
 
 
 def transient(e: BaseException) -> bool:
@@ -190,10 +195,12 @@ def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optun
                 # Machines starting together on an empty database race to create Optuna's tables
                 # ("duplicate key value violates unique constraint"); the loser finds them made.
                 if attempt == 4:
-                    raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}") from e
+                    raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}",
+                                         at_start=True) from e
                 time.sleep(0.5 * (attempt + 1))
             except (sa_exc.SQLAlchemyError, ImportError) as e:  # before any work: one line, no traceback
-                raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}") from e
+                raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}",
+                                         at_start=True) from e
     storage.wait_s = wait_s
     return storage
 

@@ -34,22 +34,20 @@ from vicreg.config import ConfigError, parse_overrides
 
 from . import optuna_compat
 from .best import load_confirmed, record_best
+from .context import SweepContext, worker_threads
 from .gpu_share import gpu_slot, set_memory_share
-from .objective import OutOfMemory, SweepContext, dry_run_objective, objective, worker_threads
-from .signals import Preempted, check_interrupted, exit_code, handlers
+from .objective import dry_run_objective, objective
+from .outcome import SweepStopped, outcome_of
+from .signals import Preempted, check_interrupted, handlers
 from .storage import StorageUnavailable, claim_lock, heartbeats_trustworthy, open_study
 from .study import StudySpec, check_init, load_study
-from .tracking import PARENT_ATTR, Tracking, TrackingUnavailable
+from .tracking import PARENT_ATTR, Tracking, TrackingUnavailable, close_stale
 
 STORAGE_ENV = "VICREG_SWEEP_STORAGE"
 Objective = Callable[[optuna.Trial, SweepContext], float]
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 _CLOSED: set[int] = set()  # heartbeat-failed trials whose MLflow runs this process has checked
-
-
-class SweepStopped(RuntimeError):
-    """The sweep stopped on purpose (too many consecutive failures); the message says why."""
 
 
 def _alive(pid: int) -> bool:
@@ -79,7 +77,7 @@ def fail_stale(study: optuna.Study, tracking: Tracking | None) -> list[int]:
             continue
         optuna_compat.fail(study, t, "worker died (stale trial)")
         if tracking is not None:
-            tracking.close_stale(study.study_name, t.number)
+            close_stale(tracking, study.study_name, t.number)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         stale.append(t.number)
     if optuna_compat.heartbeat_enabled(study) and heartbeats_trustworthy(study):
@@ -92,7 +90,7 @@ def fail_stale(study: optuna.Study, tracking: Tracking | None) -> list[int]:
             if ("reason" not in t.user_attrs and tracking is not None and t.user_attrs.get("mlflow_run_id")
                     and t.number not in _CLOSED):
                 _CLOSED.add(t.number)
-                if tracking.close_stale(study.study_name, t.number):
+                if close_stale(tracking, study.study_name, t.number):
                     stale.append(t.number)
     return stale
 
@@ -123,7 +121,7 @@ def _tell(study: optuna.Study, trial: optuna.Trial, value: float | None = None,
               f"result not recorded, its retry runs instead", flush=True)
         return optuna_compat.stored_trial(study, trial)
     except RuntimeError as e:
-        if "Study.stop" not in str(e):
+        if not optuna_compat.stopped_outside_optimize(e):
             raise
         return optuna_compat.stored_trial(study, trial)
 
@@ -189,39 +187,43 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objectiv
             consecutive = 0
             if frozen.state == TrialState.COMPLETE and not ctx.dry_run:  # a dry run leaves no best file
                 record_best(study, ctx.spec, ctx.tracking, ctx.parent_id, frozen, load_confirmed(ctx.out_dir))
-        except optuna.TrialPruned:
-            frozen = _tell(study, trial, state=TrialState.PRUNED)
-            consecutive = 0
-        except KeyboardInterrupt as e:
-            # Ctrl-C, SIGTERM or --max-time: failed, and retried on the next start, where it
-            # resumes from its last checkpoint.
-            reason = e.reason if isinstance(e, Preempted) else "interrupted (Ctrl-C)"
-            optuna_compat.set_user_attr(study, trial, "reason", reason)
-            _tell(study, trial, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-            raise
-        except Exception as e:  # noqa: BLE001 - recorded on the trial and in MLflow
-            # Out of memory while packed beside other trials: not lost, retried once with its GPU to itself.
-            retry_alone = isinstance(e, OutOfMemory) and ctx.per_gpu > 1 and not trial.user_attrs.get("alone")
-            if retry_alone:
-                optuna_compat.set_user_attr(study, trial, "retried_alone", True)
-            frozen = _tell(study, trial, state=TrialState.FAIL)
-            print(f"trial {trial.number} failed: {trial.user_attrs.get('reason', e)}", flush=True)
-            if retry_alone:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "alone": True})
-                print(f"trial {trial.number}: out of memory beside {ctx.per_gpu - 1} other trial(s) on its GPU; "
-                      f"retried once, alone on its GPU", flush=True)
-                _record_timing(ctx, frozen, t0, claimed, mlflow0)
-                continue
-            consecutive += 1
-            if consecutive >= ctx.spec.max_consecutive_failures:
-                raise SweepStopped(f"stopping: {consecutive} consecutive trials failed (last: "
-                                   f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' "
-                                   f"traceback.txt in MLflow") from e
+        except (Exception, KeyboardInterrupt) as e:
+            frozen, consecutive = _ended(study, ctx, trial, e, consecutive)
+            if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM or --max-time stop this worker too
+                raise
         _record_timing(ctx, frozen, t0, claimed, mlflow0)
         durations.append(time.perf_counter() - t0)
         if on_trial_end is not None:
             on_trial_end(frozen)
+
+
+def _ended(study: optuna.Study, ctx: SweepContext, trial: optuna.Trial, e: BaseException,
+           consecutive: int) -> tuple[optuna.trial.FrozenTrial, int]:
+    """Record a trial that raised `e` as sweeps/outcome.py's table says: its Optuna state,
+    whether it is enqueued again (its retry resumes from its last checkpoint; an out-of-memory
+    trial packed on a GPU is retried once alone), and the count of consecutive failures, which
+    stops the sweep at the study's max_consecutive_failures. Returns (trial, that count)."""
+    o = outcome_of(e, packed=ctx.per_gpu > 1 and not trial.user_attrs.get("alone"))
+    if isinstance(e, KeyboardInterrupt):  # the reason its MLflow run and its retry show
+        optuna_compat.set_user_attr(study, trial, "reason", getattr(e, "reason", "interrupted (Ctrl-C)"))
+    if o.retry == "alone, once":
+        optuna_compat.set_user_attr(study, trial, "retried_alone", True)
+    frozen = _tell(study, trial, state=TrialState[o.optuna_state])
+    if o.retry != "no":
+        alone = {"alone": True} if o.retry == "alone, once" else {}
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, **alone})
+    if o.optuna_state == "FAIL" and not isinstance(e, KeyboardInterrupt):
+        print(f"trial {trial.number} failed: {trial.user_attrs.get('reason', e)}", flush=True)
+    if o.retry == "alone, once":
+        print(f"trial {trial.number}: out of memory beside {ctx.per_gpu - 1} other trial(s) on its GPU; "
+              f"retried once, alone on its GPU", flush=True)
+    if not o.counts_as_failure:
+        return frozen, 0 if o.optuna_state == "PRUNED" else consecutive
+    consecutive += 1
+    if consecutive >= ctx.spec.max_consecutive_failures:
+        raise SweepStopped(f"stopping: {consecutive} consecutive trials failed (last: "
+                           f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' traceback.txt in MLflow") from e
+    return frozen, consecutive
 
 
 def timing_summary(path: Path, offset: int = 0) -> str | None:
@@ -328,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         except Preempted as e:
             print(f"worker {a.index}: {e.reason}: its trial in flight is checkpointed and resumes on the next start",
                   file=sys.stderr)
-            return exit_code(e)
+            return outcome_of(e).exit_code
         except KeyboardInterrupt:
             return 130
     return 0

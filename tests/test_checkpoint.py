@@ -75,14 +75,14 @@ def test_crafted_pretraining_or_trial_checkpoint_is_set_aside_unrun(tmp_path) ->
     assert len(list(folder.glob("last.pt.corrupt-*"))) == 1
 
 
-def test_crafted_confirm_encoder_is_not_registered(tmp_path, capsys) -> None:
+def test_crafted_confirm_encoder_is_not_registered(tmp_path, capsys, monkeypatch) -> None:
     from sweeps.confirm import _encoder_path, register_best
 
     marker = tmp_path / "marker"
     registered = []
-    tracking = SimpleNamespace(best_version=lambda name: None,
-                               register_encoder=lambda *a, **k: registered.append(a))
-    ctx = SimpleNamespace(tracking=tracking, out_dir=tmp_path, spec=SimpleNamespace(name="s"))
+    monkeypatch.setattr("sweeps.confirm.best_version", lambda tr, name: None)
+    monkeypatch.setattr("sweeps.confirm.register_encoder", lambda *a, **k: registered.append(a))
+    ctx = SimpleNamespace(tracking=object(), out_dir=tmp_path, spec=SimpleNamespace(name="s"))
     path = _encoder_path(ctx, 3)
     path.parent.mkdir(parents=True)
     _encoder_file(path, Marker(marker), example=torch.zeros(2, 1, 32, 32))
@@ -98,7 +98,7 @@ def test_crafted_registry_models_run_nothing(tmp_path) -> None:
     import mlflow
     import mlflow.pyfunc
 
-    from sweeps.tracking import Tracking
+    from sweeps.tracking import Tracking, load_encoder
 
     marker = tmp_path / "marker"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -119,7 +119,7 @@ def test_crafted_registry_models_run_nothing(tmp_path) -> None:
     for info, match in ((ours, r"encoder.pt: refused: .*io.open"), (pickled, "not a weights-only")):
         version = mlflow.register_model(info.model_uri, f"m-{info.name}")
         with pytest.raises(CheckpointError, match=match) as e:
-            tracking.load_encoder(f"models:/m-{info.name}/{version.version}")
+            load_encoder(tracking, f"models:/m-{info.name}/{version.version}")
         assert "\n" not in str(e.value)
     with pytest.raises(UnsafeCheckpoint):
         mlflow.pyfunc.load_model(ours.model_uri)

@@ -24,17 +24,19 @@ from vicreg.baselines import RawPixels, baseline_encoder, score_baseline
 from vicreg.data import HOLDOUT, load_datasets, make_folds
 from vicreg.evaluate import (
     STAGES,
+    EvalData,
     EvalReport,
-    FoldSplit,
+    FitSpec,
+    ImageSplit,
     _balanced_indices,
     _trainable_stages,
     evaluate,
     finetune,
     probe_kappa,
     scores,
-    write_submission,
 )
 from vicreg.model import build_encoder
+from vicreg.predict import write_submission
 from vicreg.synthetic import make_synthetic
 from vicreg.train import pretrain
 
@@ -101,7 +103,7 @@ def test_frozen_protocols_score_every_image_once(small, protocol: str) -> None:
     torch.manual_seed(0)
     enc = build_encoder(tiny_config().model, 32)
     before = {k: v.clone() for k, v in enc.state_dict().items()}
-    rep = evaluate(enc, images, labels, folds, _eval_cfg(protocol=protocol))
+    rep = evaluate(enc, EvalData(images, labels, folds), _eval_cfg(protocol=protocol))
     assert len(rep.folds) == 3
     assert rep.confusion.sum() == len(labels)  # each image validated exactly once: no leak
     assert rep.confusion.sum(1).tolist() == np.bincount(labels).tolist()
@@ -120,7 +122,7 @@ def test_frozen_protocols_score_every_image_once(small, protocol: str) -> None:
 def _fold_inputs(images, labels, folds):
     mean, std = channel_stats(images)
     tr, va = folds != 0, folds == 0
-    return FoldSplit(images[tr], labels[tr], mean=mean, std=std), FoldSplit(images[va], labels[va])
+    return ImageSplit(images[tr], labels[tr], mean=mean, std=std), ImageSplit(images[va], labels[va])
 
 
 @pytest.mark.parametrize("protocol", ["conv+head", "full"])
@@ -131,7 +133,7 @@ def test_unfrozen_protocols_train_only_their_stages(small, protocol: str) -> Non
     before = {k: v.clone() for k, v in enc.state_dict().items()}
     cfg = _eval_cfg(protocol=protocol, epochs=5, unfreeze_every=1, patience=0)
     train, val = _fold_inputs(images, labels, folds)
-    res = finetune(enc, train, val, 3, cfg, protocol, torch.device("cpu"), 0)
+    res = finetune(enc, train, val, FitSpec(3, cfg, protocol, torch.device("cpu"), 0))
     trained = res.encoder
     stage = {"conv1": "stem", "bn1": "stem"}
     moved = set()
@@ -170,7 +172,7 @@ def test_pretrained_encoder_is_compared_with_random_init_not_chance(tmp_path) ->
     assert trained > untrained
 
 
-def test_submission_file(tmp_path) -> None:
+def test_submission_has_a_row_per_test_image_in_name_order(tmp_path) -> None:
     names = ["161.png", "268.png", "1312.png"]
     probs = np.array([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05], [1, 1, 2]], dtype=float)
     path = tmp_path / "sub.csv"
@@ -254,8 +256,8 @@ def test_frozen_scores_do_not_depend_on_the_feature_scale(small) -> None:
     torch.manual_seed(0)
     enc = build_encoder(tiny_config().model, 32)
     cfg = _eval_cfg(protocol="linear", epochs=3)
-    a = evaluate(enc, images, labels, folds, cfg).summary
-    b = evaluate(_Scaled(enc, 1e-4), images, labels, folds, cfg).summary
+    a = evaluate(enc, EvalData(images, labels, folds), cfg).summary
+    b = evaluate(_Scaled(enc, 1e-4), EvalData(images, labels, folds), cfg).summary
     assert a["kappa_mean"] == pytest.approx(b["kappa_mean"], abs=1e-6)
     assert a["accuracy_mean"] == pytest.approx(b["accuracy_mean"], abs=1e-6)
 
@@ -274,16 +276,16 @@ def with_holdout(synthetic_images):
 def test_holdout_is_never_fitted_and_scored_only_when_asked(with_holdout) -> None:
     images, labels, folds, enc = with_holdout
     cfg = _eval_cfg(protocol="linear", epochs=3)
-    rep = evaluate(enc, images, labels, folds, cfg)
+    rep = evaluate(enc, EvalData(images, labels, folds), cfg)
     hold = folds == HOLDOUT
     assert rep.holdout is None and rep.confusion.sum() == (~hold).sum()  # CV: every CV image once
     # The hold-out's labels (and images) change nothing in the CV scores: nothing was fitted on them.
     other = labels.copy()
     other[hold] = (other[hold] + 1) % 3
-    again = evaluate(enc, images, other, folds, cfg, score_holdout=True)
+    again = evaluate(enc, EvalData(images, other, folds), cfg, score_holdout=True)
     assert again.summary["kappa_mean"] == pytest.approx(rep.summary["kappa_mean"], abs=1e-9)
     assert again.holdout["confusion"].sum() == hold.sum()
-    scored = evaluate(enc, images, labels, folds, cfg, score_holdout=True).holdout
+    scored = evaluate(enc, EvalData(images, labels, folds), cfg, score_holdout=True).holdout
     assert scored["confusion"].sum(1).tolist() == np.bincount(labels[hold], minlength=3).tolist()
 
 
@@ -297,18 +299,18 @@ def test_normalisation_statistics_come_from_training_images_only(with_holdout) -
     brighter[hold] = (brighter[hold].float() * 0.5 + 100).to(torch.uint8)
     assert probe_kappa(enc, brighter, labels, folds) == probe_kappa(enc, images, labels, folds)
     cfg = _eval_cfg(protocol="linear", epochs=2, augment=False)
-    rep = evaluate(enc, images, labels, folds, cfg, score_holdout=True)
+    rep = evaluate(enc, EvalData(images, labels, folds), cfg, score_holdout=True)
     val0 = torch.from_numpy(folds == 0)
     changed = images.clone()
     changed[val0] = (changed[val0].float() * 0.5 + 100).to(torch.uint8)
-    again = evaluate(enc, changed, labels, folds, cfg, score_holdout=True)
+    again = evaluate(enc, EvalData(changed, labels, folds), cfg, score_holdout=True)
     np.testing.assert_allclose(again.folds[0].predictions["holdout"], rep.folds[0].predictions["holdout"], atol=1e-6)
     assert not np.allclose(again.folds[1].predictions["holdout"], rep.folds[1].predictions["holdout"], atol=1e-6)
 
 
 def test_pooled_kappa_is_one_kappa_over_all_out_of_fold_predictions(with_holdout) -> None:
     images, labels, folds, enc = with_holdout
-    rep = evaluate(enc, images, labels, folds, _eval_cfg(protocol="linear", epochs=2))
+    rep = evaluate(enc, EvalData(images, labels, folds), _eval_cfg(protocol="linear", epochs=2))
     y = np.concatenate([labels[folds == f.fold] for f in rep.folds])
     pred = np.concatenate([f.probs.argmax(1) for f in rep.folds])
     assert rep.pooled["kappa"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic"))
@@ -322,11 +324,11 @@ def test_the_scored_fold_chooses_nothing(with_holdout, patience: int) -> None:
     # fold's images changes neither the kept epoch nor any prediction.
     images, labels, folds, enc = with_holdout
     cfg = _eval_cfg(protocol="head", epochs=6, patience=patience)
-    a = evaluate(enc, images, labels, folds, cfg)
+    a = evaluate(enc, EvalData(images, labels, folds), cfg)
     other = labels.copy()
     val = folds == 0
     other[val] = (other[val] + 1) % 3
-    b = evaluate(enc, images, other, folds, cfg)
+    b = evaluate(enc, EvalData(images, other, folds), cfg)
     assert a.folds[0].best_epoch == b.folds[0].best_epoch
     assert np.array_equal(a.folds[0].probs, b.folds[0].probs)
     if patience == 0:
@@ -379,7 +381,7 @@ def test_random_init_far_above_chance_where_random_features_separate(tmp_path) -
 def test_baselines_are_scored_once_and_reused(with_holdout, tmp_path, monkeypatch) -> None:
     images, labels, folds, _ = with_holdout
     cfg = dataclasses.replace(tiny_config(), eval=_eval_cfg(protocol="linear", epochs=2))
-    first = score_baseline("raw-pixels", cfg, images, labels, folds, cache_dir=tmp_path)
+    first = score_baseline("raw-pixels", cfg, EvalData(images, labels, folds), cache_dir=tmp_path)
     stored = list(tmp_path.glob("raw-pixels-*.json"))
     assert len(stored) == 1 and json.loads(stored[0].read_text())["label"] == "raw-pixels"
 
@@ -387,11 +389,11 @@ def test_baselines_are_scored_once_and_reused(with_holdout, tmp_path, monkeypatc
         raise AssertionError("recomputed")
 
     monkeypatch.setattr("vicreg.baselines.evaluate", boom)
-    again = score_baseline("raw-pixels", cfg, images, labels, folds, cache_dir=tmp_path)
+    again = score_baseline("raw-pixels", cfg, EvalData(images, labels, folds), cache_dir=tmp_path)
     assert again.fold_kappas == first.fold_kappas and again.pooled["kappa"] == first.pooled["kappa"]
     with pytest.raises(AssertionError, match="recomputed"):  # another head seed is another baseline
         score_baseline("raw-pixels", dataclasses.replace(cfg, eval=_eval_cfg(protocol="linear", epochs=2, seed=1)),
-                       images, labels, folds, cache_dir=tmp_path)
+                       EvalData(images, labels, folds), cache_dir=tmp_path)
     assert EvalReport.from_dict(first.to_dict()).summary == pytest.approx(first.summary, nan_ok=True)
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from sweeps import gpu_share
-from sweeps.run import main, parse_args, spawn_workers
+from sweeps.launch import spawn_workers
+from sweeps.run import main, parse_args
 from sweeps.worker import load_spec
 from tests.helpers import journal_study, study_runs, write_study
 
@@ -29,7 +30,7 @@ def test_two_gpus_three_workers_each(env, monkeypatch) -> None:
     study = write_study(env["dir"], env["root"])
     args = parse_args(["--config", str(study), "--gpus", "0,1", "--per-gpu", "3", "--no-tracking"])
     started = []
-    monkeypatch.setattr("sweeps.run.subprocess.Popen", lambda cmd, env: started.append((cmd, env)))
+    monkeypatch.setattr("sweeps.launch.subprocess.Popen", lambda cmd, env: started.append((cmd, env)))
     gpus = gpu_share.worker_gpus(["0", "1"], args.per_gpu)
     spawn_workers(args, load_spec(study, False), 5, env["dir"] / "runs", len(gpus), gpus)
     assert [e["CUDA_VISIBLE_DEVICES"] for _, e in started] == ["0", "0", "0", "1", "1", "1"]

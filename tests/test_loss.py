@@ -43,7 +43,7 @@ def reference(a: np.ndarray, b: np.ndarray, eps: float = 1e-4) -> tuple[float, f
 
 
 @pytest.mark.parametrize("n,d,scale", [(2, 3, 1.0), (8, 5, 0.3), (16, 12, 2.0), (5, 1, 0.5)])
-def test_matches_reference(n: int, d: int, scale: float) -> None:
+def test_loss_terms_match_the_reference_implementation(n: int, d: int, scale: float) -> None:
     rng = np.random.default_rng(n * 100 + d)
     a = rng.normal(0, scale, (n, d))
     b = a + rng.normal(0, 0.5 * scale, (n, d))

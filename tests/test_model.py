@@ -27,7 +27,7 @@ def test_resnet50_feature_dim() -> None:
     assert m.encoder(torch.randn(2, 1, 32, 32)).shape == (2, 2048)
 
 
-def test_expander_layout() -> None:
+def test_expander_is_linear_bn_relu_blocks_then_a_biasless_linear() -> None:
     e = build_expander(512, 128, 3, 64)
     kinds = [type(x).__name__ for x in e]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]

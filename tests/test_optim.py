@@ -86,7 +86,7 @@ def test_no_weight_decay_on_biases_and_norms(name: str) -> None:
         assert by_id[id(p)] == (0.0 if p.ndim == 1 else 0.5)
 
 
-def test_schedule_values() -> None:
+def test_schedule_warms_up_then_follows_the_cosine() -> None:
     peak, total, warm = 0.4, 100, 10
     assert lr_at(0, total, warm, peak, 0.001) == pytest.approx(0.04)
     assert lr_at(9, total, warm, peak, 0.001) == pytest.approx(0.4)

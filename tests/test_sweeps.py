@@ -133,7 +133,7 @@ def _wait_for_running_trial(env, proc: subprocess.Popen, timeout: float = 120) -
             running = [r for r in trials if r.info.status == "RUNNING" and "loss" in r.data.metrics]
             if running:
                 return
-        except Exception:  # noqa: BLE001 - the store may not exist yet
+        except Exception:  # the store may not exist yet
             pass
         time.sleep(0.5)
     raise AssertionError("no trial started")
@@ -167,7 +167,7 @@ def _epochs_checkpointed(env) -> int:
     for path in (env["dir"] / "runs" / "checkpoints").glob("trial*/last.pt"):
         try:
             return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
-        except Exception:  # noqa: BLE001 - replaced (atomically) while we read
+        except Exception:  # replaced (atomically) while we read
             return 0
     return 0
 

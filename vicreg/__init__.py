@@ -1,15 +1,23 @@
 """vicreg: a small VICReg trainer in plain PyTorch.
 
 Modules, in the order data flows through them:
-  config    - the typed config tree (YAML in, unknown keys rejected)
-  data      - DRAC22 / CIFAR-10 / synthetic images as cached uint8 tensors, folds
-  synthetic - the synthetic DRAC22-format generator
-  augment   - VICReg's two views, batch-wise on the device (kornia)
-  model     - ResNet encoder + expander MLP
-  loss      - the VICReg loss and its three terms
-  optim     - LARS / SGD / Adam(W), warm-up + cosine schedule
-  train     - pretrain(cfg, images, callbacks) -> PretrainResult
-  evaluate  - k-fold downstream protocols, probe, metrics, plots, submission
+  config     - the typed config tree (YAML in, unknown keys rejected; allowed names declared once)
+  io         - file lock, atomic write, content digests
+  drac22     - the DRAC22 Task 3 folder layout: scan and check
+  data       - DRAC22 / CIFAR-10 / digits / synthetic images as cached uint8 tensors; folds, hold-out
+  synthetic  - the synthetic DRAC22-format generator
+  augment    - VICReg's two views, batch-wise on the device (kornia)
+  weights    - where the encoder starts: which local ImageNet file, if any
+  model      - ResNet encoder + expander MLP
+  loss       - the VICReg loss and its three terms
+  optim      - LARS / SGD / Adam(W), warm-up + cosine schedule
+  checkpoint - every weights file, written and read as weights only
+  train      - pretrain(cfg, images, callbacks) -> PretrainResult; resuming
+  evaluate   - evaluate(encoder, EvalData, cfg) -> EvalReport: k-fold protocols, probe, scores
+  baselines  - random-init, raw pixels, ImageNet: the floors, cached
+  verdict    - did pretraining help: the hold-out verdict and the CV verdict, with intervals
+  predict    - the submission file from any encoder
+  plots      - loss terms, confusion matrices, curves
 
 Nothing here imports optuna or mlflow; the sweep harness (sweeps/) hangs on callbacks.
 """

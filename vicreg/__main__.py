@@ -115,7 +115,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_first(args)
     from .baselines import score_baselines
     from .data import HOLDOUT, describe_pretrain, pretrain_note, pretrain_selection
-    from .evaluate import evaluate
+    from .evaluate import EvalData, evaluate
     from .plots import save_report_plots
     from .train import load_encoder_checkpoint, resolve_device
     from .verdict import CV_WHERE, cv_verdicts, holdout_verdicts
@@ -126,9 +126,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, seen = pretrain_selection(data, folds, cfg.data)
     device = resolve_device(cfg.train.device)
     x, y = data.train.images, data.train.labels
-    reports = [evaluate(encoder, x, y, folds, cfg.eval, device, "vicreg", score_holdout=True)]
+    scored = EvalData(x, y, folds)
+    reports = [evaluate(encoder, scored, cfg.eval, device, "vicreg", score_holdout=True)]
     cache = Path(args.out) / "baselines" if args.out else None
-    reports += score_baselines(cfg, x, y, folds, device, cfg.eval.seed, True, cache)
+    reports += score_baselines(cfg, scored, device, cfg.eval.seed, True, cache)
     n_hold = int((folds == HOLDOUT).sum())
     print(f"{int((folds != HOLDOUT).sum())} labelled images in {cfg.data.folds} CV folds, {n_hold} in the hold-out; "
           f"{describe_pretrain(seen)}\n")

@@ -33,12 +33,11 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from .config import Config, ModelConfig, to_dict
-from .evaluate import EvalReport, evaluate
+from .evaluate import EvalData, EvalReport, evaluate
 from .io import atomic_write, digest, file_digest, file_lock
 from .model import build_encoder
 from .weights import find_imagenet_file
@@ -124,7 +123,7 @@ def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int,
     seed, the device type and precision (bf16 autocast on CUDA), and the code and library
     versions it runs through (source_digest). Not the pretraining recipe."""
     d = to_dict(cfg)
-    ev = {k: v for k, v in d["eval"].items() if k not in ("baselines", "probe_every", "imagenet_weights")}
+    ev = {k: v for k, v in d["eval"].items() if k not in ("baselines", "imagenet_weights")}
     model = baseline_model(kind, cfg)
     weights = None
     if model is not None:  # what builds the encoder, less the expander (unused by a baseline)
@@ -141,26 +140,24 @@ def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int,
     return hashlib.blake2b(json.dumps(desc, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
-def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
-                   device: torch.device | str = "cpu", seed: int = 0,
+def score_baseline(kind: str, cfg: Config, data: EvalData, device: torch.device | str = "cpu", seed: int = 0,
                    score_holdout: bool = False, cache_dir: str | Path | None = None,
                    data_digest: str | None = None) -> EvalReport:
-    """One baseline's report under cfg.eval (head seed cfg.eval.seed; encoder seed `seed`).
+    """One baseline's report on `data` under cfg.eval (head seed cfg.eval.seed; encoder seed `seed`).
 
     With `cache_dir`, the report is stored there as JSON under its key and reused by every
     later call (every trial and worker of a study); a file lock makes concurrent workers
     compute it once."""
     device = torch.device(device)
     protocol = cfg.eval.protocol if kind != "raw-pixels" or cfg.eval.protocol == "linear" else "head"
+    eval_cfg = dataclasses.replace(cfg.eval, protocol=protocol)
 
     def compute() -> EvalReport:
-        enc = baseline_encoder(kind, cfg, seed)
-        return evaluate(enc, images, labels, folds, cfg.eval, device, kind, score_holdout=score_holdout,
-                        protocol=protocol)
+        return evaluate(baseline_encoder(kind, cfg, seed), data, eval_cfg, device, kind, score_holdout)
 
     if cache_dir is None:
         return compute()
-    key = baseline_key(kind, cfg, data_digest or digest(images, labels, folds), seed, device)
+    key = baseline_key(kind, cfg, data_digest or digest(data.images, data.labels, data.folds), seed, device)
     path = Path(cache_dir) / f"{kind}-{key}{'-holdout' if score_holdout else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path.with_suffix(".lock")):
@@ -174,10 +171,9 @@ def score_baseline(kind: str, cfg: Config, images: torch.Tensor, labels: np.ndar
     return report
 
 
-def score_baselines(cfg: Config, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
-                    device: torch.device | str = "cpu", seed: int = 0, score_holdout: bool = False,
-                    cache_dir: str | Path | None = None) -> list[EvalReport]:
+def score_baselines(cfg: Config, data: EvalData, device: torch.device | str = "cpu", seed: int = 0,
+                    score_holdout: bool = False, cache_dir: str | Path | None = None) -> list[EvalReport]:
     """Every baseline `cfg` asks for (baseline_kinds), in order; the data is hashed once."""
-    data_digest = digest(images, labels, folds) if cache_dir is not None else None
-    return [score_baseline(k, cfg, images, labels, folds, device, seed, score_holdout, cache_dir, data_digest)
+    data_digest = digest(data.images, data.labels, data.folds) if cache_dir is not None else None
+    return [score_baseline(k, cfg, data, device, seed, score_holdout, cache_dir, data_digest)
             for k in baseline_kinds(cfg)]

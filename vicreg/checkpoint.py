@@ -61,7 +61,7 @@ def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[st
                 f"{CONVERT} {p}") from None
         raise CheckpointError(f"{p}: unreadable, truncated or not a torch file (its content is not plain "
                               f"data)") from None
-    except Exception as e:  # noqa: BLE001 - truncated, not a zip, not torch: all the same user error
+    except Exception as e:  # truncated, not a zip, not torch: all the same user error
         raise CheckpointError(f"{p}: unreadable, truncated or not a torch file ({type(e).__name__}: "
                               f"{_first_line(e)})") from None
     if not isinstance(state, dict):
@@ -168,7 +168,7 @@ def _named_global(message: str) -> str | None:
 def _unsafe_globals(p: Path) -> list[str]:
     try:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(p))
-    except Exception:  # noqa: BLE001 - not a zip checkpoint: the caller says it is not a weights file
+    except Exception:  # not a zip checkpoint: the caller says it is not a weights file
         return []
 
 

@@ -179,7 +179,6 @@ class EvalConfig:
     unfreeze_every: int = 2  # `full`: one more stage is unfrozen every N epochs
     baselines: bool = True  # also score random-init and raw pixels (and ImageNet, if given)
     imagenet_weights: str | None = None  # local torchvision ResNet weights for that baseline
-    probe_every: int = 0  # pretraining epochs between cheap probes (0: never)
     seed: int = 0
 
 
@@ -197,7 +196,8 @@ class Config:
 # Keys of earlier versions, for a pointed error instead of "unknown key".
 RENAMED = {"augment.crop_scale": "augment.crop_min_scale and augment.crop_max_scale",
            "augment.blur_p": "augment.blur_p_a and augment.blur_p_b",
-           "augment.solarize_p": "augment.solarize_p_a and augment.solarize_p_b"}
+           "augment.solarize_p": "augment.solarize_p_a and augment.solarize_p_b",
+           "eval.probe_every": "the study key probe_every (a sweep's probe for pruning)"}
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

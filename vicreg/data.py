@@ -74,7 +74,7 @@ def decode_image(path: Path, size: int, channels: int = 1) -> tuple[np.ndarray, 
                 img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
     except DataError:
         raise
-    except Exception as e:  # noqa: BLE001 - PIL raises many kinds for a bad file
+    except Exception as e:  # PIL raises many kinds for a bad file
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
     arr = np.asarray(img, dtype=np.uint8)
     arr = arr[None] if channels == 1 else arr.transpose(2, 0, 1)
@@ -266,7 +266,7 @@ def _read_cifar_batches(d: Path, names: list[str]) -> tuple[np.ndarray, np.ndarr
                     raise ValueError("no 'data' and 'labels'")
             except pickle.UnpicklingError as e:
                 raise DataError(f"{d / n}: {e}") from None
-            except Exception as e:  # noqa: BLE001 - truncated, not a pickle, other keys: one line
+            except Exception as e:  # truncated, not a pickle, other keys: one line
                 raise DataError(f"{d / n}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
         xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(batch["labels"], dtype=np.int64))

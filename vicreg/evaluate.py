@@ -39,7 +39,6 @@ from torch import nn
 from .augment import channel_stats, normalise
 from .config import EvalConfig, Protocol, names
 from .data import HOLDOUT
-from .io import atomic_write
 
 STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")  # top first: the unfreezing order
 
@@ -63,17 +62,56 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict:
 
 
 @dataclass
-class FoldSplit:
-    """One side of a fold. `x`: features (N, F) for the frozen protocols (linear, head), uint8
-    images (N, C, H, W) for the fine-tuning ones; `y`: labels (N,). Training sides also carry
-    `x_flip` (the flipped images' features: the frozen protocols' augmentation) or the
-    images' per-channel `mean`/`std` (C,) for normalising them."""
+class FeatureSplit:
+    """One side of a fold for the frozen protocols: features `x` (N, F) and labels `y` (N,);
+    a training side also carries `x_flip`, the flipped images' features (their augmentation)."""
 
     x: torch.Tensor
     y: np.ndarray
     x_flip: torch.Tensor | None = None
+
+
+@dataclass
+class ImageSplit:
+    """One side of a fold for the fine-tuning protocols: uint8 images `x` (N, C, H, W) and
+    labels `y` (N,); a training side also carries its per-channel `mean`/`std` (C,), which
+    normalise every image the fold's model sees."""
+
+    x: torch.Tensor
+    y: np.ndarray
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
+
+
+Split = FeatureSplit | ImageSplit
+
+
+@dataclass
+class FitSpec:
+    """How one fold's classifier is fitted: `n_classes`, the eval config and protocol, the
+    device, the fold (its seed), `select` (an inner split of the training fold for early
+    stopping, never the fold scored) and `predict_sets` (name -> inputs like the validation
+    side's, e.g. test and hold-out, that the kept model also predicts)."""
+
+    n_classes: int
+    cfg: EvalConfig
+    protocol: str
+    device: torch.device
+    fold: int
+    select: Split | None = None
+    predict_sets: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class EvalData:
+    """What an evaluation scores: uint8 `images` (N, C, H, W), `labels` (N,), `folds` (N,)
+    (each image's validation fold, or HOLDOUT for the hold-out: vicreg.data.make_folds), and
+    optional unlabelled `test_images` that every fold's model also predicts."""
+
+    images: torch.Tensor
+    labels: np.ndarray
+    folds: np.ndarray
+    test_images: torch.Tensor | None = None
 
 
 @dataclass
@@ -87,9 +125,10 @@ class FoldResult:
     encoder: nn.Module | None = None  # the fold's fine-tuned encoder (fine-tuning protocols; not serialised)
 
 
-def _mean_std(vals: list[float]) -> tuple[float, float]:
-    """nan-aware mean and sample std (ddof=1; nan for a single value)."""
-    a = np.array(vals, dtype=float)
+def mean_std(vals: list[float | None]) -> tuple[float, float]:
+    """Mean and sample std (ddof=1; nan for a single value), ignoring missing and non-finite
+    values: over folds here, over seeds in the confirm stage."""
+    a = np.array([v for v in vals if v is not None], dtype=float)
     a = a[np.isfinite(a)]
     if not len(a):
         return float("nan"), float("nan")
@@ -117,7 +156,7 @@ class EvalReport:
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for key in ("kappa", "accuracy", "auc"):
-            out[f"{key}_mean"], out[f"{key}_std"] = _mean_std([f.metrics[key] for f in self.folds])
+            out[f"{key}_mean"], out[f"{key}_std"] = mean_std([f.metrics[key] for f in self.folds])
         recalls = np.array([f.metrics["recall"] for f in self.folds])
         for c, r in enumerate(recalls.mean(0)):
             out[f"recall_{c}"] = float(r)
@@ -261,21 +300,20 @@ def _light_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x[:, :, dy:dy + h, dx:dx + w]
 
 
-def fit_head(train: FoldSplit, val: FoldSplit, n_classes: int, cfg: EvalConfig, protocol: str,
-             device: torch.device, fold: int, select: FoldSplit | None = None,
-             predict_sets: dict[str, torch.Tensor] | None = None) -> FoldResult:
+def fit_head(train: FeatureSplit, val: FeatureSplit, spec: FitSpec) -> FoldResult:
     """The frozen protocols (linear, head): a classifier on features extracted once, scored on `val`.
 
     Features are standardised with the training fold's statistics: a random-init encoder's
     features are orders of magnitude smaller than a trained one's, and an unscaled linear
-    layer then learns nothing in a few epochs (a baseline scored kappa 0.0). See _fit for
-    `select` (early stopping on an inner split, never on `val`) and `predict_sets`."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)
-    torch.manual_seed(cfg.seed * 1000 + fold)
+    layer then learns nothing in a few epochs (a baseline scored kappa 0.0). See FitSpec and
+    _fit for `select` (early stopping on an inner split, never on `val`) and `predict_sets`."""
+    cfg, device = spec.cfg, spec.device
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + spec.fold)
+    torch.manual_seed(cfg.seed * 1000 + spec.fold)
     feat_mean = train.x.mean(0).to(device)
     std = train.x.std(0)
     feat_std = torch.where(std > 0, std, torch.ones_like(std)).to(device)  # constant dims -> 0
-    head = make_head(train.x.shape[1], n_classes, cfg, protocol).to(device)
+    head = make_head(train.x.shape[1], spec.n_classes, cfg, spec.protocol).to(device)
     opt = torch.optim.AdamW([{"params": head.parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
 
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
@@ -285,23 +323,22 @@ def fit_head(train: FoldSplit, val: FoldSplit, n_classes: int, cfg: EvalConfig, 
         flipped = cfg.augment and torch.rand(1, generator=gen).item() < 0.5
         return (train.x_flip if flipped else train.x)[idx]
 
-    return _fit(head, None, forward, batch, opt, train.y, val, select, cfg, gen, device, fold, predict_sets)
+    return _fit(_Trainable(head, None, forward, batch, opt), train.y, val, spec, gen)
 
 
-def finetune(encoder: nn.Module, train: FoldSplit, val: FoldSplit, n_classes: int, cfg: EvalConfig, protocol: str,
-             device: torch.device, fold: int, select: FoldSplit | None = None,
-             predict_sets: dict[str, torch.Tensor] | None = None) -> FoldResult:
+def finetune(encoder: nn.Module, train: ImageSplit, val: ImageSplit, spec: FitSpec) -> FoldResult:
     """The fine-tuning protocols on a copy of `encoder` (every fold starts from the same
     weights): conv+head trains the last stage with the head; full trains every stage with
     discriminative learning rates (each deeper stage * lr_decay) and gradual unfreezing from
     the top. `train.x` are uint8 images normalised with `train.mean`/`train.std`; the result
-    holds the fold's encoder. See _fit for `select` and `predict_sets`."""
-    gen = torch.Generator().manual_seed(cfg.seed * 1000 + fold)
-    torch.manual_seed(cfg.seed * 1000 + fold)
+    holds the fold's encoder. See FitSpec and _fit for `select` and `predict_sets`."""
+    cfg, device, protocol = spec.cfg, spec.device, spec.protocol
+    gen = torch.Generator().manual_seed(cfg.seed * 1000 + spec.fold)
+    torch.manual_seed(cfg.seed * 1000 + spec.fold)
     encoder = copy.deepcopy(encoder).to(device)
     with torch.no_grad():
         in_dim = encoder.eval()(normalise(train.x[:2].to(device), train.mean, train.std)).shape[1]
-    head = make_head(in_dim, n_classes, cfg, protocol).to(device)
+    head = make_head(in_dim, spec.n_classes, cfg, protocol).to(device)
     groups = [{"params": head.parameters(), "lr": cfg.lr}]
     parts = stage_modules(encoder)
     for depth, name in enumerate(STAGES, start=1):
@@ -324,25 +361,36 @@ def finetune(encoder: nn.Module, train: FoldSplit, val: FoldSplit, n_classes: in
                 m.train(name in active)
                 m.requires_grad_(name in active)
 
-    result = _fit(head, encoder, forward, lambda idx: train.x[idx], opt, train.y, val, select, cfg, gen, device,
-                  fold, predict_sets, before_epoch)
+    result = _fit(_Trainable(head, encoder, forward, lambda idx: train.x[idx], opt, before_epoch), train.y, val,
+                  spec, gen)
     result.encoder = encoder
     return result
 
 
-def _fit(head: nn.Module, encoder: nn.Module | None, forward: Callable[[torch.Tensor, bool], torch.Tensor],
-         batch: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, y: np.ndarray,
-         val: FoldSplit, select: FoldSplit | None, cfg: EvalConfig, gen: torch.Generator, device: torch.device,
-         fold: int, predict_sets: dict[str, torch.Tensor] | None,
-         before_epoch: Callable[[int], None] | None = None) -> FoldResult:
+@dataclass
+class _Trainable:
+    """What _fit trains, as each protocol builds it: the head (and the encoder, when it is
+    fine-tuned), `forward(x, training)` -> logits, `batch(indices)` -> a training batch's
+    inputs, the optimiser, and an optional `before_epoch(epoch)` (gradual unfreezing)."""
+
+    head: nn.Module
+    encoder: nn.Module | None
+    forward: Callable[[torch.Tensor, bool], torch.Tensor]
+    batch: Callable[[torch.Tensor], torch.Tensor]
+    opt: torch.optim.Optimizer
+    before_epoch: Callable[[int], None] | None = None
+
+
+def _fit(model: _Trainable, y: np.ndarray, val: Split, spec: FitSpec, gen: torch.Generator) -> FoldResult:
     """The training loop both protocols share: `cfg.epochs` epochs of (oversampled) batches
-    `batch(indices)` through `forward(x, training)`, a validation curve per epoch, and the
-    kept model: the last epoch's, or, when `select` is given, the epoch with the best kappa
-    on `select` (an inner split of the training fold, with `cfg.patience`): `val` never
-    chooses anything (Cawley & Talbot, JMLR 2010). `predict_sets` maps names to inputs like
-    `val.x` (test, hold-out) that the kept model also predicts."""
+    `model.batch(indices)` through `model.forward(x, training)`, a validation curve per epoch,
+    and the kept model: the last epoch's, or, when `spec.select` is given, the epoch with the
+    best kappa on it (an inner split of the training fold, with `cfg.patience`): `val` never
+    chooses anything (Cawley & Talbot, JMLR 2010). `spec.predict_sets` maps names to inputs
+    like `val.x` (test, hold-out) that the kept model also predicts."""
+    cfg, device, select, head, forward = spec.cfg, spec.device, spec.select, model.head, model.forward
     y_train = torch.as_tensor(y)
-    modules = [head] + ([encoder] if encoder is not None else [])
+    modules = [head] + ([model.encoder] if model.encoder is not None else [])
 
     def predict(x: torch.Tensor) -> np.ndarray:
         for m in modules:
@@ -356,8 +404,8 @@ def _fit(head: nn.Module, encoder: nn.Module | None, forward: Callable[[torch.Te
 
     best, kept, curves, wait = -np.inf, None, [], 0
     for epoch in range(cfg.epochs):
-        if before_epoch is not None:
-            before_epoch(epoch)
+        if model.before_epoch is not None:
+            model.before_epoch(epoch)
         head.train()
         order = _balanced_indices(y, gen) if cfg.oversample else torch.randperm(len(y_train), generator=gen)
         # Sums stay on the device; read once per epoch.
@@ -366,11 +414,11 @@ def _fit(head: nn.Module, encoder: nn.Module | None, forward: Callable[[torch.Te
             idx = order[i:i + cfg.batch_size]
             if len(idx) < 2:
                 continue
-            logits = forward(batch(idx), True)
+            logits = forward(model.batch(idx), True)
             loss = F.cross_entropy(logits.float(), y_train[idx].to(device))
-            opt.zero_grad(set_to_none=True)
+            model.opt.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
+            model.opt.step()
             loss_sum += loss.detach() * len(idx)
             correct += (logits.detach().argmax(1) == y_train[idx].to(device)).sum()
             total += len(idx)
@@ -397,8 +445,8 @@ def _fit(head: nn.Module, encoder: nn.Module | None, forward: Callable[[torch.Te
             module.load_state_dict(state)
     kept_epoch = kept[1] + 1 if kept is not None else len(curves)
     val_probs = probs if kept is None else predict(val.x)  # the last epoch's, unless one was kept
-    return FoldResult(fold, scores(val.y, val_probs), curves, kept_epoch, val_probs,
-                      {name: predict(x) for name, x in (predict_sets or {}).items()})
+    return FoldResult(spec.fold, scores(val.y, val_probs), curves, kept_epoch, val_probs,
+                      {name: predict(x) for name, x in (spec.predict_sets or {}).items()})
 
 
 def fold_split(folds: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -407,22 +455,21 @@ def fold_split(folds: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero((folds != HOLDOUT) & (folds != k)), np.flatnonzero(folds == k)
 
 
-def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray, cfg: EvalConfig,
-             device: torch.device | str = "cpu", label: str = "vicreg",
-             test_images: torch.Tensor | None = None, score_holdout: bool = False,
-             protocol: str | None = None) -> EvalReport:
-    """k-fold downstream evaluation of `encoder` on uint8 images (N, C, H, W) -> EvalReport.
+def evaluate(encoder: nn.Module, data: EvalData, cfg: EvalConfig, device: torch.device | str = "cpu",
+             label: str = "vicreg", score_holdout: bool = False) -> EvalReport:
+    """k-fold downstream evaluation of `encoder` on `data` (EvalData) -> EvalReport.
 
-    `folds[i]` is image i's validation fold, or HOLDOUT (-1) for hold-out images (see
-    vicreg.data.make_folds), which are left out of every fold and scored only with
-    `score_holdout`. With `test_images`, each fold's model predicts them and the report
-    holds the mean probabilities (for the DRAC22 submission file). `protocol` overrides
-    cfg.protocol (raw pixels have no conv stage to fine-tune).
+    Hold-out images (data.folds == HOLDOUT, see vicreg.data.make_folds) are left out of
+    every fold and scored only with `score_holdout`. With `data.test_images`, each fold's
+    model predicts them and the report holds the mean probabilities (for the submission
+    file). cfg.protocol picks the protocol (raw pixels, which have no conv stage to fine-tune,
+    are scored with a config whose protocol says so: vicreg.baselines).
     """
-    protocol = protocol or cfg.protocol
+    protocol = cfg.protocol
     if protocol not in names(Protocol):
         raise ValueError(f"eval.protocol={protocol!r}: expected {', '.join(names(Protocol))}")
     device = torch.device(device)
+    images, labels, folds, test_images = data.images, data.labels, data.folds, data.test_images
     cv = folds != HOLDOUT
     n_classes = int(labels.max()) + 1
     frozen = protocol in ("linear", "head")
@@ -448,18 +495,17 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
             sets["test"] = x_test
         if score_holdout and len(hold):
             sets["holdout"] = x[hold]
-        select = None
+        side = FeatureSplit if frozen else ImageSplit
+        spec = FitSpec(n_classes, cfg, protocol, device, k, predict_sets=sets)
         if cfg.patience > 0:  # early stopping on an inner split of the training fold only
             tr, inner = train_test_split(tr, test_size=cfg.inner_val, stratify=labels[tr],
                                          random_state=cfg.seed * 1000 + k)
-            select = FoldSplit(x[inner], labels[inner])
-        val = FoldSplit(x[va], labels[va])
+            spec.select = side(x[inner], labels[inner])
+        val = side(x[va], labels[va])
         if frozen:
-            res = fit_head(FoldSplit(x[tr], labels[tr], x_flip[tr]), val, n_classes, cfg, protocol, device, k,
-                           select, sets)
+            res = fit_head(FeatureSplit(x[tr], labels[tr], x_flip[tr]), val, spec)
         else:
-            res = finetune(encoder, FoldSplit(x[tr], labels[tr], mean=mean, std=std), val, n_classes, cfg,
-                           protocol, device, k, select, sets)
+            res = finetune(encoder, ImageSplit(x[tr], labels[tr], mean=mean, std=std), val, spec)
             res.encoder = None  # the report keeps scores, not k copies of the network
         results.append(res)
         oof[va] = res.probs
@@ -475,12 +521,3 @@ def evaluate(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds
         report.holdout_probs, report.holdout_labels = np.mean(extra["holdout"], axis=0), labels[hold]
         report.holdout = scores(labels[hold], report.holdout_probs)
     return report
-
-
-def write_submission(names: list[str], probs: np.ndarray, path) -> None:
-    """DRAC22 Task 3 submission: `case,class,P0,P1,P2`, one row per test image in name order."""
-    probs = probs / probs.sum(1, keepdims=True)
-    lines = ["case,class,P0,P1,P2"]
-    for name, p in zip(names, probs):
-        lines.append(f"{name},{int(p.argmax())},{p[0]:.6f},{p[1]:.6f},{p[2]:.6f}")
-    atomic_write(path, "\n".join(lines) + "\n")

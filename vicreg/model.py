@@ -55,7 +55,7 @@ def load_torchvision_weights(net: nn.Module, path: str | Path) -> None:
         raise FileNotFoundError(f"model.weights: {p} does not exist (weights are never downloaded)")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line error
+    except Exception as e:  # any unreadable file gets the same one-line error
         raise ValueError(f"model.weights: {p} is not a readable torch state dict ({type(e).__name__})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
