@@ -13,8 +13,8 @@
 Every encoder is scored by the same linear probe on the same folds and 20% hold-out, which
 no pretraining, selection or sweep saw. Targets (printed with their outcome): our probe at
 least the peer's, in at most 2/3 of its pretraining wall time; the swept recipe above the
-untrained encoder on the hold-out with its 95% interval above 0 (paired bootstrap over
-hold-out images, averaged over seeds).
+untrained encoder on the hold-out with its 95% interval above 0 (vicreg.verdict's hold-out
+verdict: a two-way bootstrap over seeds and hold-out images, BCa).
 
     pip install -e ".[bench]"          # lightly, the peer: a benchmark-only dependency
     python benchmarks/learning.py [--trials 8] [--epochs 10] [--seeds 3] [--out DIR]
@@ -203,7 +203,7 @@ def main() -> None:
     p = holdout_verdict(yh, [ours_report.holdout_probs], [peer_report.holdout_probs], "peer (lightly)",
                         metric="accuracy")
     print(f"ours (default recipe) minus peer, hold-out accuracy: {p.diff:+.3f} (95% CI {p.lo:+.3f}..{p.hi:+.3f}, "
-          f"paired bootstrap over {p.pairs} images)")
+          f"two-way bootstrap over {p.units} images x {p.seeds} seed(s), BCa)")
     ratio = ours_s / peer_s
     probe_ok = ours_report.summary["accuracy_mean"] >= peer_report.summary["accuracy_mean"]
     print(f"target 1, ours >= peer at equal epochs in <= 2/3 of its time: CV accuracy "
