@@ -181,7 +181,7 @@ def test_holdout_interval_covers_the_true_difference() -> None:
     fixed (images-only percentile bootstrap, the old interval) covers it less.
 
     Measured with 400 draws when this was written: coverage 0.955 with no seed effect, 0.938
-    at sigma 0.15, 0.923 at sigma 0.3 with 3 seeds and 0.930 with 5: a bootstrap over r seeds
+    at sigma 0.15, 0.922 at sigma 0.3 with 3 seeds and 0.930 with 5: a bootstrap over r seeds
     sees (r-1)/r of their variance, so when seeds matter as much as images, confirm with more
     seeds (README, "Did pretraining help?")."""
     sigma, alpha = 0.15, 0.6
