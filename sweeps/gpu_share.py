@@ -63,17 +63,13 @@ def gpu_slot(out_dir: Path, per_gpu: int, alone: bool) -> Iterator[None]:
         yield
         return
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES") or "none"
-    base = Path(out_dir) / f"gpu-{socket.gethostname()}-{gpu}"
-    with open(base.with_suffix(".gate"), "w") as gate, open(base.with_suffix(".lock"), "w") as slot:
-        fcntl.flock(gate, fcntl.LOCK_EX)
-        try:
-            if alone:
-                fcntl.flock(slot, fcntl.LOCK_EX)  # the gate stays closed: no packed trial starts meanwhile
-            else:
-                fcntl.flock(slot, fcntl.LOCK_SH)
-        finally:
-            if not alone:
-                fcntl.flock(gate, fcntl.LOCK_UN)
+    name = f"gpu-{socket.gethostname()}-{gpu}"  # a host name may hold dots: no Path.with_suffix here
+    # Closing the files releases both locks, however the block ends.
+    with open(Path(out_dir) / f"{name}.gate", "w") as gate, open(Path(out_dir) / f"{name}.lock", "w") as slot:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # the turnstile: one worker at a time takes its place
+        fcntl.flock(slot, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:  # an alone trial keeps the gate closed: no packed trial starts meanwhile
+            fcntl.flock(gate, fcntl.LOCK_UN)
         if alone:
             set_memory_share(per_gpu, alone=True)
         try:
@@ -82,8 +78,6 @@ def gpu_slot(out_dir: Path, per_gpu: int, alone: bool) -> Iterator[None]:
             _release_memory()
             if alone:
                 set_memory_share(per_gpu)
-            fcntl.flock(slot, fcntl.LOCK_UN)
-            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 def start_mps(gpus: list[str], folder: Path) -> dict[str, str] | None:

@@ -104,6 +104,26 @@ def test_an_alone_trial_waits_for_the_packed_ones_and_keeps_new_ones_out(tmp_pat
     assert order == ["A start", "A end", "B start", "B end", "C start", "C end"], order
 
 
+def test_each_gpu_has_its_own_lock_on_a_host_with_dots_in_its_name(tmp_path, monkeypatch) -> None:
+    """An alone trial on GPU 0 of node1.cluster keeps GPU 1's packed trials waiting for nothing."""
+    monkeypatch.setattr(gpu_share.socket, "gethostname", lambda: "node1.cluster")
+    entered = threading.Event()
+
+    def packed_on_gpu1() -> None:
+        with gpu_share.gpu_slot(tmp_path, 2, alone=False):
+            entered.set()
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    with gpu_share.gpu_slot(tmp_path, 2, alone=True):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+        t = threading.Thread(target=packed_on_gpu1)
+        t.start()
+        assert entered.wait(timeout=5), "GPU 1's trial waited for GPU 0's alone trial"
+        t.join()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "gpu-node1.cluster-0.gate", "gpu-node1.cluster-0.lock", "gpu-node1.cluster-1.gate", "gpu-node1.cluster-1.lock"]
+
+
 def test_mps_without_its_binary_is_one_line(env, monkeypatch, capsys) -> None:
     monkeypatch.setenv("PATH", str(env["dir"]))  # no nvidia-cuda-mps-control here
     assert gpu_share.start_mps(["0"], env["dir"] / "mps") is None
