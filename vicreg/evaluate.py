@@ -484,8 +484,9 @@ def evaluate(encoder: nn.Module, data: EvalData, cfg: EvalConfig, device: torch.
         mean, std = channel_stats(images[torch.from_numpy(tr)])
         if frozen:  # this fold's features, extracted once (and once flipped: the frozen protocols' augmentation)
             x = extract_features(encoder.to(device), images, mean, std, device)
-            x_flip = x.clone()
-            if cfg.augment:
+            x_flip = x
+            if cfg.augment:  # only the training part's flips are used
+                x_flip = x.clone()
                 x_flip[tr] = extract_features(encoder, images[torch.from_numpy(tr)], mean, std, device, flip=True)
             x_test = extract_features(encoder, test_images, mean, std, device) if test_images is not None else None
         else:
