@@ -1,32 +1,46 @@
-"""Does pretraining learn on real small images? One run, side by side, on scikit-learn's digits
-(1,797 real 8x8 scans of handwritten digits that ship inside scikit-learn: no download):
+"""Does pretraining learn on real small images, and as well as a reference implementation?
+Side by side on real images that ship inside Python packages (no download):
 
-  ours, default recipe    our trainer with the VICReg paper's augmentations (seed 0)
-  ours, swept recipe      the configuration a short sweep (experiments/digits.yaml) finds,
-                          confirmed with N seeds by the sweep's own confirm stage
+  digits     scikit-learn's 1,797 8x8 scans of handwritten digits, upsampled to 16 px
+  textures   1,536 tiles (32 px, shown at 16 px) of six photographs bundled with scikit-image:
+             brick, grass, gravel, the Moon, an IHC slide, a microscopy image (vicreg.data)
+
+Encoders, all scored by the same linear probe on the same folds and 20% hold-out that no
+pretraining, selection or sweep saw:
+
+  ours, default recipe    our trainer with the library's defaults (seeds 0..S-1)
+  ours, swept recipe      what a short sweep (experiments/<set>.yaml) finds, confirmed with S
+                          seeds by the sweep's own confirm stage
   peer (lightly)          lightly's VICRegLoss, VICRegProjectionHead and VICRegTransform (a
                           torchvision-transform pipeline in a DataLoader), the same ResNet-18,
-                          epochs, batch, image size, optimiser and schedule (seed 0)
-  untrained encoder       ResNet-18 as torchvision initialises it (the random-init baseline)
+                          epochs, batch, image size, optimiser and schedule (seeds 0..S-1)
+  untrained encoder       ResNet-18 as torchvision initialises it (seeds 0..S-1)
   raw pixels              the images themselves
 
-Every encoder is scored by the same linear probe on the same folds and 20% hold-out, which
-no pretraining, selection or sweep saw. Targets (printed with their outcome): our probe at
-least the peer's, in at most 2/3 of its pretraining wall time; the swept recipe above the
-untrained encoder on the hold-out with its 95% interval above 0 (vicreg.verdict's hold-out
-verdict: a two-way bootstrap over seeds and hold-out images, BCa).
+Comparisons are hold-out accuracy differences with vicreg.verdict's hold-out interval (a
+two-way bootstrap over seeds and hold-out images, BCa).
 
-    pip install -e ".[bench]"          # lightly, the peer: a benchmark-only dependency
-    python benchmarks/learning.py [--trials 8] [--epochs 10] [--seeds 3] [--out DIR]
+    pip install -e ".[bench]"     # lightly (the peer) and scikit-image (the textures)
+    python benchmarks/learning.py [--dataset digits|textures] [--trials 8] [--epochs 10] [--seeds 3]
+    python benchmarks/learning.py --ablate [--dataset ...]   # one factor at a time, towards the peer
+    python benchmarks/learning.py --timing                   # pretraining time vs the peer, 16/32/64 px
+
+--ablate starts from the recipe before the defaults were changed (zero-init residuals) and moves
+one factor at a time (ABLATION), each row with S seeds against the peer's S seeds. Runs are
+stored one file each under --out (default benchmarks/results/learning-<set>) and reused, so an
+interrupted run goes on where it stopped; --jobs N runs N at a time (each with cores/N threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import shutil
-import tempfile
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +48,7 @@ import torch
 import yaml
 
 from vicreg.baselines import score_baseline
-from vicreg.config import Config, config_from_dict, to_dict
+from vicreg.config import Config, config_from_dict, flatten, set_key
 from vicreg.data import load_datasets, make_folds, pretrain_selection
 from vicreg.evaluate import EvalData, EvalReport, evaluate
 from vicreg.optim import lr_at, warmup_steps
@@ -43,8 +57,63 @@ from vicreg.verdict import holdout_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# One factor at a time, from the recipe as it was before the defaults changed (BEFORE), each
+# row moving one thing towards lightly (or away from both, "back again": per-epoch lr,
+# drop_last off). Symmetric = lightly's form: both views at the mean of our two views'
+# probabilities. Precision is not a row: on the CPU both trainers run float32.
+BEFORE = {"model.zero_init_residual": True}
+ABLATION: list[tuple[str, dict]] = [
+    ("ours, before (zero-init residuals)", {}),
+    ("zero-init residuals off", {"model.zero_init_residual": False}),
+    ("symmetric blur and solarisation", {"augment.blur_p_a": 0.55, "augment.blur_p_b": 0.55,
+                                         "augment.solarize_p_a": 0.1, "augment.solarize_p_b": 0.1}),
+    ("torchvision per-image views", {"augment.views": "torchvision"}),
+    ("bicubic crops", {"augment.resample": "bicubic"}),
+    ("antialiased (area) crops", {"augment.antialias": True}),
+    ("crops from a 2x cache, antialiased", {"data.crop_source_size": 32, "augment.antialias": True}),
+    ("per-batch normalisation", {"augment.normalise": "batch"}),
+    ("expander: last Linear with bias", {"model.expander_last_bias": True}),
+    ("lr per epoch, not per step", {"optim.schedule_every": "epoch"}),
+    ("drop_last off", {"train.drop_last": False}),
+]
 
-def peer_pretrain(cfg: Config, images: torch.Tensor, seed: int = 0) -> tuple[torch.nn.Module, float]:
+
+@dataclass
+class Bench:
+    """One data set's recipe, images, folds and hold-out, shared by every run."""
+
+    name: str
+    epochs: int
+    out: Path
+    raw: dict = field(default_factory=dict)
+
+    def config(self, overrides: dict | None = None) -> Config:
+        raw = json.loads(json.dumps(self.raw))
+        for key, value in (overrides or {}).items():
+            set_key(raw, key, value)
+        return config_from_dict(raw, source=f"experiments/{self.name}.yaml")
+
+    def study_file(self) -> Path:
+        return ROOT / "experiments" / f"{self.name}.yaml"
+
+
+def make_bench(name: str, epochs: int, out: Path) -> Bench:
+    raw = yaml.safe_load((ROOT / "experiments" / f"{name}.yaml").read_text())["base"]
+    raw["train"]["epochs"] = epochs
+    raw["train"]["progress"] = False
+    return Bench(name, epochs, out, raw)
+
+
+def bench_data(b: Bench, cfg: Config) -> tuple[EvalData, torch.Tensor, dict]:
+    """(what the probe scores, what pretraining sees, the record of it) under `cfg`."""
+    data = load_datasets(cfg.data)
+    folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed,
+                       b.out / "runs" / "folds.csv", cfg.data.holdout)  # the file the sweep reuses
+    images, seen = pretrain_selection(data, folds, cfg.data)
+    return EvalData(data.train.images, data.train.labels, folds), images, seen
+
+
+def peer_pretrain(cfg: Config, images: torch.Tensor, seed: int = 0, workers: int = 2) -> tuple[torch.nn.Module, float]:
     """lightly's VICReg, written as its examples do; returns (encoder, pretraining seconds)."""
     import torchvision
     from lightly.loss import VICRegLoss
@@ -75,7 +144,7 @@ def peer_pretrain(cfg: Config, images: torch.Tensor, seed: int = 0) -> tuple[tor
 
     torch.manual_seed(seed)
     backbone = torchvision.models.resnet18(weights=None)
-    backbone.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)  # the CIFAR stem, as ours at 16 px
+    backbone.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)  # the CIFAR stem, as ours at <= 64 px
     backbone.maxpool = torch.nn.Identity()
     backbone.fc = torch.nn.Identity()
     head = VICRegProjectionHead(512, cfg.model.expander_hidden, cfg.model.expander_out, cfg.model.expander_layers)
@@ -83,7 +152,7 @@ def peer_pretrain(cfg: Config, images: torch.Tensor, seed: int = 0) -> tuple[tor
     criterion = VICRegLoss()
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     loader = torch.utils.data.DataLoader(Views(), batch_size=cfg.data.batch_size, shuffle=True, drop_last=True,
-                                         num_workers=2, persistent_workers=True)
+                                         num_workers=workers, persistent_workers=workers > 0)
     steps = len(loader)
     total, warm = cfg.train.epochs * steps, warmup_steps(cfg.optim, cfg.train.epochs, steps)
     t0 = time.perf_counter()
@@ -101,16 +170,127 @@ def peer_pretrain(cfg: Config, images: torch.Tensor, seed: int = 0) -> tuple[tor
     return backbone.eval(), time.perf_counter() - t0
 
 
-def run_sweep(study_file: Path, out: Path, trials: int, epochs: int, seeds: int) -> Path:
-    """The sweep and its confirm stage, through the sweep's own command line; returns its folder."""
+# --- runs, one file each --------------------------------------------------------------
+
+
+def run_one(b: Bench, kind: str, overrides: dict, seed: int) -> dict:
+    """One pretraining run (kind "ours" or "peer") or floor ("untrained", "raw"), probed:
+    -> {"report": EvalReport dict, "seconds": pretraining wall time or None}."""
+    cfg = b.config({**overrides, "train.seed": seed})
+    data, images, _ = bench_data(b, cfg)
+    if kind in ("untrained", "raw"):
+        r = score_baseline("random-init" if kind == "untrained" else "raw-pixels", cfg, data, "cpu", seed,
+                           score_holdout=True)
+        return {"report": r.to_dict(), "seconds": None}
+    t0 = time.perf_counter()
+    if kind == "ours":
+        encoder, seconds = pretrain(cfg, images).model.encoder, None
+        seconds = time.perf_counter() - t0
+    else:
+        encoder, seconds = peer_pretrain(cfg, images, seed, workers=0 if torch.get_num_threads() == 1 else 2)
+    return {"report": evaluate(encoder, data, cfg.eval, "cpu", kind, score_holdout=True).to_dict(),
+            "seconds": seconds}
+
+
+def _worker_init(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _job(args: tuple) -> tuple[str, dict]:
+    b, kind, overrides, seed, path = args
+    result = run_one(b, kind, overrides, seed)
+    result |= {"kind": kind, "overrides": overrides, "seed": seed}
+    Path(path).write_text(json.dumps(result, default=float))
+    return path, result
+
+
+def run_all(b: Bench, jobs: list[tuple[str, str, dict, int]], parallel: int) -> dict[tuple[str, int], dict]:
+    """Each (name, kind, overrides, seed) run once, stored as <out>/bench/<kind>-<config digest>-seed<s>.json
+    and reused (by any row or table whose resolved config is the same); -> {(name, seed): result}."""
+    folder = b.out / "bench"
+    folder.mkdir(parents=True, exist_ok=True)
+    bench_data(b, b.config())  # the folds file, written once before the workers read it
+    todo, done = [], {}
+    for name, kind, overrides, seed in jobs:
+        key = json.dumps(flatten(b.config(overrides)), sort_keys=True, default=str)
+        path = folder / f"{kind}-{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}-seed{seed}.json"
+        if path.is_file():
+            done[(name, seed)] = json.loads(path.read_text())
+        else:
+            todo.append(((name, seed), (b, kind, overrides, seed, str(path))))
+    print(f"{len(done)} runs stored, {len(todo)} to run, {parallel} at a time", flush=True)
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    with ProcessPoolExecutor(parallel, mp_context=get_context("spawn"), initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_job, args): key for key, args in todo}
+        failed = []
+        for i, fut in enumerate(futures, 1):
+            key = futures[fut]
+            try:
+                done[key] = fut.result()[1]
+            except Exception as e:  # one broken row must not cost the others' hours
+                failed.append(f"{key[0]} seed {key[1]}: {type(e).__name__}: {e}")
+                print(f"[{i}/{len(todo)}] FAILED {failed[-1]}", flush=True)
+                continue
+            acc = done[key]["report"]["holdout"]["accuracy"]
+            print(f"[{i}/{len(todo)}] {key[0]} seed {key[1]}: hold-out accuracy {acc:.3f}", flush=True)
+    if failed:
+        raise SystemExit(f"{len(failed)} runs failed (the others are stored): {failed[0]}")
+    return done
+
+
+def reports(done: dict, name: str, seeds: int) -> list[EvalReport]:
+    return [EvalReport.from_dict(done[(name, s)]["report"]) for s in range(seeds)]
+
+
+def pm(v: list[float]) -> str:
+    return f"{np.mean(v):.3f} ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}"
+
+
+def versus(mine: list[EvalReport], theirs: list[EvalReport], name: str) -> str:
+    """'+0.012 (-0.004..+0.027)': the hold-out accuracy difference and its 95% interval."""
+    v = holdout_verdict(mine[0].holdout_labels, [r.holdout_probs for r in mine],
+                        [r.holdout_probs for r in theirs], name, metric="accuracy")
+    return f"{v.diff:+.3f} ({v.lo:+.3f}..{v.hi:+.3f})"
+
+
+def ablate(b: Bench, seeds: int, parallel: int) -> None:
+    jobs = [("peer", "peer", {}, s) for s in range(seeds)]
+    jobs += [(f"ablate {name}", "ours", {**BEFORE, **over}, s) for name, over in ABLATION for s in range(seeds)]
+    jobs += [("untrained", "untrained", {}, s) for s in range(seeds)] + [("raw", "raw", {}, 0)]
+    done = run_all(b, jobs, parallel)
+    peer = reports(done, "peer", seeds)
+    before = reports(done, f"ablate {ABLATION[0][0]}", seeds)
+    print(f"\nablation, {b.name} {b.config().data.image_size} px, {b.epochs} epochs, {seeds} seeds per row; "
+          f"linear probe, hold-out of {len(peer[0].holdout_labels)} images")
+    print("| row | hold-out accuracy | CV accuracy | minus peer (95% CI) | minus 'before' (95% CI) |")
+    print("|---|---|---|---|---|")
+    for name, _ in ABLATION:
+        rs = reports(done, f"ablate {name}", seeds)
+        print(f"| {name} | {pm([r.holdout['accuracy'] for r in rs])} | {pm([r.summary['accuracy_mean'] for r in rs])} "
+              f"| {versus(rs, peer, 'peer')} | {versus(rs, before, 'before') if name != ABLATION[0][0] else '-'} |")
+    for name, rs in (("peer (lightly)", peer), ("untrained encoder", reports(done, "untrained", seeds)),
+                     ("raw pixels", reports(done, "raw", 1))):
+        print(f"| {name} | {pm([r.holdout['accuracy'] for r in rs])} | {pm([r.summary['accuracy_mean'] for r in rs])}"
+              f" | | |")
+
+
+# --- the table: default, swept, peer and the floors ------------------------------------------
+
+
+def run_sweep(b: Bench, trials: int, seeds: int) -> Path:
+    """The sweep and its confirm stage, through the sweep's own command line (reused when its
+    confirmed.json is there); returns its folder."""
     from sweeps.run import main as sweep
 
-    doc = yaml.safe_load(study_file.read_text())
-    doc["base"]["train"]["epochs"] = epochs
+    runs = b.out / "runs"
+    if (runs / "confirmed.json").is_file():
+        return runs
+    doc = yaml.safe_load(b.study_file().read_text())
+    doc["base"]["train"]["epochs"] = b.epochs
     doc["confirm"]["seeds"] = seeds
-    local = out / study_file.name  # its best file lands next to it, not in experiments/best
+    local = b.out / b.study_file().name  # its best file lands next to it, not in experiments/best
     local.write_text(yaml.safe_dump(doc, sort_keys=False))
-    runs = out / "runs"
     code = sweep(["--config", str(local), "--no-tracking", "--out", str(runs), "--trials", str(trials)])
     if code != 0:
         raise SystemExit(f"the sweep failed (exit {code})")
@@ -127,101 +307,106 @@ def confirmed(runs: Path) -> tuple[dict, dict[str, list[EvalReport]]]:
     return best, by_label
 
 
-def row(name: str, reports: list[EvalReport], seconds: float | None) -> str:
-    cv = [r.summary["accuracy_mean"] for r in reports]
-    ho_acc = [r.summary["accuracy_holdout"] for r in reports]
-    ho_kappa = [r.summary["kappa_holdout"] for r in reports]
+def table(b: Bench, trials: int, seeds: int, parallel: int) -> None:
+    jobs = [(name, kind, {}, s) for name, kind in (("default", "ours"), ("peer", "peer"), ("untrained", "untrained"))
+            for s in range(seeds)] + [("raw", "raw", {}, 0)]
+    done = run_all(b, jobs, parallel)
+    t0 = time.perf_counter()
+    best, by_label = confirmed(run_sweep(b, trials, seeds))
+    sweep_s = time.perf_counter() - t0
+    default, peer, untrained = (reports(done, n, seeds) for n in ("default", "peer", "untrained"))
+    swept = by_label["vicreg"]
+    secs = {n: [done[(n, s)]["seconds"] for s in range(seeds)] for n in ("default", "peer")}
+    size = b.config().data.image_size
+    print(f"\n{b.name} at {size} px, {b.epochs} pretraining epochs, linear probe; CV = 5 folds, hold-out = "
+          f"{len(peer[0].holdout_labels)} images no selection saw")
+    print("| encoder | seeds | pretraining s | CV accuracy | hold-out accuracy | hold-out kappa |")
+    print("|---|---|---|---|---|---|")
+    for name, rs, s in (("ours, default recipe", default, secs["default"]), ("ours, swept recipe", swept, None),
+                        ("peer (lightly)", peer, secs["peer"]), ("untrained encoder", untrained, None),
+                        ("raw pixels", reports(done, "raw", 1), None)):
+        wall = f"{np.mean(s):.0f}" if s else "-"
+        print(f"| {name} | {len(rs)} | {wall} | {pm([r.summary['accuracy_mean'] for r in rs])} | "
+              f"{pm([r.holdout['accuracy'] for r in rs])} | {pm([r.holdout['kappa'] for r in rs])} |")
+    print(f"swept recipe (trial {best['trial']}): {best['params']}; sweep of {trials} trials + confirm "
+          f"{seeds} seeds: {sweep_s:.0f} s (0 when reused)")
+    print("hold-out accuracy differences, 95% CI (two-way bootstrap over seeds x images, BCa):")
+    print(f"  ours default minus peer:        {versus(default, peer, 'peer')}")
+    print(f"  ours default minus untrained:   {versus(default, untrained, 'untrained')}")
+    print(f"  ours swept minus untrained:     {versus(swept, by_label['random-init'], 'untrained')} "
+          f"(the confirm stage's own untrained encoders, the same seeds)")
+    print(f"  ours swept minus raw pixels:    {versus(swept, by_label['raw-pixels'], 'raw')}")
+    print(f"  ours swept minus peer:          {versus(swept, peer, 'peer')} (other seeds: unpaired)")
 
-    def pm(v: list[float]) -> str:
-        return f"{np.mean(v):.3f} +- {np.std(v, ddof=1):.3f}" if len(v) > 1 else f"{v[0]:.3f}         "
 
-    wall = f"{seconds:7.0f}" if seconds is not None else "      -"
-    return f"| {name:<26} | {len(reports)} | {wall} | {pm(cv)} | {pm(ho_acc)} | {pm(ho_kappa)} |"
+# --- time: ours against the peer, and where ours goes ----------------------------------------
+
+
+def timing(sizes: tuple[int, ...], n_images: int, epochs: int) -> None:
+    """Pretraining wall time of both trainers on the same images (digits upsampled to each size),
+    batch, epochs and threads, one after the other; then ours split into views and step."""
+    from vicreg.augment import TwoViews, channel_stats
+    from vicreg.loss import vicreg_loss
+    from vicreg.model import build_model
+    from vicreg.optim import build_optimizer
+
+    print("| px | images | ours s | peer s | ours/peer | ours: views s | step s | rest s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for size in sizes:
+        b = make_bench("digits", epochs, Path("/tmp"))
+        cfg = b.config({"data.image_size": size})
+        images = load_datasets(cfg.data).train.images[:n_images]
+        t0 = time.perf_counter()
+        pretrain(cfg, images)
+        ours = time.perf_counter() - t0
+        _, peer = peer_pretrain(cfg, images)
+        # Ours, part by part, over the same number of steps (views; forward + loss + backward + update).
+        torch.manual_seed(0)
+        model = build_model(cfg.model, size).to(memory_format=torch.channels_last)
+        opt = build_optimizer(model, cfg.optim)
+        views = TwoViews(cfg.augment, size, 1, *channel_stats(images))
+        steps, bs = epochs * (len(images) // cfg.data.batch_size), cfg.data.batch_size
+        t_views = t_step = 0.0
+        for i in range(steps):
+            j = i % (len(images) // bs)
+            t = time.perf_counter()
+            a, v = views(images[j * bs:(j + 1) * bs])
+            a, v = a.contiguous(memory_format=torch.channels_last), v.contiguous(memory_format=torch.channels_last)
+            t_views += time.perf_counter() - t
+            t = time.perf_counter()
+            loss = vicreg_loss(model(a), model(v)).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            t_step += time.perf_counter() - t
+        rest = ours - t_views - t_step
+        print(f"| {size} | {len(images)} | {ours:.1f} | {peer:.1f} | {ours / peer:.2f} | {t_views:.1f} | "
+              f"{t_step:.1f} | {rest:.1f} |", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=("digits", "textures"), default="digits")
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--out", help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each with cores/jobs threads)")
+    ap.add_argument("--out", help="where the runs are kept and reused (default benchmarks/results/learning-<set>)")
+    ap.add_argument("--ablate", action="store_true", help="the one-factor-at-a-time table")
+    ap.add_argument("--timing", action="store_true", help="pretraining time against the peer at 16/32/64 px")
+    ap.add_argument("--timing-images", type=int, default=512)
     args = ap.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="learning-"))
+    if args.timing:
+        timing((16, 32, 64), args.timing_images, 2)
+        return
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"learning-{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
-    study_file = ROOT / "experiments" / "digits.yaml"
-    raw = yaml.safe_load(study_file.read_text())["base"]
-    raw["train"]["epochs"] = args.epochs
-    raw["train"]["progress"] = False
-    cfg = config_from_dict(raw, source=str(study_file))  # the default recipe: no augment keys set
-    data = load_datasets(cfg.data)
-    folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed,
-                       out / "runs" / "folds.csv", cfg.data.holdout)  # the file the sweep reuses
-    images, seen = pretrain_selection(data, folds, cfg.data)
-    x, y = data.train.images, data.train.labels
-    print(f"digits at {cfg.data.image_size} px: {len(y)} images, {int((folds < 0).sum())} in the hold-out; "
-          f"pretraining on {len(images)}; {args.epochs} epochs, batch {cfg.data.batch_size}, "
-          f"{torch.get_num_threads()} threads", flush=True)
-
-    # Side by side: the two trainers with the same recipe, epochs, batch, size and seed.
-    t0 = time.perf_counter()
-    ours = pretrain(cfg, images)
-    ours_s = time.perf_counter() - t0
-    ours_report = evaluate(ours.model.encoder, EvalData(x, y, folds), cfg.eval, "cpu", "vicreg", score_holdout=True)
-    print(f"ours (default recipe): {ours_s:.0f} s", flush=True)
-    peer_encoder, peer_s = peer_pretrain(cfg, images)
-    peer_report = evaluate(peer_encoder, EvalData(x, y, folds), cfg.eval, "cpu", "lightly", score_holdout=True)
-    print(f"peer (lightly): {peer_s:.0f} s", flush=True)
-
-    t0 = time.perf_counter()
-    runs = run_sweep(study_file, out, args.trials, args.epochs, args.seeds)
-    sweep_s = time.perf_counter() - t0
-    best, by_label = confirmed(runs)
-    swept = by_label["vicreg"]
-
-    print(f"\nlinear probe, digits {cfg.data.image_size} px, {args.epochs} pretraining epochs; CV = 5 folds, "
-          f"hold-out = {int((folds < 0).sum())} images no selection saw")
-    print("| encoder                    | seeds | pretrain s | CV accuracy | hold-out accuracy | hold-out kappa |")
-    print("|---|---|---|---|---|---|")
-    print(row("ours, default recipe", [ours_report], ours_s))
-    print(row("ours, swept recipe", swept, None))
-    print(row("peer (lightly)", [peer_report], peer_s))
-    print(row("untrained encoder", by_label["random-init"], None))
-    print(row("raw pixels", by_label["raw-pixels"], None))
-    print(f"swept recipe (trial {best['trial']}): {best['params']}; sweep of {args.trials} trials + confirm "
-          f"{args.seeds} seeds: {sweep_s:.0f} s")
-
-    yh = swept[0].holdout_labels
-    lines = []
-    for name, side in (("untrained encoder", by_label["random-init"]), ("raw pixels", by_label["raw-pixels"])):
-        v = holdout_verdict(yh, [r.holdout_probs for r in swept], [r.holdout_probs for r in side],
-                            name, metric="accuracy")
-        lines.append(v)
-        print(f"swept recipe vs {v.line().split(' vs ', 1)[1]}")
-    # The untrained encoder under the default recipe's own seed (the confirm stage's are 1000+).
-    untrained = score_baseline("random-init", cfg, EvalData(x, y, folds), "cpu", cfg.eval.seed, score_holdout=True)
-    d = holdout_verdict(yh, [ours_report.holdout_probs], [untrained.holdout_probs], "untrained encoder",
-                        metric="accuracy")
-    print(f"default recipe vs {d.line().split(' vs ', 1)[1]}")
-    p = holdout_verdict(yh, [ours_report.holdout_probs], [peer_report.holdout_probs], "peer (lightly)",
-                        metric="accuracy")
-    print(f"ours (default recipe) minus peer, hold-out accuracy: {p.diff:+.3f} (95% CI {p.lo:+.3f}..{p.hi:+.3f}, "
-          f"two-way bootstrap over {p.units} images x {p.seeds} seed(s), BCa)")
-    ratio = ours_s / peer_s
-    probe_ok = ours_report.summary["accuracy_mean"] >= peer_report.summary["accuracy_mean"]
-    print(f"target 1, ours >= peer at equal epochs in <= 2/3 of its time: CV accuracy "
-          f"{ours_report.summary['accuracy_mean']:.3f} vs {peer_report.summary['accuracy_mean']:.3f}, "
-          f"time ratio {ratio:.2f} -> {'met' if probe_ok and ratio <= 2 / 3 else 'NOT met'}")
-    print(f"target 2, swept > untrained on the hold-out, interval above 0: "
-          f"{'met' if lines[0].lo > 0 else 'NOT met'} ({lines[0].diff:+.3f}, {lines[0].lo:+.3f}..{lines[0].hi:+.3f})")
-    result = {"epochs": args.epochs, "trials": args.trials, "seeds": args.seeds, "ours_s": ours_s, "peer_s": peer_s,
-              "sweep_s": sweep_s, "best": {k: best[k] for k in ("trial", "params")},
-              "reports": {"ours-default": ours_report.to_dict(), "peer": peer_report.to_dict()},
-              "verdicts": [v.as_dict() for v in (*lines, d, p)], "config": to_dict(cfg), "pretrain": seen}
-    (out / "learning.json").write_text(json.dumps(result, default=float))
-    print(f"results: {out / 'learning.json'}")
-    if not args.out:
-        shutil.rmtree(out / "runs" / "confirm", ignore_errors=True)
+    b = make_bench(args.dataset, args.epochs, out)
+    print(f"{b.name}: {args.epochs} epochs, {args.seeds} seeds, runs kept in {out}", flush=True)
+    if args.ablate:
+        ablate(b, args.seeds, args.jobs)
+    else:
+        table(b, args.trials, args.seeds, args.jobs)
 
 
 if __name__ == "__main__":

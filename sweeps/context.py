@@ -82,7 +82,7 @@ class SweepContext:
     def datasets(self, cfg: Config) -> Datasets:
         """Each (dataset, size) is loaded once per worker and reused by its later trials."""
         d = cfg.data
-        key = (d.dataset, d.root, d.test_root, d.image_size, d.cache_dir, d.skip_bad_images)
+        key = (d.dataset, d.root, d.test_root, d.image_size, d.crop_source_size, d.cache_dir, d.skip_bad_images)
         if key not in self._data:
             from vicreg.data import load_datasets
 

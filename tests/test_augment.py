@@ -95,3 +95,55 @@ def test_view_b_solarises_and_view_a_does_not() -> None:
     a, b = tv(x)
     assert torch.allclose(a, torch.full_like(a, 230 / 255), atol=1e-4)
     assert torch.allclose(b, torch.full_like(b, 1 - 230 / 255), atol=1e-4)
+
+
+def _full_crop(**over) -> AugmentConfig:
+    """Every crop the whole image (scale 1, ratio 1), nothing else: the crop's resampling alone."""
+    return AugmentConfig(crop_min_scale=1.0, crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, blur_p_a=0.0,
+                         blur_p_b=0.0, solarize_p_b=0.0, **over)
+
+
+def test_antialiased_crop_of_a_larger_source_is_the_area_average() -> None:
+    # A whole 32 px image shrunk to 16 px is exactly 2x2 average pooling when area-averaged
+    # (PIL's reduction); without antialiasing it is a bilinear sample that skips pixels.
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4, 1, 32, 32), generator=g, dtype=torch.uint8)
+    one, zero = torch.ones(1), torch.zeros(1)
+    area = torch.nn.functional.avg_pool2d(x.float() / 255, 2)
+    a, b = TwoViews(_full_crop(antialias=True), 16, 1, zero, one)(x)
+    assert torch.allclose(a, area, atol=1e-6) and torch.allclose(b, area, atol=1e-6)
+    plain, _ = TwoViews(_full_crop(), 16, 1, zero, one)(x)
+    assert (plain - area).abs().max() > 0.05
+
+
+def test_torchvision_views_follow_the_same_recipe() -> None:
+    # Smooth images (ramps), where torchvision's antialias filter (triangle) and ours (box)
+    # agree: with every random transform off, both view makers give the same resized image.
+    ramp = torch.linspace(20, 230, 24)
+    x = torch.stack([(ramp[None, :] * (0.5 + i / 10) + ramp[:, None] * 0.2).clamp(0, 255) for i in range(6)])
+    x = x.round().to(torch.uint8).unsqueeze(1)
+    one, zero = torch.ones(1), torch.zeros(1)
+    a, _ = TwoViews(_full_crop(views="torchvision", antialias=True), 12, 1, zero, one)(x)
+    k, _ = TwoViews(_full_crop(antialias=True), 12, 1, zero, one)(x)
+    assert a.shape == (6, 1, 12, 12) and (a - k).abs().max() < 3 / 255  # rounding and border handling
+    # With the recipe on, views differ per image and between the two makers' draws.
+    tv = TwoViews(AugmentConfig(views="torchvision"), 12, 1, *channel_stats(x))
+    v1, v2 = tv(x)
+    assert v1.shape == v2.shape == (6, 1, 12, 12) and not torch.equal(v1, v2)
+
+
+def test_per_batch_normalisation_uses_the_view_batch() -> None:
+    tv, x = _views(3)
+    tv = TwoViews(AugmentConfig(normalise="batch"), 32, 3, tv.mean.flatten(), tv.std.flatten())
+    a, b = tv(x)
+    for v in (a, b):
+        assert torch.allclose(v.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+        assert torch.allclose(v.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4)
+
+
+def test_bicubic_antialias_with_kornia_views_is_refused() -> None:
+    from vicreg.config import ConfigError, config_from_dict
+
+    with pytest.raises(ConfigError, match="augment.antialias=True with resample bicubic needs views torchvision"):
+        config_from_dict({"augment": {"antialias": True, "resample": "bicubic"}})
+    config_from_dict({"augment": {"antialias": True, "resample": "bicubic", "views": "torchvision"}})

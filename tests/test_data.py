@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import vicreg.data as data_mod
 from tests.conftest import tiny_config
-from vicreg.config import load_config
+from vicreg.config import DataConfig, load_config
 from vicreg.data import HOLDOUT, DataError, load_datasets, make_folds, pretrain_selection
 from vicreg.drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
 from vicreg.synthetic import grade_counts, make_synthetic
@@ -430,3 +432,28 @@ def test_make_synthetic_cli(tmp_path: Path) -> None:
     r = _cli("make-synthetic", "--out", str(tmp_path), "--count", "12", "--size", "16", "--seed", "1")
     assert r.returncode == 0, r.stderr
     assert len(list((_task(tmp_path) / TRAIN_DIR).glob("*.png"))) == 12
+
+
+def test_textures_are_tiles_of_the_bundled_photographs() -> None:
+    if importlib.util.find_spec("skimage") is None:
+        pytest.skip("the textures live in scikit-image's wheel (the dev extra installs it)")
+    from vicreg.data import load_datasets
+
+    d = load_datasets(DataConfig(dataset="textures", image_size=16, crop_source_size=32))
+    assert d.train.images.shape == (1536, 1, 16, 16) and d.train.large.shape == (1536, 1, 32, 32)
+    assert np.bincount(d.train.labels).tolist() == [256] * 6 and d.train.names[0] == "brick-000"
+    # The 16 px images are the 32 px tiles area-averaged, the tiles are distinct real pixels.
+    shrunk = torch.nn.functional.avg_pool2d(d.train.large.float(), 2)
+    assert (shrunk - d.train.images.float()).abs().max() <= 1
+    assert len({bytes(t.numpy()) for t in d.train.large}) == 1536
+
+
+def test_pretraining_crops_from_the_larger_cache(synthetic_root: Path, tmp_path: Path) -> None:
+    from vicreg.data import load_datasets, make_folds, pretrain_selection
+
+    cfg = DataConfig(dataset="synthetic", root=str(synthetic_root), cache_dir=str(tmp_path), image_size=16,
+                     crop_source_size=32)
+    d = load_datasets(cfg)
+    folds = make_folds(d.train.names, d.train.labels, 3, 0, holdout=0.2)
+    images, _ = pretrain_selection(d, folds, cfg)
+    assert d.train.images.shape[-1] == 16 and images.shape[-1] == 32 and len(images) == int((folds >= 0).sum())

@@ -99,3 +99,16 @@ def test_missing_or_damaged_weights_file_is_a_clear_error(tmp_path) -> None:
     (tmp_path / "bad.pth").write_bytes(b"not a state dict")
     with pytest.raises(ValueError, match="bad.pth is not a readable torch state dict"):
         build_model(ModelConfig(init="imagenet", weights=str(tmp_path / "bad.pth")), 224)
+
+
+def test_zero_init_residual_and_expander_bias_follow_the_config() -> None:
+    from vicreg.config import ModelConfig
+    from vicreg.model import build_encoder, build_expander
+
+    last_bn = [lambda net: net.layer1[0].bn2.weight]
+    for zero in (True, False):
+        net = build_encoder(ModelConfig(zero_init_residual=zero), 32)
+        w = last_bn[0](net)
+        assert bool((w == 0).all()) is zero
+    assert build_expander(8, 16, 3, 4)[-1].bias is None
+    assert build_expander(8, 16, 3, 4, last_bias=True)[-1].bias is not None

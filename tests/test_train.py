@@ -170,3 +170,28 @@ def test_cuda_bf16_channels_last_run(synthetic_images) -> None:
     r = pretrain(cfg, synthetic_images.train.images)
     assert r.status == "completed" and r.device.startswith("cuda")
     assert next(r.model.parameters()).is_cuda
+
+
+def test_drop_last_off_trains_on_the_partial_batch(synthetic_images) -> None:
+    images = synthetic_images.train.images[:40]  # batch 16: 2 full batches + 8 images
+    assert pretrain(tiny_config(**{"train.epochs": 1}), images).steps == 2
+    assert pretrain(tiny_config(**{"train.epochs": 1, "train.drop_last": False}), images).steps == 3
+    # A remainder of a single image has no variance to take: it is dropped either way.
+    assert pretrain(tiny_config(**{"train.epochs": 1, "train.drop_last": False}), images[:33]).steps == 2
+
+
+def test_lr_per_epoch_holds_within_an_epoch(synthetic_images) -> None:
+    seen: list[float] = []
+    cfg = tiny_config(**{"train.epochs": 2, "train.log_every_steps": 1, "optim.schedule_every": "epoch"})
+    pretrain(cfg, synthetic_images.train.images[:48], [lambda r: seen.append(r.metrics["lr"]) if r.kind == "step"
+                                                       else None])
+    assert len(seen) == 6 and len(set(seen[:3])) == 1 and len(set(seen[3:])) == 1 and seen[0] != seen[3]
+
+
+def test_crops_from_a_larger_cache(synthetic_images) -> None:
+    cfg = tiny_config(**{"train.epochs": 1, "data.image_size": 16, "data.crop_source_size": 32,
+                         "augment.antialias": True})
+    r = pretrain(cfg, synthetic_images.train.images)  # the 32 px cache; views and model at 16 px
+    assert r.status == "completed"
+    with pytest.raises(ValueError, match="data.crop_source_size=32"):
+        pretrain(cfg, synthetic_images.train.images[:, :, :16, :16].contiguous())

@@ -40,11 +40,15 @@ class UnsafeCheckpoint(CheckpointError):
 
 
 # The allowed names, declared once: the fields below use them and the loader checks them.
-Dataset = Literal["synthetic", "drac22", "cifar10", "digits"]
+Dataset = Literal["synthetic", "drac22", "cifar10", "digits", "textures"]
 Arch = Literal["resnet18", "resnet34", "resnet50"]
 Init = Literal["random", "imagenet", "auto"]
 Optimizer = Literal["lars", "sgd", "adam", "adamw"]
 Protocol = Literal["linear", "head", "conv+head", "full"]
+Views = Literal["kornia", "torchvision"]
+Resample = Literal["bilinear", "bicubic"]
+Normalise = Literal["dataset", "batch"]
+ScheduleEvery = Literal["step", "epoch"]
 
 
 def names(kind: Any) -> tuple[str, ...]:
@@ -54,10 +58,17 @@ def names(kind: Any) -> tuple[str, ...]:
 
 @dataclass
 class DataConfig:
-    dataset: Dataset = "synthetic"  # digits: scikit-learn's 1,797 scanned handwritten digits
+    # digits: scikit-learn's 1,797 scanned handwritten digits; textures: 1,536 tiles of six
+    # photographs bundled with scikit-image (textures, the Moon, microscopy)
+    dataset: Dataset = "synthetic"
     root: str | None = None  # dataset folder (drac22/synthetic: the DRAC22 layout root)
     test_root: str | None = None  # DRAC22 test set under its own root, if not under `root`
     image_size: int = 64  # images are resized once to this and cached as uint8
+    # Pretraining's views are cropped from the images cached at this larger size and then
+    # resized down to image_size (antialiased), as the reference crops the full-resolution
+    # image: a 0.08-scale crop of a 224 px cache is a 63 px patch blown up 3.5x, of a 512 px
+    # cache a 145 px patch shrunk. None: crop the image_size cache (the probe always uses it).
+    crop_source_size: int | None = None
     batch_size: int = 32
     include_test_in_pretrain: bool = False  # SSL uses no labels: the test images may join
     cache_dir: str = "data/.cache"
@@ -88,9 +99,19 @@ class ModelConfig:
     # 3x3 stride-1 stem, no max-pool; None: auto (<= 64 px and no `weights`)
     small_stem: bool | None = None
     in_channels: int = 1
+    # Zero-init of each residual branch's last BN (Goyal et al. 2017), as the reference VICReg
+    # backbone does. Off by default: see the README's ablation (benchmarks/learning.py
+    # --ablate), where turning it off was the step that closed the gap to lightly, which
+    # builds torchvision's default (off); a short pretraining run starts every block at the
+    # identity and leaves the branches little trained.
+    zero_init_residual: bool = False
     expander_hidden: int = 2048
     expander_layers: int = 3  # number of Linear layers in the expander
     expander_out: int = 2048
+    # The expander's last Linear with a bias (lightly's VICRegProjectionHead) or without (the
+    # reference's Projector, default). Its hidden Linears feed a BatchNorm, so their bias is
+    # moot either way.
+    expander_last_bias: bool = False
 
 
 @dataclass
@@ -115,6 +136,17 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels of a 224 px crop
     solarize_p_a: float = 0.0
     solarize_p_b: float = 0.2
+    # How the views are made: kornia, batch-wise on the training device (default), or
+    # torchvision's per-image transforms (v2, on uint8 tensors, CPU, one image at a time), as a
+    # DataLoader pipeline would; the same recipe either way (the ablation compares them).
+    views: Views = "kornia"
+    resample: Resample = "bilinear"  # the crop's interpolation
+    # Area-average when a crop is shrunk (torchvision/PIL do; kornia's crop does not). Only
+    # matters when the crop source is larger than the output (data.crop_source_size).
+    antialias: bool = False
+    # Normalise the views by the pretraining set's per-channel statistics (default) or by each
+    # view batch's own.
+    normalise: Normalise = "dataset"
 
 
 @dataclass
@@ -141,6 +173,7 @@ class OptimConfig:
     # train.epochs and keep the warm-up in proportion).
     warmup_fraction: float | None = None
     final_lr_ratio: float = 0.001  # cosine decays to peak * this
+    schedule_every: ScheduleEvery = "step"  # the lr moves every step (reference) or every epoch
 
 
 @dataclass
@@ -156,6 +189,9 @@ class TrainConfig:
     log_every_steps: int = 0  # also report every N steps (0: per epoch only)
     checkpoint_dir: str | None = None  # a checkpoint per epoch; resumed from when present
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
+    # Drop each epoch's last partial batch (default: VICReg's variance and covariance are batch
+    # statistics); when false it is trained on too unless it holds a single image.
+    drop_last: bool = True
     progress: bool = True
 
 
@@ -323,6 +359,11 @@ def validate(cfg: Config) -> None:
         (0 < cfg.augment.crop_min_scale <= cfg.augment.crop_max_scale <= 1, "augment.crop_min_scale",
          f"must satisfy 0 < crop_min_scale <= crop_max_scale ({cfg.augment.crop_max_scale}) <= 1"),
         (cfg.augment.jitter_strength >= 0, "augment.jitter_strength", "must be >= 0"),
+        (cfg.data.crop_source_size is None or cfg.data.crop_source_size > cfg.data.image_size,
+         "data.crop_source_size", f"must be larger than data.image_size ({cfg.data.image_size}) or null"),
+        (not (cfg.augment.antialias and cfg.augment.resample == "bicubic" and cfg.augment.views == "kornia"),
+         "augment.antialias", "with resample bicubic needs views torchvision (kornia's antialiased crop is "
+         "bilinear area-averaging)"),
     ]
     probabilities = ("flip_p", "jitter_p", "grayscale_p", "blur_p_a", "blur_p_b", "solarize_p_a", "solarize_p_b")
     checks += [(0 <= getattr(cfg.augment, k) <= 1, f"augment.{k}", "must be a probability in [0, 1]")

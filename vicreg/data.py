@@ -11,6 +11,7 @@ distributed (grand-challenge), CIFAR-10 as `cifar-10-batches-py`.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -47,6 +48,8 @@ class ImageSet:
     # and mtime, the image size) for files, a hash of the pixels otherwise; and where from.
     digest: str = ""
     source: str = ""
+    # The same images at data.crop_source_size (pretraining crops its views from these), or None.
+    large: torch.Tensor | None = None
 
 
 @dataclass
@@ -302,6 +305,45 @@ def load_digits(cfg: DataConfig) -> Datasets:
                              source="sklearn.datasets.load_digits"), None)
 
 
+TEXTURES = ("brick.png", "grass.png", "gravel.png", "moon.png", "ihc.png", "cell.png")
+TEXTURE_TILE = 32
+
+
+def load_textures(cfg: DataConfig) -> Datasets:
+    """Real photographs that ship inside scikit-image (skimage/data, read as files: no
+    download, no skimage import): three textures (brick, grass, gravel), the Moon's surface,
+    an immunohistochemistry slide (ihc, made grey) and a microscopy image (cell), each cut
+    into non-overlapping 32 px tiles, 256 per source (the first, in reading order); the class is
+    the source. -> uint8 (1536, 1, size, size), resized from 32 px (area-averaged, or bilinear
+    upwards). Neighbouring tiles of one photograph are alike, so the hold-out is easier than
+    a new photograph would be; the table's comparisons all share that."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data.dataset=textures reads scikit-image's bundled photographs: pip install scikit-image "
+                        "(or the bench extra: pip install -e '.[bench]')")
+    folder = Path(spec.submodule_search_locations[0]) / "data"
+    tiles, labels = [], []
+    for label, name in enumerate(TEXTURES):
+        with Image.open(folder / name) as im:
+            a = np.asarray(im.convert("L"))
+        t = TEXTURE_TILE
+        rows, cols = a.shape[0] // t, a.shape[1] // t
+        cut = a[:rows * t, :cols * t].reshape(rows, t, cols, t).transpose(0, 2, 1, 3).reshape(-1, t, t)[:256]
+        tiles.append(cut)
+        labels += [label] * len(cut)
+    x = torch.from_numpy(np.concatenate(tiles)).unsqueeze(1)
+    if cfg.image_size != TEXTURE_TILE:
+        down = cfg.image_size < TEXTURE_TILE
+        x = torch.nn.functional.interpolate(x.float(), size=cfg.image_size, mode="area" if down else "bilinear",
+                                            align_corners=None if down else False).round().clamp(0, 255)
+    images = x.to(torch.uint8).contiguous()
+    names = [f"{TEXTURES[y].split('.')[0]}-{i:03d}" for i, y in enumerate(labels)]
+    return Datasets(ImageSet(images, np.asarray(labels, dtype=np.int64), names, "textures", digest=digest(images),
+                             source=str(folder)), None)
+
+
 def profile(data: Datasets, folds: np.ndarray, pretrain_record: dict) -> dict:
     """What a run trained and was scored on, for its MLflow dataset input: image count per
     grade, image size and channels, and the split (pretraining set, CV folds, hold-out)."""
@@ -314,15 +356,28 @@ def profile(data: Datasets, folds: np.ndarray, pretrain_record: dict) -> dict:
             "pretraining_images": int(sum(v for v in pretrain_record.values())), **pretrain_record}
 
 
-def load_datasets(cfg: DataConfig) -> Datasets:
-    """The configured dataset, checked and decoded (or read from the cache); with
-    data.shuffle_labels, the labels permuted (the null test)."""
+def _load(cfg: DataConfig) -> Datasets:
     if cfg.dataset == "cifar10":
-        data = load_cifar10(cfg)
-    elif cfg.dataset == "digits":
-        data = load_digits(cfg)
-    else:
-        data = load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
+        return load_cifar10(cfg)
+    if cfg.dataset == "digits":
+        return load_digits(cfg)
+    if cfg.dataset == "textures":
+        return load_textures(cfg)
+    return load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
+
+
+def load_datasets(cfg: DataConfig) -> Datasets:
+    """The configured dataset, checked and decoded (or read from the cache), also at
+    data.crop_source_size when set (`ImageSet.large`); with data.shuffle_labels, the labels
+    permuted (the null test)."""
+    data = _load(cfg)
+    if cfg.crop_source_size:
+        big = _load(dataclasses.replace(cfg, image_size=cfg.crop_source_size))
+        for small, large in ((data.train, big.train), (data.test, big.test)):
+            if small is not None and large is not None:
+                if large.names != small.names:  # a file changed between the two reads
+                    raise DataError(f"{small.source}: the images changed while being read; run again")
+                small.large = large.images
     if cfg.shuffle_labels:
         data.train.labels = shuffled_labels(data.train.labels, cfg.fold_seed)
     return data
@@ -393,10 +448,14 @@ def pretrain_selection(data: Datasets, folds: np.ndarray, cfg: DataConfig) -> tu
     hold-out only with data.holdout_in_pretrain, the unlabelled/test images only with
     data.include_test_in_pretrain. -> (uint8 images (M, C, H, W), {"pretrain.*": ...})."""
     keep = folds != HOLDOUT if not cfg.holdout_in_pretrain else np.ones(len(folds), dtype=bool)
-    parts = [data.train.images[torch.from_numpy(np.flatnonzero(keep))]]
+
+    def source(s: ImageSet) -> torch.Tensor:  # the crop source: the larger cache when there is one
+        return s.large if cfg.crop_source_size and s.large is not None else s.images
+
+    parts = [source(data.train)[torch.from_numpy(np.flatnonzero(keep))]]
     with_test = cfg.include_test_in_pretrain and data.test is not None
     if with_test:
-        parts.append(data.test.images)
+        parts.append(source(data.test))
     n_hold = int((folds == HOLDOUT).sum())
     record = {"pretrain.labelled_cv": int((folds != HOLDOUT).sum()),
               "pretrain.holdout": n_hold if cfg.holdout_in_pretrain else 0,

@@ -18,12 +18,13 @@ __all__ = ["build_encoder", "build_expander", "build_model", "load_torchvision_w
            "VICRegModel"]
 
 
-def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool = True) -> nn.Module:
+def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool | None = None) -> nn.Module:
     """torchvision ResNet without its classifier: (B, C, H, W) -> (B, feature_dim).
 
-    Randomly initialised, by default with zero-init residuals (the reference VICReg backbone:
-    a good start for training, Goyal et al. 2017, but a degenerate feature extractor if never
-    trained: every residual branch outputs 0), or, under `cfg.init` imagenet/auto, loaded
+    Randomly initialised, with zero-init residuals when `zero_init_residual` (default:
+    `cfg.zero_init_residual`) is set (the reference VICReg backbone, Goyal et al. 2017; a
+    degenerate feature extractor if never trained: every residual branch outputs 0), or,
+    under `cfg.init` imagenet/auto, loaded
     from a local torchvision state-dict file (vicreg.weights says which; never downloaded).
     Inputs of 64 px and below get the CIFAR stem (3x3 stride-1 conv, no max-pool) unless
     `cfg.small_stem` says otherwise or ImageNet weights are loaded, since a 7x7/2 conv + pool
@@ -31,7 +32,8 @@ def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool = 
     """
     small = uses_small_stem(cfg, image_size)
     weights = init_weights(cfg)
-    net = getattr(torchvision.models, cfg.arch)(weights=None, zero_init_residual=zero_init_residual)
+    zero = cfg.zero_init_residual if zero_init_residual is None else zero_init_residual
+    net = getattr(torchvision.models, cfg.arch)(weights=None, zero_init_residual=zero)
     if weights is not None:
         load_torchvision_weights(net, weights)
     old = net.conv1
@@ -69,18 +71,18 @@ def load_torchvision_weights(net: nn.Module, path: str | Path) -> None:
         )
 
 
-def build_expander(in_dim: int, hidden: int, layers: int, out_dim: int) -> nn.Sequential:
+def build_expander(in_dim: int, hidden: int, layers: int, out_dim: int, last_bias: bool = False) -> nn.Sequential:
     """(B, in_dim) -> (B, out_dim): (layers-1) x [Linear-BN-ReLU], then a plain Linear.
 
     As the reference "projector" spec `hidden-hidden-out`; the last Linear has no bias
-    (main_vicreg.py, Projector).
+    (main_vicreg.py, Projector) unless `last_bias` (lightly's VICRegProjectionHead has one).
     """
     blocks: list[nn.Module] = []
     dim = in_dim
     for _ in range(layers - 1):
         blocks += [nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
         dim = hidden
-    blocks.append(nn.Linear(dim, out_dim, bias=False))
+    blocks.append(nn.Linear(dim, out_dim, bias=last_bias))
     return nn.Sequential(*blocks)
 
 
@@ -100,5 +102,5 @@ class VICRegModel(nn.Module):
 def build_model(cfg: ModelConfig, image_size: int) -> VICRegModel:
     encoder = build_encoder(cfg, image_size)
     dim = _FEATURE_DIMS[cfg.arch]
-    expander = build_expander(dim, cfg.expander_hidden, cfg.expander_layers, cfg.expander_out)
+    expander = build_expander(dim, cfg.expander_hidden, cfg.expander_layers, cfg.expander_out, cfg.expander_last_bias)
     return VICRegModel(encoder, expander, dim)

@@ -76,15 +76,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def check_images(cfg: Config, images: torch.Tensor) -> None:
-    """Fail before any work if the tensor cannot be what this config trains on."""
-    size = cfg.data.image_size
+    """Fail before any work if the tensor cannot be what this config trains on (images at
+    data.crop_source_size when set: the views are cropped from them)."""
+    size = cfg.data.crop_source_size or cfg.data.image_size
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"pretrain expects uint8 images (N, C, H, W), got {images.dtype} "
                          f"{tuple(images.shape)}")
     n, c, h, w = images.shape
     if c != cfg.model.in_channels or (h, w) != (size, size):
+        key = "data.crop_source_size" if cfg.data.crop_source_size else "data.image_size"
         raise ValueError(f"images are {tuple(images.shape[1:])} but the config says "
-                         f"model.in_channels={cfg.model.in_channels}, data.image_size={size}")
+                         f"model.in_channels={cfg.model.in_channels}, {key}={size}")
     if n < cfg.data.batch_size:
         raise ValueError(f"{n} images are fewer than data.batch_size={cfg.data.batch_size}")
 
@@ -92,10 +94,10 @@ def check_images(cfg: Config, images: torch.Tensor) -> None:
 def _training_key(cfg: Config) -> dict[str, Any]:
     """The parts of the config a checkpoint must agree with to be resumed."""
     d = to_dict(cfg)
-    data = {k: d["data"][k] for k in ("dataset", "root", "test_root", "image_size", "batch_size",
+    data = {k: d["data"][k] for k in ("dataset", "root", "test_root", "image_size", "crop_source_size", "batch_size",
                                       "include_test_in_pretrain", "holdout", "holdout_in_pretrain",
                                       "fold_seed", "shuffle_labels", "skip_bad_images")}
-    train = {k: d["train"][k] for k in ("epochs", "patience", "min_delta", "seed")}
+    train = {k: d["train"][k] for k in ("epochs", "patience", "min_delta", "seed", "drop_last")}
     return {"model": d["model"], "augment": d["augment"], "loss": d["loss"], "optim": d["optim"],
             "data": data, "train": train}
 
@@ -194,7 +196,9 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     views = TwoViews(cfg.augment, dc.image_size, cfg.model.in_channels, mean, std).to(device)
     images = images.to(device, non_blocking=True)  # once; batches are indexed on the device
     n, bs = images.shape[0], dc.batch_size
-    steps_per_epoch = n // bs  # drop the last partial batch: VICReg statistics need full batches
+    # By default the last partial batch is dropped (VICReg's statistics are over the batch);
+    # kept with train.drop_last false, unless it is a single image (no variance to take).
+    steps_per_epoch = n // bs if tc.drop_last or n % bs < 2 else n // bs + 1
     total_steps = tc.epochs * steps_per_epoch
     warmup = warmup_steps(cfg.optim, tc.epochs, steps_per_epoch)
     peak = peak_lr(cfg.optim, bs)
@@ -235,7 +239,8 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
             view_a, view_b = views(x)
             view_a = view_a.contiguous(memory_format=torch.channels_last)
             view_b = view_b.contiguous(memory_format=torch.channels_last)
-            lr = lr_at(step, total_steps, warmup, peak, cfg.optim.final_lr_ratio)
+            at = step if cfg.optim.schedule_every == "step" else epoch * steps_per_epoch
+            lr = lr_at(at, total_steps, warmup, peak, cfg.optim.final_lr_ratio)
             set_lr(opt, lr)
             with autocast:
                 z_a, z_b = forward(view_a), forward(view_b)
@@ -269,7 +274,7 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
             status, reason = "diverged", f"non-finite loss at step {diverged_step} (epoch {epoch + 1})"
             break
         metrics = dict(zip(METRIC_NAMES, values))
-        metrics |= {"lr": lr, "images_per_s": steps_per_epoch * bs / elapsed, "epoch_time_s": elapsed}
+        metrics |= {"lr": lr, "images_per_s": min(n, steps_per_epoch * bs) / elapsed, "epoch_time_s": elapsed}
         if metrics["loss"] < best - tc.min_delta:
             best, wait = metrics["loss"], 0
         else:
