@@ -48,7 +48,7 @@ import torch
 import yaml
 
 from vicreg.baselines import score_baseline
-from vicreg.config import Config, config_from_dict, flatten, set_key
+from vicreg.config import Config, config_from_dict, get_key, set_key
 from vicreg.data import load_datasets, make_folds, pretrain_selection
 from vicreg.evaluate import EvalData, EvalReport, evaluate
 from vicreg.optim import lr_at, warmup_steps
@@ -60,7 +60,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # One factor at a time, from the recipe as it was before the defaults changed (BEFORE), each
 # row moving one thing towards lightly (or away from both, "back again": per-epoch lr,
 # drop_last off). Symmetric = lightly's form: both views at the mean of our two views'
-# probabilities. Precision is not a row: on the CPU both trainers run float32.
+# probabilities. bf16: the peer runs float32; the row says what bf16 autocast costs in learning
+# on the CPU (where it is the faster precision on CPUs with native bf16: --timing).
 BEFORE = {"model.zero_init_residual": True}
 ABLATION: list[tuple[str, dict]] = [
     ("ours, before (zero-init residuals)", {}),
@@ -75,6 +76,7 @@ ABLATION: list[tuple[str, dict]] = [
     ("expander: last Linear with bias", {"model.expander_last_bias": True}),
     ("lr per epoch, not per step", {"optim.schedule_every": "epoch"}),
     ("drop_last off", {"train.drop_last": False}),
+    ("bf16 autocast", {"train.precision": "bf16"}),
 ]
 
 
@@ -204,20 +206,32 @@ def _job(args: tuple) -> tuple[str, dict]:
     return path, result
 
 
+def _settled(b: Bench, overrides: dict) -> str:
+    """The overrides that change anything from the bench's config, as a stable string: runs of
+    the same resolved recipe share one stored file (the 'before' row with zero-init off is the
+    default recipe, once the default is off)."""
+    base = b.config()
+    return json.dumps({k: v for k, v in sorted(overrides.items()) if get_key(base, k) != v}, default=str)
+
+
 def run_all(b: Bench, jobs: list[tuple[str, str, dict, int]], parallel: int) -> dict[tuple[str, int], dict]:
-    """Each (name, kind, overrides, seed) run once, stored as <out>/bench/<kind>-<config digest>-seed<s>.json
-    and reused (by any row or table whose resolved config is the same); -> {(name, seed): result}."""
+    """Each (name, kind, overrides, seed) run once, stored as <out>/bench/<kind>-<digest>-seed<s>.json
+    and reused by any row or table that asks for the same recipe; -> {(name, seed): result}."""
     folder = b.out / "bench"
     folder.mkdir(parents=True, exist_ok=True)
     bench_data(b, b.config())  # the folds file, written once before the workers read it
+    stored = {}
+    for path in folder.glob("*.json"):
+        r = json.loads(path.read_text())
+        stored[(r["kind"], _settled(b, r["overrides"]), r["seed"])] = r
     todo, done = [], {}
     for name, kind, overrides, seed in jobs:
-        key = json.dumps(flatten(b.config(overrides)), sort_keys=True, default=str)
-        path = folder / f"{kind}-{hashlib.blake2b(key.encode(), digest_size=6).hexdigest()}-seed{seed}.json"
-        if path.is_file():
-            done[(name, seed)] = json.loads(path.read_text())
+        key = (kind, _settled(b, overrides), seed)
+        if key in stored:
+            done[(name, seed)] = stored[key]
         else:
-            todo.append(((name, seed), (b, kind, overrides, seed, str(path))))
+            digest = hashlib.blake2b(key[1].encode(), digest_size=6).hexdigest()
+            todo.append(((name, seed), (b, kind, overrides, seed, str(folder / f"{kind}-{digest}-seed{seed}.json"))))
     print(f"{len(done)} runs stored, {len(todo)} to run, {parallel} at a time", flush=True)
     threads = max(1, (os.cpu_count() or 1) // parallel)
     with ProcessPoolExecutor(parallel, mp_context=get_context("spawn"), initializer=_worker_init,
@@ -344,44 +358,91 @@ def table(b: Bench, trials: int, seeds: int, parallel: int) -> None:
 
 def timing(sizes: tuple[int, ...], n_images: int, epochs: int) -> None:
     """Pretraining wall time of both trainers on the same images (digits upsampled to each size),
-    batch, epochs and threads, one after the other; then ours split into views and step."""
+    batch, epochs and threads, one after the other; ours in float32 and in bf16 autocast, each
+    then split into views and step, and the probe of its encoder timed."""
     from vicreg.augment import TwoViews, channel_stats
     from vicreg.loss import vicreg_loss
     from vicreg.model import build_model
     from vicreg.optim import build_optimizer
 
-    print("| px | images | ours s | peer s | ours/peer | ours: views s | step s | rest s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"{epochs} epochs of {n_images} digits, batch 64, {torch.get_num_threads()} threads; the peer, then ours, "
+          "then ours part by part (views; forward + loss + backward + update) and the linear probe of its encoder")
+    print("| px | precision | ours s | peer s | ours/peer | ours: views s | step s | rest s | probe s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
         b = make_bench("digits", epochs, Path("/tmp"))
-        cfg = b.config({"data.image_size": size})
-        images = load_datasets(cfg.data).train.images[:n_images]
-        t0 = time.perf_counter()
-        pretrain(cfg, images)
-        ours = time.perf_counter() - t0
-        _, peer = peer_pretrain(cfg, images)
-        # Ours, part by part, over the same number of steps (views; forward + loss + backward + update).
-        torch.manual_seed(0)
-        model = build_model(cfg.model, size).to(memory_format=torch.channels_last)
-        opt = build_optimizer(model, cfg.optim)
-        views = TwoViews(cfg.augment, size, 1, *channel_stats(images))
-        steps, bs = epochs * (len(images) // cfg.data.batch_size), cfg.data.batch_size
-        t_views = t_step = 0.0
-        for i in range(steps):
-            j = i % (len(images) // bs)
-            t = time.perf_counter()
-            a, v = views(images[j * bs:(j + 1) * bs])
-            a, v = a.contiguous(memory_format=torch.channels_last), v.contiguous(memory_format=torch.channels_last)
-            t_views += time.perf_counter() - t
-            t = time.perf_counter()
-            loss = vicreg_loss(model(a), model(v)).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            t_step += time.perf_counter() - t
-        rest = ours - t_views - t_step
-        print(f"| {size} | {len(images)} | {ours:.1f} | {peer:.1f} | {ours / peer:.2f} | {t_views:.1f} | "
-              f"{t_step:.1f} | {rest:.1f} |", flush=True)
+        data = load_datasets(b.config({"data.image_size": size}).data)
+        images, labels = data.train.images[:n_images], data.train.labels[:n_images]
+        folds = make_folds(data.train.names[:n_images], labels, 5, 0)
+        _, peer = peer_pretrain(b.config({"data.image_size": size}), images)
+        for precision in ("fp32", "bf16"):
+            cfg = b.config({"data.image_size": size, "train.precision": precision})
+            t0 = time.perf_counter()
+            encoder = pretrain(cfg, images).model.encoder
+            ours = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            evaluate(encoder, EvalData(images, labels, folds), cfg.eval)
+            probe = time.perf_counter() - t0
+            # Ours, part by part, over the same number of steps.
+            torch.manual_seed(0)
+            model = build_model(cfg.model, size).to(memory_format=torch.channels_last)
+            opt = build_optimizer(model, cfg.optim)
+            views = TwoViews(cfg.augment, size, 1, *channel_stats(images))
+            bs = cfg.data.batch_size
+            per_epoch = len(images) // bs
+            t_views = t_step = 0.0
+            for i in range(epochs * per_epoch):
+                j = i % per_epoch
+                t = time.perf_counter()
+                a, v = views(images[j * bs:(j + 1) * bs])
+                a, v = a.contiguous(memory_format=torch.channels_last), v.contiguous(memory_format=torch.channels_last)
+                t_views += time.perf_counter() - t
+                t = time.perf_counter()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                    za, zv = model(a), model(v)
+                loss = vicreg_loss(za, zv).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                t_step += time.perf_counter() - t
+            print(f"| {size} | {precision} | {ours:.1f} | {peer:.1f} | {ours / peer:.2f} | {t_views:.1f} | "
+                  f"{t_step:.1f} | {ours - t_views - t_step:.1f} | {probe:.1f} |", flush=True)
+
+
+# --- the suite's quick learning check (tests/test_learning.py) --------------------------------
+
+# A few epochs on the bundled textures at 8 px (a quarter of the 16 px compute), probed on 2 CV
+# folds (no hold-out: nothing is selected): small enough for a test on 2 cores.
+QUICK = {"data.dataset": "textures", "data.image_size": 8, "data.folds": 2, "data.holdout": 0.0,
+         "train.epochs": 3, "eval.epochs": 20}
+
+
+def quick_learning(seed: int, epochs: int | None = None) -> tuple[float, float]:
+    """(pretrained, untrained) CV accuracy of the linear probe under QUICK, with `seed` for the
+    pretraining and the untrained encoder alike."""
+    b = make_bench("textures", QUICK["train.epochs"], Path("."))
+    cfg = b.config({**QUICK, "train.seed": seed, **({"train.epochs": epochs} if epochs else {})})
+    data = load_datasets(cfg.data)
+    folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed)
+    ev = EvalData(data.train.images, data.train.labels, folds)
+    encoder = pretrain(cfg, data.train.images).model.encoder
+    mine = evaluate(encoder, ev, cfg.eval, "cpu", "vicreg").summary["accuracy_mean"]
+    floor = score_baseline("random-init", cfg, ev, "cpu", seed).summary["accuracy_mean"]
+    return mine, floor
+
+
+def quick_margin(seeds: int, epochs: int | None = None) -> None:
+    """The quick check's numbers over `seeds` seeds, and the margin the test asserts: the mean
+    gain less three standard deviations of it (a regression by more than that fails the test;
+    a seed of the unchanged code falls below it about once in 700)."""
+    t0 = time.perf_counter()
+    runs = [quick_learning(s, epochs) for s in range(seeds)]
+    gain = np.array([m - f for m, f in runs])
+    print(f"quick check ({QUICK}), {seeds} seeds, {(time.perf_counter() - t0) / seeds:.0f} s per seed:")
+    for s, (m, f) in enumerate(runs):
+        print(f"  seed {s}: pretrained {m:.3f}, untrained {f:.3f}, gain {m - f:+.3f}")
+    print(f"gain {gain.mean():+.4f} ± {gain.std(ddof=1):.4f} (sd over seeds); margin = mean - 3 sd = "
+          f"{gain.mean() - 3 * gain.std(ddof=1):+.4f}")
 
 
 def main() -> None:
@@ -395,7 +456,11 @@ def main() -> None:
     ap.add_argument("--ablate", action="store_true", help="the one-factor-at-a-time table")
     ap.add_argument("--timing", action="store_true", help="pretraining time against the peer at 16/32/64 px")
     ap.add_argument("--timing-images", type=int, default=512)
+    ap.add_argument("--quick", type=int, metavar="SEEDS", help="the quick learning check's spread over SEEDS seeds")
     args = ap.parse_args()
+    if args.quick:
+        quick_margin(args.quick)
+        return
     if args.timing:
         timing((16, 32, 64), args.timing_images, 2)
         return

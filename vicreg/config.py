@@ -49,6 +49,7 @@ Views = Literal["kornia", "torchvision"]
 Resample = Literal["bilinear", "bicubic"]
 Normalise = Literal["dataset", "batch"]
 ScheduleEvery = Literal["step", "epoch"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 def names(kind: Any) -> tuple[str, ...]:
@@ -186,6 +187,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model (CUDA only)
+    # The forward passes' precision: bf16 autocast or float32 (the loss is float32 either way).
+    # auto: bf16 on CUDA, float32 on the CPU.
+    precision: Precision = "auto"
     log_every_steps: int = 0  # also report every N steps (0: per epoch only)
     checkpoint_dir: str | None = None  # a checkpoint per epoch; resumed from when present
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)

@@ -5,8 +5,8 @@ the run's image size; it is moved to the training device once, and each step dra
 batch of indices and makes both views there (see augment.py). Per-step values are
 accumulated on the device and read back once per epoch, so the step loop has no host
 sync (the only exception is the optional every-N-steps report, which must read values).
-Weights and views are channels_last on every device; bf16 autocast and torch.compile are
-used on CUDA only.
+Weights and views are channels_last on every device; bf16 autocast on CUDA (and on the CPU
+with train.precision bf16), torch.compile on CUDA only.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def _training_key(cfg: Config) -> dict[str, Any]:
     data = {k: d["data"][k] for k in ("dataset", "root", "test_root", "image_size", "crop_source_size", "batch_size",
                                       "include_test_in_pretrain", "holdout", "holdout_in_pretrain",
                                       "fold_seed", "shuffle_labels", "skip_bad_images")}
-    train = {k: d["train"][k] for k in ("epochs", "patience", "min_delta", "seed", "drop_last")}
+    train = {k: d["train"][k] for k in ("epochs", "patience", "min_delta", "seed", "drop_last", "precision")}
     return {"model": d["model"], "augment": d["augment"], "loss": d["loss"], "optim": d["optim"],
             "data": data, "train": train}
 
@@ -203,7 +203,8 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     warmup = warmup_steps(cfg.optim, tc.epochs, steps_per_epoch)
     peak = peak_lr(cfg.optim, bs)
     forward = torch.compile(model) if (tc.compile and cuda) else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else nullcontext()
+    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     # --- resume -----------------------------------------------------------------------
     start_epoch, step, best, wait, history = 0, 0, math.inf, 0, []
