@@ -63,20 +63,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # probabilities. bf16: the peer runs float32; the row says what bf16 autocast costs in learning
 # on the CPU (where it is the faster precision on CPUs with native bf16: --timing).
 BEFORE = {"model.zero_init_residual": True}
-ABLATION: list[tuple[str, dict]] = [
+ABLATION: list[tuple[str, dict]] = [  # in the order they are run: towards the peer first
     ("ours, before (zero-init residuals)", {}),
     ("zero-init residuals off", {"model.zero_init_residual": False}),
     ("symmetric blur and solarisation", {"augment.blur_p_a": 0.55, "augment.blur_p_b": 0.55,
                                          "augment.solarize_p_a": 0.1, "augment.solarize_p_b": 0.1}),
     ("torchvision per-image views", {"augment.views": "torchvision"}),
-    ("bicubic crops", {"augment.resample": "bicubic"}),
-    ("antialiased (area) crops", {"augment.antialias": True}),
-    ("crops from a 2x cache, antialiased", {"data.crop_source_size": 32, "augment.antialias": True}),
     ("per-batch normalisation", {"augment.normalise": "batch"}),
     ("expander: last Linear with bias", {"model.expander_last_bias": True}),
+    ("bicubic crops", {"augment.resample": "bicubic"}),
+    ("bf16 autocast", {"train.precision": "bf16"}),
+    ("antialiased (area) crops", {"augment.antialias": True}),
+    ("crops from a 2x cache, antialiased", {"data.crop_source_size": 32, "augment.antialias": True}),
     ("lr per epoch, not per step", {"optim.schedule_every": "epoch"}),
     ("drop_last off", {"train.drop_last": False}),
-    ("bf16 autocast", {"train.precision": "bf16"}),
 ]
 
 
@@ -214,9 +214,11 @@ def _settled(b: Bench, overrides: dict) -> str:
     return json.dumps({k: v for k, v in sorted(overrides.items()) if get_key(base, k) != v}, default=str)
 
 
-def run_all(b: Bench, jobs: list[tuple[str, str, dict, int]], parallel: int) -> dict[tuple[str, int], dict]:
+def run_all(b: Bench, jobs: list[tuple[str, str, dict, int]], parallel: int,
+            run: bool = True) -> dict[tuple[str, int], dict]:
     """Each (name, kind, overrides, seed) run once, stored as <out>/bench/<kind>-<digest>-seed<s>.json
-    and reused by any row or table that asks for the same recipe; -> {(name, seed): result}."""
+    and reused by any row or table that asks for the same recipe (with `run` false, only those
+    stored); -> {(name, seed): result}."""
     folder = b.out / "bench"
     folder.mkdir(parents=True, exist_ok=True)
     bench_data(b, b.config())  # the folds file, written once before the workers read it
@@ -233,6 +235,8 @@ def run_all(b: Bench, jobs: list[tuple[str, str, dict, int]], parallel: int) -> 
             digest = hashlib.blake2b(key[1].encode(), digest_size=6).hexdigest()
             todo.append(((name, seed), (b, kind, overrides, seed, str(folder / f"{kind}-{digest}-seed{seed}.json"))))
     print(f"{len(done)} runs stored, {len(todo)} to run, {parallel} at a time", flush=True)
+    if not run:
+        return done
     threads = max(1, (os.cpu_count() or 1) // parallel)
     with ProcessPoolExecutor(parallel, mp_context=get_context("spawn"), initializer=_worker_init,
                              initargs=(threads,)) as pool:
@@ -268,11 +272,11 @@ def versus(mine: list[EvalReport], theirs: list[EvalReport], name: str) -> str:
     return f"{v.diff:+.3f} ({v.lo:+.3f}..{v.hi:+.3f})"
 
 
-def ablate(b: Bench, seeds: int, parallel: int) -> None:
+def ablate(b: Bench, seeds: int, parallel: int, run: bool = True) -> None:
     jobs = [("peer", "peer", {}, s) for s in range(seeds)]
-    jobs += [(f"ablate {name}", "ours", {**BEFORE, **over}, s) for name, over in ABLATION for s in range(seeds)]
     jobs += [("untrained", "untrained", {}, s) for s in range(seeds)] + [("raw", "raw", {}, 0)]
-    done = run_all(b, jobs, parallel)
+    jobs += [(f"ablate {name}", "ours", {**BEFORE, **over}, s) for name, over in ABLATION for s in range(seeds)]
+    done = run_all(b, jobs, parallel, run)
     peer = reports(done, "peer", seeds)
     before = reports(done, f"ablate {ABLATION[0][0]}", seeds)
     print(f"\nablation, {b.name} {b.config().data.image_size} px, {b.epochs} epochs, {seeds} seeds per row; "
@@ -280,11 +284,15 @@ def ablate(b: Bench, seeds: int, parallel: int) -> None:
     print("| row | hold-out accuracy | CV accuracy | minus peer (95% CI) | minus 'before' (95% CI) |")
     print("|---|---|---|---|---|")
     for name, _ in ABLATION:
+        if any((f"ablate {name}", s) not in done for s in range(seeds)):
+            print(f"| {name} | not run | | | |")
+            continue
         rs = reports(done, f"ablate {name}", seeds)
         print(f"| {name} | {pm([r.holdout['accuracy'] for r in rs])} | {pm([r.summary['accuracy_mean'] for r in rs])} "
               f"| {versus(rs, peer, 'peer')} | {versus(rs, before, 'before') if name != ABLATION[0][0] else '-'} |")
-    for name, rs in (("peer (lightly)", peer), ("untrained encoder", reports(done, "untrained", seeds)),
-                     ("raw pixels", reports(done, "raw", 1))):
+    floors = [(n, k, r) for n, k, r in (("untrained encoder", "untrained", seeds), ("raw pixels", "raw", 1))
+              if all((k, s) in done for s in range(r))]
+    for name, rs in [("peer (lightly)", peer)] + [(n, reports(done, k, r)) for n, k, r in floors]:
         print(f"| {name} | {pm([r.holdout['accuracy'] for r in rs])} | {pm([r.summary['accuracy_mean'] for r in rs])}"
               f" | | |")
 
@@ -322,14 +330,16 @@ def confirmed(runs: Path) -> tuple[dict, dict[str, list[EvalReport]]]:
 
 
 def table(b: Bench, trials: int, seeds: int, parallel: int) -> None:
+    """The table (default, swept, peer, floors) and its comparisons; `trials` 0: without the
+    swept recipe (no sweep is run)."""
     jobs = [(name, kind, {}, s) for name, kind in (("default", "ours"), ("peer", "peer"), ("untrained", "untrained"))
             for s in range(seeds)] + [("raw", "raw", {}, 0)]
     done = run_all(b, jobs, parallel)
     t0 = time.perf_counter()
-    best, by_label = confirmed(run_sweep(b, trials, seeds))
+    best, by_label = confirmed(run_sweep(b, trials, seeds)) if trials else ({}, {})
     sweep_s = time.perf_counter() - t0
     default, peer, untrained = (reports(done, n, seeds) for n in ("default", "peer", "untrained"))
-    swept = by_label["vicreg"]
+    swept = by_label.get("vicreg", [])
     secs = {n: [done[(n, s)]["seconds"] for s in range(seeds)] for n in ("default", "peer")}
     size = b.config().data.image_size
     print(f"\n{b.name} at {size} px, {b.epochs} pretraining epochs, linear probe; CV = 5 folds, hold-out = "
@@ -339,14 +349,20 @@ def table(b: Bench, trials: int, seeds: int, parallel: int) -> None:
     for name, rs, s in (("ours, default recipe", default, secs["default"]), ("ours, swept recipe", swept, None),
                         ("peer (lightly)", peer, secs["peer"]), ("untrained encoder", untrained, None),
                         ("raw pixels", reports(done, "raw", 1), None)):
+        if not rs:
+            print(f"| {name} | not run | | | | |")
+            continue
         wall = f"{np.mean(s):.0f}" if s else "-"
         print(f"| {name} | {len(rs)} | {wall} | {pm([r.summary['accuracy_mean'] for r in rs])} | "
               f"{pm([r.holdout['accuracy'] for r in rs])} | {pm([r.holdout['kappa'] for r in rs])} |")
-    print(f"swept recipe (trial {best['trial']}): {best['params']}; sweep of {trials} trials + confirm "
-          f"{seeds} seeds: {sweep_s:.0f} s (0 when reused)")
     print("hold-out accuracy differences, 95% CI (two-way bootstrap over seeds x images, BCa):")
     print(f"  ours default minus peer:        {versus(default, peer, 'peer')}")
     print(f"  ours default minus untrained:   {versus(default, untrained, 'untrained')}")
+    print(f"  ours default minus raw pixels:  {versus(default, reports(done, 'raw', 1) * seeds, 'raw')}")
+    if not swept:
+        return
+    print(f"swept recipe (trial {best['trial']}): {best['params']}; sweep of {trials} trials + confirm "
+          f"{seeds} seeds: {sweep_s:.0f} s (0 when reused)")
     print(f"  ours swept minus untrained:     {versus(swept, by_label['random-init'], 'untrained')} "
           f"(the confirm stage's own untrained encoders, the same seeds)")
     print(f"  ours swept minus raw pixels:    {versus(swept, by_label['raw-pixels'], 'raw')}")
@@ -454,6 +470,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each with cores/jobs threads)")
     ap.add_argument("--out", help="where the runs are kept and reused (default benchmarks/results/learning-<set>)")
     ap.add_argument("--ablate", action="store_true", help="the one-factor-at-a-time table")
+    ap.add_argument("--report", action="store_true", help="with --ablate: the table of the stored runs only")
     ap.add_argument("--timing", action="store_true", help="pretraining time against the peer at 16/32/64 px")
     ap.add_argument("--timing-images", type=int, default=512)
     ap.add_argument("--quick", type=int, metavar="SEEDS", help="the quick learning check's spread over SEEDS seeds")
@@ -469,7 +486,7 @@ def main() -> None:
     b = make_bench(args.dataset, args.epochs, out)
     print(f"{b.name}: {args.epochs} epochs, {args.seeds} seeds, runs kept in {out}", flush=True)
     if args.ablate:
-        ablate(b, args.seeds, args.jobs)
+        ablate(b, args.seeds, args.jobs, run=not args.report)
     else:
         table(b, args.trials, args.seeds, args.jobs)
 
