@@ -40,7 +40,7 @@ class UnsafeCheckpoint(CheckpointError):
 
 
 # The allowed names, declared once: the fields below use them and the loader checks them.
-Dataset = Literal["synthetic", "drac22", "cifar10", "digits", "textures"]
+Dataset = Literal["synthetic", "drac22", "cifar10", "digits", "textures", "folder", "csv"]
 Arch = Literal["resnet18", "resnet34", "resnet50"]
 Init = Literal["random", "imagenet", "auto"]
 Optimizer = Literal["lars", "sgd", "adam", "adamw"]
@@ -64,6 +64,17 @@ class DataConfig:
     dataset: Dataset = "synthetic"
     root: str | None = None  # dataset folder (drac22/synthetic: the DRAC22 layout root)
     test_root: str | None = None  # DRAC22 test set under its own root, if not under `root`
+    # Your own images (dataset folder: root/<class>/<image>; csv: a labels file naming them;
+    # vicreg/layouts.py). Paths are relative to `root` unless absolute.
+    classes: tuple[str, ...] | None = None  # class order; default: sorted folder names / label values
+    ordinal: bool | None = None  # graded labels (quadratic kappa) or not; null: true for drac22 only
+    unlabelled: str | None = None  # a folder of images only pretraining sees
+    test: str | None = None  # a folder of the images that predict scores
+    labels: str | None = None  # csv: the labels file
+    images: str | None = None  # csv: the folder the CSV's image names are in (default: root)
+    image_column: str = "image"  # csv: matched case-insensitively
+    label_column: str = "label"
+    split_column: str | None = None  # csv: rows whose value here is "test" are unlabelled test images
     image_size: int = 64  # images are resized once to this and cached as uint8
     # Pretraining's views are cropped from the images cached at this larger size and then
     # resized down to image_size (antialiased), as the reference crops the full-resolution
@@ -99,7 +110,9 @@ class ModelConfig:
     weights: str | None = None  # local torchvision state-dict file (for init imagenet/auto)
     # 3x3 stride-1 stem, no max-pool; None: auto (<= 64 px and no `weights`)
     small_stem: bool | None = None
-    in_channels: int = 1
+    # 1 (grey) or 3 (RGB); null: the data's (3 when any image is in colour), pinned in the
+    # resolved config. Grey images given to a 3-channel model are repeated; colour ones made grey.
+    in_channels: int | None = None
     # Zero-init of each residual branch's last BN (Goyal et al. 2017), as the reference VICReg
     # backbone does. Off by default: see the README's ablation (benchmarks/learning.py
     # --ablate), where turning it off was the step that closed the gap to lightly, which
@@ -262,6 +275,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             listed = ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
             raise ConfigError(f"{where}={value!r} must be {listed}")
         return value
+    if origin is tuple and typing.get_args(tp)[-1] is Ellipsis:  # tuple[str, ...]: any length
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(tp)[0]
+        # Class names may be written as numbers (classes: [0, 1, 2]): they name the labels' text.
+        return tuple(_coerce(str(v) if item is str and isinstance(v, int) and not isinstance(v, bool) else v,
+                             item, where) for v in value)
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
@@ -329,6 +349,11 @@ def load_dataclass(cls: type, raw: dict[str, Any] | None, source: str) -> Any:
         raise ConfigError(f"{source}: {e}") from None
 
 
+# Channels of the data sets whose images are all alike; folder and csv sets are looked at
+# (vicreg.layouts.resolve_channels, which resolve_init calls before a run).
+FIXED_CHANNELS = {"synthetic": 1, "drac22": 1, "digits": 1, "textures": 1, "cifar10": 3}
+
+
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
     """Build a checked Config from a nested dict; errors are prefixed with `source`."""
     try:
@@ -336,7 +361,21 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
         validate(cfg)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    if cfg.model.in_channels is None and cfg.data.dataset in FIXED_CHANNELS:
+        cfg.model.in_channels = FIXED_CHANNELS[cfg.data.dataset]
     return cfg
+
+
+def is_ordinal(cfg: DataConfig) -> bool:
+    """Are the labels graded (quadratic kappa the primary score) or unordered classes?"""
+    return cfg.ordinal if cfg.ordinal is not None else cfg.dataset in ("drac22", "synthetic")
+
+
+def primary_metric(cfg: DataConfig) -> str:
+    """The score everything ranks, prunes and judges by: quadratic kappa for graded labels,
+    macro-F1 for unordered classes (kappa would count a confusion of classes 0 and 4 as
+    worse than one of 0 and 1, an order they do not have)."""
+    return "kappa" if is_ordinal(cfg) else "f1"
 
 
 def validate(cfg: Config) -> None:
@@ -352,7 +391,14 @@ def validate(cfg: Config) -> None:
          "cannot be true with model.init=imagenet: ImageNet weights keep their own 7x7 stem"),
         (not (cfg.model.weights and cfg.model.init == "random"), "model.weights",
          "is set but model.init is random: set model.init to imagenet (or auto) to start from it"),
-        (cfg.model.in_channels in (1, 3), "model.in_channels", "must be 1 or 3"),
+        (cfg.model.in_channels in (None, 1, 3), "model.in_channels", "must be 1, 3 or null (the data's)"),
+        (cfg.data.dataset != "csv" or cfg.data.labels is not None, "data.labels",
+         "must name the labels CSV (relative to data.root) when data.dataset is csv"),
+        (cfg.data.dataset not in ("folder", "csv") or cfg.data.ordinal is not None, "data.ordinal",
+         f"must be set for data.dataset={cfg.data.dataset}: true for graded labels (quadratic kappa), false for "
+         f"unordered classes (macro-F1)"),
+        (cfg.data.classes is None or len(set(cfg.data.classes)) == len(cfg.data.classes) >= 2, "data.classes",
+         "must list at least 2 distinct classes"),
         (cfg.model.expander_layers >= 1, "model.expander_layers", "must be >= 1"),
         (cfg.optim.lr > 0, "optim.lr", "must be > 0"),
         (cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0"),
