@@ -390,7 +390,8 @@ def profile(data: Datasets, folds: np.ndarray, pretrain_record: dict) -> dict:
             "channels": int(train.images.shape[1]), "test_images": int(len(data.test.names)) if data.test else 0,
             "cv_folds": int(folds[folds != HOLDOUT].max()) + 1, "cv_images": int((folds != HOLDOUT).sum()),
             "holdout_images": int((folds == HOLDOUT).sum()),
-            "pretraining_images": int(sum(v for v in pretrain_record.values())), **pretrain_record}
+            "pretraining_images": int(sum(v for v in pretrain_record.values())), **pretrain_record,
+            **({"classes": list(train.classes)} if train.classes else {})}
 
 
 def _load(cfg: DataConfig, channels: int | None) -> Datasets:
