@@ -119,17 +119,19 @@ def plot_score_distributions(frames: dict[str, pd.DataFrame], metric: str = "met
     return fig
 
 
-def plot_vs_baseline(df: pd.DataFrame):
-    """VICReg's CV kappa against the baselines' (the same for every trial), per completed trial."""
+def plot_vs_baseline(df: pd.DataFrame, metric: str = "kappa"):
+    """VICReg's CV score (`metric`: the study's primary, kappa or f1) against the baselines'
+    (the same for every trial), per completed trial."""
     fig, ax = plt.subplots(figsize=(6, 3.6))
     ok = df[df.state == "COMPLETE"]
-    ax.errorbar(ok.trial - 0.1, ok["metrics.kappa_mean"], yerr=ok.get("metrics.kappa_std"), fmt="o", label="VICReg")
+    ax.errorbar(ok.trial - 0.1, ok[f"metrics.{metric}_mean"], yerr=ok.get(f"metrics.{metric}_std"), fmt="o",
+                label="VICReg")
     for shift, (name, marker) in enumerate((("random-init", "s"), ("raw-pixels", "^"), ("imagenet", "D")), start=1):
-        if f"metrics.{name}_kappa_mean" in ok:
-            ax.errorbar(ok.trial + 0.1 * shift, ok[f"metrics.{name}_kappa_mean"],
-                        yerr=ok.get(f"metrics.{name}_kappa_std"), fmt=marker, label=name)
+        if f"metrics.{name}_{metric}_mean" in ok:
+            ax.errorbar(ok.trial + 0.1 * shift, ok[f"metrics.{name}_{metric}_mean"],
+                        yerr=ok.get(f"metrics.{name}_{metric}_std"), fmt=marker, label=name)
     ax.set_xlabel("trial")
-    ax.set_ylabel("CV kappa (mean +- std over folds)")
+    ax.set_ylabel(f"CV {metric} (mean +- std over folds)")
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -161,14 +163,21 @@ def _best_doc(study: str, experiments: str | Path) -> dict:
     return read_best(best_path(experiments, study)) or {}
 
 
+def primary(study: str, experiments: str | Path = "experiments") -> str:
+    """The study's primary score as its best file says: kappa (graded labels) or f1."""
+    return _best_doc(study, experiments).get("primary", "kappa")
+
+
 def confirmed_table(study: str, experiments: str | Path = "experiments") -> pd.DataFrame:
     """The confirm stage's ranking: per configuration, VICReg's and each baseline's CV,
-    pooled and hold-out kappa (mean and std over seeds). Empty before a confirm stage."""
+    pooled and hold-out primary score (kappa, or f1 for unordered classes; mean and std over
+    seeds). Empty before a confirm stage."""
     rows = []
     for e in _best_doc(study, experiments).get("confirmed") or []:
         row = {"rank": e["rank"], "trial": e["trial"], "seeds": e["seeds"]}
+        m = e.get("metric", "kappa")
         for label, sc in e["scores"].items():
-            for key in ("cv_kappa", "cv_kappa_std", "pooled_kappa", "holdout_kappa", "holdout_kappa_std"):
+            for key in (f"cv_{m}", f"cv_{m}_std", f"pooled_{m}", f"holdout_{m}", f"holdout_{m}_std"):
                 row[f"{label} {key}"] = sc.get(key)
         rows.append(row | e["params"])
     return pd.DataFrame(rows)

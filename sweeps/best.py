@@ -18,7 +18,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from vicreg.config import ConfigError, unflatten
+from vicreg.config import ConfigError, DataConfig, primary_metric, unflatten
 from vicreg.data import pretrain_note
 from vicreg.io import atomic_write
 
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
 
-QUOTE = ("quote the confirmed best's hold-out kappa and its hold-out verdict: images that no selection (epochs, "
+QUOTE = ("quote the confirmed best's hold-out score and its hold-out verdict: images that no selection (epochs, "
          "pruning, the sampler, ranking) saw, scored by a configuration pretrained again with fresh seeds. "
          "Trial values and the CV verdict are on the folds that chose the configuration, and read high.")
 
@@ -72,6 +72,13 @@ def read_best(path: Path) -> dict[str, Any] | None:
     return doc
 
 
+def trial_metric(trial: optuna.trial.FrozenTrial) -> str:
+    """The primary score of the data a trial ran on (vicreg.config.primary_metric): kappa for
+    graded labels, f1 for unordered classes; read from its stored config."""
+    flat = trial.user_attrs.get("config", {})
+    return primary_metric(DataConfig(dataset=flat.get("data.dataset", "synthetic"), ordinal=flat.get("data.ordinal")))
+
+
 def top_trials(study: optuna.Study, spec: StudySpec, k: int | None = None) -> list[optuna.trial.FrozenTrial]:
     """The best `k` (default: the study's top_k) COMPLETE trials by the objective (CV folds only)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -89,22 +96,23 @@ def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None,
     if not top or (new is not None and path.is_file() and new.number not in {t.number for t in top}):
         return
     entries: list[dict[str, Any]] = []
+    m = trial_metric(top[0])  # the primary score: kappa, or f1 for unordered classes
     for rank, t in enumerate(top, start=1):
         s = t.user_attrs.get("scores", {})
         entries.append({
             "rank": rank, "trial": t.number, "value": t.value, "metric": spec.objective.metric,
-            "kappa": f"{s.get('kappa_mean', float('nan')):.4f} +- {s.get('kappa_std', float('nan')):.4f}",
-            "kappa_pooled": s.get("kappa_pooled"),
-            # the same folds and head seed, no pretraining: what each trial's CV kappa is read against
-            "baselines_cv_kappa": {k.removesuffix("_kappa_mean"): v for k, v in s.items()
-                                   if k.endswith("_kappa_mean") and k != "kappa_mean"},
+            m: f"{s.get(f'{m}_mean', float('nan')):.4f} +- {s.get(f'{m}_std', float('nan')):.4f}",
+            f"{m}_pooled": s.get(f"{m}_pooled"),
+            # the same folds and head seed, no pretraining: what each trial's CV score is read against
+            f"baselines_cv_{m}": {k.removesuffix(f"_{m}_mean"): v for k, v in s.items()
+                                  if k.endswith(f"_{m}_mean") and k != f"{m}_mean"},
             "accuracy": f"{s.get('accuracy_mean', float('nan')):.4f} +- {s.get('accuracy_std', float('nan')):.4f}",
             "auc": f"{s.get('auc_mean', float('nan')):.4f} +- {s.get('auc_std', float('nan')):.4f}",
             "params": config_values(t.params), "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
             "config": unflatten(t.user_attrs.get("config", {})),
         })
     ranked = confirmed["ranked"] if confirmed else []
-    doc = {"study": spec.name, "metric": spec.objective.metric, "direction": spec.objective.direction,
+    doc = {"study": spec.name, "metric": spec.objective.metric, "primary": m, "direction": spec.objective.direction,
            "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "quote": QUOTE,
            "confirmed": [{k: v for k, v in e.items() if k != "config"} for e in ranked],
            "confirm_seeds": confirmed["seeds"] if confirmed else 0,
@@ -117,9 +125,9 @@ def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None,
     atomic_write(path, yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
     if tracking is not None and parent_id:
         keys = list(config_values(top[0].params))
-        rows = ["rank,trial,value,kappa,accuracy,auc,mlflow_run_id," + ",".join(keys)]
+        rows = [f"rank,trial,value,{m},accuracy,auc,mlflow_run_id," + ",".join(keys)]
         for e in entries:
-            rows.append(",".join(str(x) for x in [e["rank"], e["trial"], e["value"], e["kappa"], e["accuracy"],
+            rows.append(",".join(str(x) for x in [e["rank"], e["trial"], e["value"], e[m], e["accuracy"],
                                                    e["auc"], e["mlflow_run_id"],
                                                    *[e["params"].get(k) for k in keys]]))
         table = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
@@ -150,17 +158,17 @@ def print_best(spec: StudySpec) -> int:
     if doc is None:
         print(f"no completed trials yet for study '{spec.name}' ({path} does not exist)")
         return 1
-    params = list(doc["top"][0]["params"])
+    params, m = list(doc["top"][0]["params"]), doc.get("primary", "kappa")
     print(f"study {doc['study']}: trials ranked by {doc['metric']} ({doc['direction']}) on the CV folds, "
           f"the score they were selected on (optimistic); updated {doc['updated']}")
-    print(f"{'rank':>4} {'trial':>5} {'CV value':>8}  {'CV kappa':>17}  " + "  ".join(params))
+    print(f"{'rank':>4} {'trial':>5} {'CV value':>8}  {'CV ' + m:>17}  " + "  ".join(params))
     for e in doc["top"]:
         vals = "  ".join(_fmt(e["params"].get(k, "-")) for k in params)
-        print(f"{e['rank']:>4} {e['trial']:>5} {e['value']:8.4f}  {e['kappa']:>17}  {vals}")
-    floors = doc["top"][0].get("baselines_cv_kappa") or {}
+        print(f"{e['rank']:>4} {e['trial']:>5} {e['value']:8.4f}  {e.get(m, '-'):>17}  {vals}")
+    floors = doc["top"][0].get(f"baselines_cv_{m}") or {}
     if floors:
         print("baselines on the same CV folds and head seed, no pretraining: "
-              + ", ".join(f"{k} CV kappa {v:.4f}" for k, v in floors.items()))
+              + ", ".join(f"{k} CV {m} {v:.4f}" for k, v in floors.items()))
     confirmed = doc.get("confirmed") or []
     if confirmed:
         print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
@@ -186,9 +194,9 @@ def verdict_lines(doc: dict) -> list[str]:
     lines += [f"  {line}" for line in doc.get("cv_verdict", [])]
     if doc.get("pretraining_saw"):
         lines.append(f"  ({doc['pretraining_saw']})")
-    vic = best["scores"].get("vicreg", {})
-    lines.append(f"quote: hold-out kappa {vic.get('holdout_kappa', float('nan')):.4f} +- "
-                 f"{vic.get('holdout_kappa_std', float('nan')):.4f} (confirmed best, trial {best['trial']}, "
+    vic, m = best["scores"].get("vicreg", {}), best.get("metric", "kappa")
+    lines.append(f"quote: hold-out {m} {vic.get(f'holdout_{m}', float('nan')):.4f} +- "
+                 f"{vic.get(f'holdout_{m}_std', float('nan')):.4f} (confirmed best, trial {best['trial']}, "
                  f"mean +- std over {best['seeds'] - best.get('diverged_seeds', 0)} seeds) with its hold-out verdict")
     return lines
 
@@ -209,12 +217,14 @@ def study_report(doc: dict) -> str:
 
 
 def confirmed_table(confirmed: list[dict], seeds: int) -> str:
-    """The confirm stage's ranking: VICReg and each baseline, CV / pooled / hold-out kappa."""
+    """The confirm stage's ranking: VICReg and each baseline, CV / pooled / hold-out score (the
+    data's primary: kappa, or f1 for unordered classes)."""
     labels = [k for k in confirmed[0]["scores"] if k != "vicreg"]
+    m = confirmed[0].get("metric", "kappa")
     lines = [f"\nconfirmed: top {len(confirmed)} configurations pretrained again with {seeds} seeds, ranked by "
-             f"CV kappa (mean over seeds of the per-fold mean; a configuration with a diverged seed after those "
+             f"CV {m} (mean over seeds of the per-fold mean; a configuration with a diverged seed after those "
              f"without); hold-out = images no selection saw",
-             f"{'rank':>4} {'trial':>5}  {'CV kappa':>15}  {'pooled':>6}  {'hold-out kappa':>15}  "
+             f"{'rank':>4} {'trial':>5}  {'CV ' + m:>15}  {'pooled':>6}  {'hold-out ' + m:>15}  "
              + "  ".join(f"{lab + ' CV / hold-out':>26}" for lab in labels)]
 
     def pm(d: dict, key: str) -> str:
@@ -222,13 +232,14 @@ def confirmed_table(confirmed: list[dict], seeds: int) -> str:
 
     for e in confirmed:
         v = e["scores"].get("vicreg", {})
-        base = "  ".join(f"{e['scores'][lab]['cv_kappa']:12.4f} / {e['scores'][lab]['holdout_kappa']:.4f}"
+        base = "  ".join(f"{e['scores'][lab].get(f'cv_{m}', float('nan')):12.4f} / "
+                         f"{e['scores'][lab].get(f'holdout_{m}', float('nan')):.4f}"
                          for lab in labels if lab in e["scores"])
-        pooled = v.get("pooled_kappa", float("nan"))
+        pooled = v.get(f"pooled_{m}", float("nan"))
         diverged = e.get("diverged_seeds", 0)
         note = f"  {diverged}/{e['seeds']} seeds diverged" if diverged else ""
-        lines.append(f"{e['rank']:>4} {e['trial']:>5}  {pm(v, 'cv_kappa'):>15}  {pooled:6.4f}"
-                     f"  {pm(v, 'holdout_kappa'):>15}  {base}{note}")
+        lines.append(f"{e['rank']:>4} {e['trial']:>5}  {pm(v, f'cv_{m}'):>15}  {pooled:6.4f}"
+                     f"  {pm(v, f'holdout_{m}'):>15}  {base}{note}")
     return "\n".join(lines)
 
 

@@ -29,14 +29,23 @@ import optuna
 import torch
 
 from vicreg import checkpoint
-from vicreg.config import CheckpointError, Config, ConfigError, config_from_dict, flatten, set_key, unflatten
+from vicreg.config import (
+    CheckpointError,
+    Config,
+    ConfigError,
+    config_from_dict,
+    flatten,
+    primary_metric,
+    set_key,
+    unflatten,
+)
 from vicreg.data import pretrain_selection
 from vicreg.evaluate import EvalReport, mean_std
 from vicreg.io import atomic_write, file_lock
 from vicreg.train import encoder_from_state, pretrain, resolve_device
 from vicreg.verdict import cv_verdicts, holdout_verdicts
 
-from .best import CONFIRMED_FILE, top_trials
+from .best import CONFIRMED_FILE, top_trials, trial_metric
 from .context import SweepContext
 from .objective import trial_summary
 from .outcome import OUTCOMES
@@ -98,6 +107,7 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
             reports = [] if result.status == "diverged" else ctx.score(cfg, result.model.encoder, data, folds,
                                                                          device, holdout=True)
         out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run.run_id,
+               "metric": primary_metric(cfg.data),
                "reports": [r.to_dict() for r in reports], "pretrain_images": seen}
         if result.status == "diverged":  # not an Optuna trial: FAILED/DIVERGED, not pruned (sweeps/outcome.py)
             o = OUTCOMES["diverged (confirm run)"]
@@ -107,7 +117,8 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
             # fixed before any score is seen: never the seed with the best hold-out score.
             if run.tracking is not None and seed == first:
                 _save_encoder(ctx, trial.number, cfg, result.model.encoder, images)
-            run.complete(cfg, result, reports, trial_summary(reports, result), ctx.spec.log_plots,
+            run.complete(cfg, result, reports, trial_summary(reports, result, primary_metric(cfg.data)),
+                         ctx.spec.log_plots,
                          ctx.spec.log_checkpoint)
     atomic_write(_result_path(ctx, trial.number, seed), json.dumps(out))
     shutil.rmtree(cfg.train.checkpoint_dir, ignore_errors=True)  # runs/ must not fill the disk
@@ -157,11 +168,11 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
             return
         with torch.no_grad():
             features = encoder(example)
-        vic = best["scores"].get("vicreg", {})
+        vic, m = best["scores"].get("vicreg", {}), best.get("metric", "kappa")
         tags = {"vicreg.study": ctx.spec.name, "vicreg.trial": str(best["trial"]),
-                "vicreg.seed": str(best["seed_values"][0]),
-                "confirmed_cv_kappa": f"{vic.get('cv_kappa', float('nan')):.4f}",
-                "confirmed_holdout_kappa": f"{vic.get('holdout_kappa', float('nan')):.4f}",
+                "vicreg.seed": str(best["seed_values"][0]), "metric": m,
+                f"confirmed_cv_{m}": f"{vic.get(f'cv_{m}', float('nan')):.4f}",
+                f"confirmed_holdout_{m}": f"{vic.get(f'holdout_{m}', float('nan')):.4f}",
                 "image_size": str(raw["data"]["image_size"]), "in_channels": str(raw["model"]["in_channels"])}
         register_encoder(tr, best["mlflow_run_ids"][0], name, path, example.numpy(), features.numpy(), tags)
     finally:
@@ -181,20 +192,23 @@ def _read_result(path: Path) -> dict | None:
 
 
 SCORES = {"cv_kappa": "kappa_mean", "pooled_kappa": "kappa_pooled", "holdout_kappa": "kappa_holdout",
+          "cv_f1": "f1_mean", "pooled_f1": "f1_pooled", "holdout_f1": "f1_holdout",
           "holdout_accuracy": "accuracy_holdout"}
+
 
 
 def summarise(trial: optuna.trial.FrozenTrial, runs: list[dict]) -> dict:
     """One configuration's confirmed scores over its seeds, per model (vicreg and each
     baseline): {name: mean, name_std: std over seeds} for SCORES; and its verdicts: on the
     hold-out (`verdicts`, the headline) and on the CV folds that selected it (`cv_verdicts`),
-    over the seeds that finished."""
+    over the seeds that finished, on the data's primary score (`metric`)."""
+    metric = trial_metric(trial)
     ok = [r for r in runs if r["reports"]]
     entry: dict[str, Any] = {"trial": trial.number, "params": config_values(trial.params), "seeds": len(runs),
                              "seed_values": [r["seed"] for r in runs], "diverged_seeds": len(runs) - len(ok),
                              "trial_seed": trial_seed(trial), "trial_cv_value": trial.value,
                              "mlflow_run_ids": [r["run_id"] for r in runs], "scores": {}, "verdicts": [],
-                             "cv_verdicts": [],
+                             "cv_verdicts": [], "metric": metric,
                              "pretrain_images": runs[0].get("pretrain_images", {}) if runs else {}}
     by_label: dict[str, list[EvalReport]] = {}
     for r in ok:
@@ -207,17 +221,18 @@ def summarise(trial: optuna.trial.FrozenTrial, runs: list[dict]) -> dict:
         entry["scores"][label] = stats
     if "vicreg" in by_label:
         baselines = {k: v for k, v in by_label.items() if k != "vicreg"}
-        entry["verdicts"] = [v.as_dict() for v in holdout_verdicts(by_label["vicreg"], baselines)]
-        entry["cv_verdicts"] = [v.as_dict() for v in cv_verdicts(by_label["vicreg"], baselines)]
+        entry["verdicts"] = [v.as_dict() for v in holdout_verdicts(by_label["vicreg"], baselines, metric=metric)]
+        entry["cv_verdicts"] = [v.as_dict() for v in cv_verdicts(by_label["vicreg"], baselines, metric=metric)]
     return entry
 
 
 def confirmed_cv(entry: dict) -> float:
-    return entry["scores"].get("vicreg", {}).get("cv_kappa", float("nan"))
+    """The configuration's confirmed CV mean of its primary score (kappa, or f1)."""
+    return entry["scores"].get("vicreg", {}).get(f"cv_{entry.get('metric', 'kappa')}", float("nan"))
 
 
 def rank_key(entry: dict) -> tuple[bool, float]:
-    """Configurations whose seeds all finished first, each group by confirmed CV kappa: one
+    """Configurations whose seeds all finished first, each group by confirmed CV score: one
     that diverged on 2 of 3 seeds is not ranked on its one survivor."""
     cv = confirmed_cv(entry)
     return entry["diverged_seeds"] > 0, -cv if math.isfinite(cv) else math.inf
@@ -225,7 +240,7 @@ def rank_key(entry: dict) -> tuple[bool, float]:
 
 def run_confirm(study: optuna.Study, ctx: SweepContext, top_k: int, seeds: int) -> list[dict]:
     """Confirm the top-k configurations with `seeds` seeds each (resuming stored runs);
-    write out_dir/confirmed.json ranked by confirmed CV kappa; return that ranking."""
+    write out_dir/confirmed.json ranked by confirmed CV score (primary); return that ranking."""
     top = top_trials(study, ctx.spec, top_k)
     if not top or seeds < 1:
         return []
@@ -259,4 +274,5 @@ def _line(run: dict) -> str:
     if not run["reports"]:
         return run["status"]
     s = EvalReport.from_dict(run["reports"][0]).summary
-    return f"CV kappa {s['kappa_mean']:.4f}, hold-out kappa {s.get('kappa_holdout', float('nan')):.4f}"
+    m = "f1" if run.get("metric") == "f1" else "kappa"
+    return f"CV {m} {s[f'{m}_mean']:.4f}, hold-out {m} {s.get(f'{m}_holdout', float('nan')):.4f}"

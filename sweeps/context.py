@@ -4,6 +4,8 @@ a worker splits the CPU cores."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import shutil
 import socket
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
-from vicreg.config import Config, flatten
+from vicreg.config import Config, flatten, primary_metric
 from vicreg.weights import resolve_init
 
 from .outcome import failure_reason
@@ -82,11 +84,13 @@ class SweepContext:
     def datasets(self, cfg: Config) -> Datasets:
         """Each (dataset, size) is loaded once per worker and reused by its later trials."""
         d = cfg.data
-        key = (d.dataset, d.root, d.test_root, d.image_size, d.crop_source_size, d.cache_dir, d.skip_bad_images)
+        loading = {k: v for k, v in dataclasses.asdict(d).items()
+                   if k not in ("batch_size", "folds", "fold_seed", "folds_file", "holdout", "holdout_in_pretrain")}
+        key = (json.dumps(loading, sort_keys=True, default=str), cfg.model.in_channels)
         if key not in self._data:
             from vicreg.data import load_datasets
 
-            self._data[key] = load_datasets(d)
+            self._data[key] = load_datasets(d, cfg.model.in_channels)
         return self._data[key]
 
     def folds(self, cfg: Config) -> np.ndarray:
@@ -105,7 +109,7 @@ class SweepContext:
         from vicreg.baselines import score_baselines
         from vicreg.evaluate import EvalData, evaluate
 
-        scored = EvalData(data.train.images, data.train.labels, folds)
+        scored = EvalData(data.train.images, data.train.labels, folds, metric=primary_metric(cfg.data))
         reports = [evaluate(encoder, scored, cfg.eval, device, "vicreg", holdout)]
         return reports + score_baselines(cfg, scored, device, cfg.eval.seed, holdout,
                                          self.out_dir / "baselines")

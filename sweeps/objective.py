@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from vicreg.config import primary_metric
+
 from .context import SweepContext
 from .outcome import Diverged, TrialFailed, failures_recorded
 from .resume import trial_checkpoints
@@ -50,7 +52,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
             run.log_inputs(data, folds, seen)
             if resume is not None:
                 resume.report_history(trial)
-            callbacks = [probe_pruner(trial, ctx, data, folds, device), run.log_epoch]
+            callbacks = [probe_pruner(trial, ctx, data, folds, device, primary_metric(cfg.data)), run.log_epoch]
             with run.monitor(ctx.spec.system_metrics_interval_s), preemptible():
                 result = pretrain(run_cfg, images, callbacks)
                 if result.status in ("diverged", "stopped"):  # stopped: the probe pruner said so
@@ -58,7 +60,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
                     prune(trial, result.reason, result.epochs, diverged=result.status == "diverged")
                 reports = ctx.score(cfg, result.model.encoder, data, folds, device, holdout=False)
             ctx.drop_checkpoints(run_cfg)
-        summary = trial_summary(reports, result)
+        summary = trial_summary(reports, result, primary_metric(cfg.data))
         value = objective_value(trial, ctx.spec.objective.metric, summary)
         trial.set_user_attr("scores", summary)
         run.complete(cfg, result, reports, summary, ctx.spec.log_plots, ctx.spec.log_checkpoint)
@@ -79,7 +81,7 @@ def dry_run_objective(trial: optuna.Trial, ctx: SweepContext) -> float:
             value = final * (1 - 0.5 ** epoch)
             metrics = {"loss": 1 - value, "lr": cfg.optim.lr}
             if epoch % every == 0:
-                metrics["probe_kappa"] = value
+                metrics[f"probe_{primary_metric(cfg.data)}"] = value
                 trial.report(value, epoch)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_epoch", epoch)
@@ -113,25 +115,26 @@ def dry_run_value(values: dict[str, Any], dims: list) -> float:
 
 
 def probe_pruner(trial: optuna.Trial, ctx: SweepContext, data: Datasets, folds: np.ndarray,
-                 device: torch.device) -> Callable[[Report], str | None]:
-    """A pretrain callback: every `probe_every` epochs, the linear-probe kappa on the CV folds
-    is reported to Optuna (and logged with the epoch); it stops pretraining when the pruner says so."""
-    from vicreg.evaluate import probe_kappa
+                 device: torch.device, metric: str = "kappa") -> Callable[[Report], str | None]:
+    """A pretrain callback: every `probe_every` epochs, the linear probe's primary score
+    (`metric`: kappa, or f1 for unordered classes) on the CV folds is reported to Optuna (and
+    logged with the epoch as probe_<metric>); it stops pretraining when the pruner says so."""
+    from vicreg.evaluate import probe_score
 
-    every = ctx.spec.probe_every
+    every, key = ctx.spec.probe_every, f"probe_{metric}"
 
     def callback(report: Report) -> str | None:
         check_interrupted()
         if report.kind != "epoch" or every <= 0 or (report.epoch + 1) % every:
             return None
         epoch = report.epoch + 1
-        kappa = probe_kappa(report.model.encoder, data.train.images, data.train.labels, folds, device)
-        trial.set_user_attr("probe_kappa", kappa)
-        report.metrics["probe_kappa"] = kappa  # the epoch logger (next callback) sends it with the rest
-        trial.report(kappa, epoch)
+        value = probe_score(report.model.encoder, data.train.images, data.train.labels, folds, device, metric)
+        trial.set_user_attr(key, value)
+        report.metrics[key] = value  # the epoch logger (next callback) sends it with the rest
+        trial.report(value, epoch)
         if trial.should_prune():
             trial.set_user_attr("pruned_epoch", epoch)
-            return f"pruned at epoch {epoch} (probe kappa {kappa:.4f})"
+            return f"pruned at epoch {epoch} (probe {metric} {value:.4f})"
         return None
 
     return callback
@@ -144,18 +147,18 @@ def prune(trial: optuna.Trial, reason: str, epoch: int, diverged: bool = False) 
     raise (Diverged if diverged else optuna.TrialPruned)(reason)
 
 
-def trial_summary(reports: list[EvalReport], result: PretrainResult) -> dict[str, float]:
-    """VICReg's CV scores, each baseline's kappas beside them (the same numbers in every
-    trial: the floors to read it against), epochs trained and the final loss."""
+def trial_summary(reports: list[EvalReport], result: PretrainResult, metric: str = "kappa") -> dict[str, float]:
+    """VICReg's CV scores, each baseline's primary scores (`metric`) beside them (the same
+    numbers in every trial: the floors to read it against), epochs trained and the final loss."""
     summary = reports[0].summary
     for r in reports[1:]:
-        summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith("kappa")}
+        summary |= {f"{r.label}_{k}": v for k, v in r.summary.items() if k.startswith(metric)}
     return summary | {"pretrain_epochs": result.epochs, "final_loss": result.history[-1]["loss"]}
 
 
 def objective_value(trial: optuna.Trial, metric: str, summary: dict[str, float]) -> float:
     """The study's metric for this trial (also stored in summary['objective'])."""
-    value = trial.user_attrs.get("probe_kappa") if metric == "probe_kappa" else summary[metric]
+    value = trial.user_attrs.get(metric) if metric.startswith("probe_") else summary[metric]
     if value is None or not math.isfinite(value):
         raise TrialFailed(f"objective {metric} is {value} (not a finite number)")
     summary["objective"] = value

@@ -34,9 +34,10 @@ class Resume:
         history; returns the number of epochs the checkpoint holds."""
         history = self.state["history"]
         for h in history:
-            if "probe_kappa" in h:
-                trial.report(h["probe_kappa"], h["epoch"])
-                trial.set_user_attr("probe_kappa", h["probe_kappa"])
+            for key in ("probe_kappa", "probe_f1"):  # the probe's primary score, as the epoch logged it
+                if key in h:
+                    trial.report(h[key], h["epoch"])
+                    trial.set_user_attr(key, h[key])
         trial.set_user_attr("resumed_from_trial", self.from_trial)
         trial.set_user_attr("resumed_at_epoch", len(history) + 1)  # the epoch it starts at
         print(f"trial {trial.number}: resumes trial {self.from_trial} at epoch {len(history) + 1} from "

@@ -143,13 +143,13 @@ def preflight(spec: StudySpec, overrides: dict) -> None:
     from vicreg.synthetic import ensure_synthetic
 
     ensure_synthetic(cfg.data)  # the default synthetic set is made here, once
-    load_datasets(cfg.data)  # scans, checks and fills the cache
+    load_datasets(cfg.data, cfg.model.in_channels)  # scans, checks and fills the cache
 
 
 def predict_entry(spec: StudySpec, args: argparse.Namespace) -> int:
     """--predict: fetch the encoder and its run's config through MLflow, hand them to vicreg's
     predict (which never imports mlflow), write the submission."""
-    from vicreg.config import config_from_dict, set_key
+    from vicreg.config import config_from_dict, primary_metric, set_key
     from vicreg.predict import describe, predict
 
     out_dir = Path(args.out or f"runs/{spec.name}")
@@ -165,7 +165,7 @@ def predict_entry(spec: StudySpec, args: argparse.Namespace) -> int:
     folds = out_dir / "folds.csv"
     out = Path(args.submission or out_dir / "submission.csv")
     report = predict(encoder, cfg, out, folds if folds.is_file() else None)
-    print(f"{describe(report, out, len(report.test_probs))}; encoder {uri} (run {run_id})")
+    print(f"{describe(report, out, len(report.test_probs), primary_metric(cfg.data))}; encoder {uri} (run {run_id})")
     return 0
 
 

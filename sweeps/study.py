@@ -32,7 +32,16 @@ from typing import Any, Literal
 
 import optuna
 
-from vicreg.config import Config, ConfigError, config_from_dict, get_key, load_dataclass, read_yaml, set_key
+from vicreg.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    get_key,
+    load_dataclass,
+    primary_metric,
+    read_yaml,
+    set_key,
+)
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -85,7 +94,7 @@ def suggest_all(trial: optuna.Trial, search: list[Dimension]) -> dict[str, Any]:
 
 
 # Allowed names, declared once: the typed loader checks them (vicreg.config.load_dataclass).
-Metric = Literal["kappa_mean", "accuracy_mean", "auc_mean", "probe_kappa"]
+Metric = Literal["kappa_mean", "f1_mean", "accuracy_mean", "auc_mean", "probe_kappa", "probe_f1"]
 Direction = Literal["maximize", "minimize"]
 SamplerName = Literal["tpe", "random", "grid", "cmaes", "qmc"]
 PrunerName = Literal["hyperband", "median", "percentile", "successive_halving", "threshold", "none"]
@@ -93,7 +102,9 @@ PrunerName = Literal["hyperband", "median", "percentile", "successive_halving", 
 
 @dataclass
 class Objective:
-    metric: Metric = "kappa_mean"
+    # null: the data's primary score, kappa_mean for graded labels, f1_mean for unordered
+    # classes (data.ordinal; vicreg.config.primary_metric), filled in when the file is read.
+    metric: Metric | None = None
     direction: Direction = "maximize"
 
 
@@ -307,7 +318,13 @@ def load_study(path: str | Path) -> StudySpec:
     _options(raw, "sampler", ("name", "seed"))
     _options(raw, "pruner", ("name",))
     f: StudyFile = load_dataclass(StudyFile, raw, str(path))
-    config_from_dict(copy.deepcopy(f.base), source=f"{path} (base)")  # checks every base key
+    base = config_from_dict(copy.deepcopy(f.base), source=f"{path} (base)")  # checks every base key
+    primary = primary_metric(base.data)
+    if f.objective.metric is None:
+        f.objective.metric = f"{primary}_mean"  # type: ignore[assignment]
+    elif primary == "f1" and "kappa" in f.objective.metric:
+        raise ConfigError(f"{path}: objective.metric={f.objective.metric} ranks unordered classes (data.ordinal "
+                          f"false) by an order they do not have: use f1_mean (the default), probe_f1 or accuracy_mean")
     if not f.search:
         raise ConfigError(f"{path}: 'search' must map config keys to distributions")
     defaults = Config()

@@ -22,7 +22,7 @@ def test_shapes_and_stem(size: int, channels: int, small: bool) -> None:
 
 
 def test_resnet50_feature_dim() -> None:
-    m = build_model(ModelConfig(arch="resnet50", expander_hidden=32, expander_out=8), 32)
+    m = build_model(ModelConfig(arch="resnet50", in_channels=1, expander_hidden=32, expander_out=8), 32)
     assert m.feature_dim == 2048
     assert m.encoder(torch.randn(2, 1, 32, 32)).shape == (2, 2048)
 
@@ -71,7 +71,7 @@ def test_init_finds_the_file_in_torch_hub_cache_or_environment(tmp_path, monkeyp
     assert uses_small_stem(ModelConfig(init="auto"), 32)
     with pytest.raises(ConfigError, match=r"model.init=imagenet: no weights file for resnet18 .*"
                                           r"resnet18-f37072fd.pth.*never downloaded"):
-        build_model(ModelConfig(init="imagenet"), 32)
+        build_model(ModelConfig(init="imagenet", in_channels=1), 32)
     hub = tmp_path / "home" / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
     _torchvision_file(hub)
     assert init_weights(ModelConfig(init="auto")) == hub and not uses_small_stem(ModelConfig(init="auto"), 32)
@@ -107,7 +107,7 @@ def test_zero_init_residual_and_expander_bias_follow_the_config() -> None:
 
     last_bn = [lambda net: net.layer1[0].bn2.weight]
     for zero in (True, False):
-        net = build_encoder(ModelConfig(zero_init_residual=zero), 32)
+        net = build_encoder(ModelConfig(zero_init_residual=zero, in_channels=1), 32)
         w = last_bn[0](net)
         assert bool((w == 0).all()) is zero
     assert build_expander(8, 16, 3, 4)[-1].bias is None

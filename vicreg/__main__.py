@@ -21,6 +21,7 @@ from .config import (
     config_from_dict,
     load_config,
     parse_overrides,
+    primary_metric,
     save_config,
     set_key,
 )
@@ -48,7 +49,7 @@ def _labelled_folds(cfg: Config, out: str | None):
     from .synthetic import ensure_synthetic
 
     ensure_synthetic(cfg.data)
-    data = load_datasets(cfg.data)
+    data = load_datasets(cfg.data, cfg.model.in_channels)
     folds_path = cfg.data.folds_file or (str(Path(out) / "folds.csv") if out else None)
     folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed, folds_path,
                        cfg.data.holdout)
@@ -84,6 +85,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     from .data import load_cifar10
     from .drac22 import check_drac22
 
+    if args.config:  # a folder or CSV set described by its config (data.dataset folder / csv)
+        return _check_own(_config(args))
     if args.dataset == "cifar10":
         cfg = load_config(None, ["data.dataset=cifar10", f"data.root={args.data_root}"])
         d = load_cifar10(cfg.data)
@@ -100,6 +103,24 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     counts = [files.grades.count(g) for g in (0, 1, 2)]
     print(f"training images: {len(files.train)} (grade 0: {counts[0]}, 1: {counts[1]}, "
           f"2: {counts[2]}); test images: {len(files.test)}")
+    return 1 if problems else 0
+
+
+def _check_own(cfg: Config) -> int:
+    """check-data for a folder or CSV set: every problem one line, then the counts per class."""
+    from .layouts import check
+
+    if cfg.data.dataset not in ("folder", "csv"):
+        raise ConfigError(f"check-data --config is for data.dataset folder or csv (this config says "
+                          f"{cfg.data.dataset}; use --dataset)")
+    files, problems = check(cfg.data)
+    for line in files.warnings:
+        print(f"warning: {line}")
+    for line in problems:
+        print(f"error: {line}")
+    counts = ", ".join(f"{c}: {files.labels.count(i)}" for i, c in enumerate(files.classes))
+    print(f"labelled images: {len(files.train)} ({counts}); unlabelled: {len(files.unlabelled)}; "
+          f"test: {len(files.test)}")
     return 1 if problems else 0
 
 
@@ -126,7 +147,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, seen = pretrain_selection(data, folds, cfg.data)
     device = resolve_device(cfg.train.device)
     x, y = data.train.images, data.train.labels
-    scored = EvalData(x, y, folds)
+    metric = primary_metric(cfg.data)
+    scored = EvalData(x, y, folds, metric=metric)
     reports = [evaluate(encoder, scored, cfg.eval, device, "vicreg", score_holdout=True)]
     cache = Path(args.out) / "baselines" if args.out else None
     reports += score_baselines(cfg, scored, device, cfg.eval.seed, True, cache)
@@ -136,16 +158,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for r in reports:
         print(r.table() + "\n")
     baselines = {r.label: [r] for r in reports[1:]}
-    for v in [*holdout_verdicts(reports[:1], baselines), *cv_verdicts(reports[:1], baselines, CV_WHERE)]:
+    for v in [*holdout_verdicts(reports[:1], baselines, metric=metric),
+              *cv_verdicts(reports[:1], baselines, CV_WHERE, metric)]:
         print(v.line())
     print(f"({pretrain_note(seen)})")
     if args.out:
-        rows = ["model,split,kappa,accuracy,auc,epoch"]
+        rows = ["model,split,kappa,f1,accuracy,auc,epoch"]
         for r in reports:
-            save_report_plots(r, args.out)
-            rows += [f"{r.label},fold {f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
-                     f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
-            rows += [f"{r.label},{name},{m['kappa']:.6f},{m['accuracy']:.6f},{m['auc']:.6f},"
+            save_report_plots(r, args.out, metric, data.train.classes)
+            rows += [f"{r.label},fold {f.fold},{f.metrics['kappa']:.6f},{f.metrics['f1']:.6f},"
+                     f"{f.metrics['accuracy']:.6f},{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
+            rows += [f"{r.label},{name},{m['kappa']:.6f},{m['f1']:.6f},{m['accuracy']:.6f},{m['auc']:.6f},"
                      for name, m in (("pooled", r.pooled), ("holdout", r.holdout)) if m is not None]
         atomic_write(Path(args.out) / "folds_scores.csv", "\n".join(rows) + "\n")
         print(f"plots and per-fold scores in {args.out}")
@@ -160,7 +183,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     raw, encoder = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
     report = predict(encoder, cfg, args.out)
-    print(describe(report, args.out, len(report.test_probs)))
+    print(describe(report, args.out, len(report.test_probs), primary_metric(cfg.data)))
     return 0
 
 
@@ -218,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sp = sub.add_parser("check-data", help="check a dataset folder and print its counts")
     sp.add_argument("--dataset", choices=["drac22", "cifar10"], default="drac22")
+    sp.add_argument("--config", help="a config or study file whose data section describes a folder/csv set")
+    sp.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (repeatable)")
     sp.add_argument("--data-root")
     sp.add_argument("--test-root")
     sp.set_defaults(func=cmd_check_data)

@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config, ModelConfig, to_dict
+from .config import Config, ModelConfig, primary_metric, to_dict
 from .evaluate import EvalData, EvalReport, evaluate
 from .io import atomic_write, digest, file_digest, file_lock
 from .model import build_encoder
@@ -135,7 +135,7 @@ def baseline_key(kind: str, cfg: Config, data_digest: str, seed: int,
     device_type = torch.device(device).type
     desc = {"kind": kind, "model": model, "weights": weights,
             "raw_pixels_side": RAW_PIXELS_SIDE if kind == "raw-pixels" else None, "size": cfg.data.image_size,
-            "eval": ev, "seed": seed, "data": data_digest, "device": device_type,
+            "eval": ev, "metric": primary_metric(cfg.data), "seed": seed, "data": data_digest, "device": device_type,
             "precision": "bf16-autocast" if device_type == "cuda" else "fp32", "code": source_digest()}
     return hashlib.blake2b(json.dumps(desc, sort_keys=True).encode(), digest_size=12).hexdigest()
 

@@ -50,12 +50,14 @@ class ImageSet:
     source: str = ""
     # The same images at data.crop_source_size (pretraining crops its views from these), or None.
     large: torch.Tensor | None = None
+    classes: list[str] | None = None  # the class names in label order (folder/csv sets)
 
 
 @dataclass
 class Datasets:
     train: ImageSet  # labelled
     test: ImageSet | None  # unlabelled (DRAC22) or labelled (CIFAR-10 test batch)
+    unlabelled: ImageSet | None = None  # images only pretraining sees (folder/csv: data.unlabelled)
 
 
 # --- decoding and the cache --------------------------------------------------------
@@ -84,19 +86,21 @@ def decode_image(path: Path, size: int, channels: int = 1) -> tuple[np.ndarray, 
     return np.ascontiguousarray(arr), was_rgb
 
 
-def _cache_key(label: str, files: list[Path], size: int, channels: int) -> str:
+def _cache_key(label: str, files: list[Path], size: int, channels: int, names: list[str]) -> str:
     h = hashlib.sha256(json.dumps([CACHE_VERSION, label, size, channels]).encode())
-    for p in files:
+    for p, name in zip(files, names):
         st = p.stat()
-        h.update(f"{p.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
 def cached_images(label: str, files: list[Path], size: int, channels: int, cache_dir: str | Path,
-                  skip_bad: bool = False) -> tuple[np.ndarray, list[str], list[str], str]:
+                  skip_bad: bool = False, names: list[str] | None = None
+                  ) -> tuple[np.ndarray, list[str], list[str], str]:
     """uint8 (N, channels, size, size) for `files`, decoded once and memory-mapped after.
 
-    Returns (images, names kept, names skipped, cache key). The cache file's name holds a hash of
+    Returns (images, names kept, names skipped, cache key); names are the files' names, or
+    `names` (one per file: a folder set's <class>/<file>). The cache file's name holds a hash of
     every source file's name, size and mtime, so any change makes a new entry. A file
     lock makes concurrent processes wait for one decode instead of all decoding. A cache
     entry that is damaged (cut short, overwritten, or disagreeing with its JSON sidecar) is
@@ -104,13 +108,14 @@ def cached_images(label: str, files: list[Path], size: int, channels: int, cache
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(label, files, size, channels)
+    names = names if names is not None else [p.name for p in files]
+    key = _cache_key(label, files, size, channels, names)
     stem = f"{label}-{size}px-c{channels}-{key}"
     npy, meta = cache / f"{stem}.npy", cache / f"{stem}.json"
     with file_lock(cache / f"{stem}.lock"):
         loaded = _load_entry(npy, meta, size, channels) if npy.is_file() and meta.is_file() else None
         if loaded is None:
-            arr, kept, skipped = _decode_all(files, size, channels, skip_bad)
+            arr, kept, skipped = _decode_all(files, size, channels, skip_bad, names)
             # The manifest goes first; the .npy appearing is what marks the entry complete.
             info = {"names": kept, "skipped": skipped, "shape": list(arr.shape), "dtype": str(arr.dtype)}
             atomic_write(meta, lambda t: Path(t).write_text(json.dumps(info)))
@@ -118,8 +123,8 @@ def cached_images(label: str, files: list[Path], size: int, channels: int, cache
             loaded = np.load(npy, mmap_mode="r"), info
     arr, info = loaded
     if info["skipped"] and not skip_bad:
-        raise DataError(f"{files[0].parent / info['skipped'][0]}: cannot decode image "
-                        f"(set data.skip_bad_images to skip it)")
+        bad = files[names.index(info["skipped"][0])] if info["skipped"][0] in names else info["skipped"][0]
+        raise DataError(f"{bad}: cannot decode image (set data.skip_bad_images to skip it)")
     return arr, info["names"], info["skipped"], key
 
 
@@ -142,7 +147,7 @@ def _save_npy(path: str, arr: np.ndarray) -> None:
         np.save(f, arr)
 
 
-def _decode_all(files: list[Path], size: int, channels: int, skip_bad: bool):
+def _decode_all(files: list[Path], size: int, channels: int, skip_bad: bool, names: list[str]):
     def one(p: Path):
         try:
             return decode_image(p, size, channels)
@@ -155,14 +160,14 @@ def _decode_all(files: list[Path], size: int, channels: int, skip_bad: bool):
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = list(pool.map(one, files))
     kept, skipped, arrays, rgb = [], [], [], []
-    for p, r in zip(files, results):
+    for name, r in zip(names, results):
         if isinstance(r, DataError):
-            skipped.append(p.name)
+            skipped.append(name)
             continue
         arrays.append(r[0])
-        kept.append(p.name)
+        kept.append(name)
         if r[1]:
-            rgb.append(p.name)
+            rgb.append(name)
     if rgb and channels == 1:
         warnings.warn(f"{files[0].parent}: {len(rgb)} colour image(s) converted to grayscale "
                       f"(first: {rgb[0]})", stacklevel=3)
@@ -196,6 +201,9 @@ def data_root(cfg: DataConfig) -> Path:
                         "(dataset: synthetic)")
     if cfg.dataset == "synthetic":
         return Path(DEFAULT_SYNTHETIC_ROOT)
+    if cfg.dataset in ("folder", "csv"):
+        raise DataError(f"data.root is not set: point --data-root at the folder of your images "
+                        f"(data.dataset {cfg.dataset})")
     raise DataError("data.root is not set: point it at the folder holding cifar-10-batches-py")
 
 
@@ -305,6 +313,35 @@ def load_digits(cfg: DataConfig) -> Datasets:
                              source="sklearn.datasets.load_digits"), None)
 
 
+def load_own(cfg: DataConfig, channels: int | None = None) -> Datasets:
+    """A folder or CSV set (vicreg/layouts.py): the labelled images, the test images (data.test,
+    or CSV rows marked test) and the unlabelled ones, decoded as `channels` (default: the data's)."""
+    from .layouts import data_channels, scan
+
+    files = scan(cfg)
+    files.raise_first()
+    for note in files.warnings:
+        warnings.warn(note, stacklevel=3)
+    channels = channels or data_channels(cfg)
+    source = str(Path(cfg.root).expanduser().resolve())
+    label = f"{cfg.dataset}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+
+    def images(part: str, paths: list[Path], names: list[str]) -> tuple[ImageSet, list[str]] | None:
+        if not paths:
+            return None
+        arr, kept, skipped, key = cached_images(f"{label}-{part}", paths, cfg.image_size, channels, cfg.cache_dir,
+                                                cfg.skip_bad_images, names)
+        return ImageSet(_as_tensor(arr), None, kept, cfg.dataset, False, skipped, key, source), kept
+
+    train, kept = images("train", files.train, files.names)
+    by_name = dict(zip(files.names, files.labels))
+    train.labels = np.array([by_name[n] for n in kept], dtype=np.int64)
+    train.classes = list(files.classes)
+    test = images("test", files.test, files.test_names)
+    unlabelled = images("unlabelled", files.unlabelled, [p.name for p in files.unlabelled])
+    return Datasets(train, test[0] if test else None, unlabelled[0] if unlabelled else None)
+
+
 TEXTURES = ("brick.png", "grass.png", "gravel.png", "moon.png", "ihc.png", "cell.png")
 TEXTURE_TILE = 32
 
@@ -353,10 +390,13 @@ def profile(data: Datasets, folds: np.ndarray, pretrain_record: dict) -> dict:
             "channels": int(train.images.shape[1]), "test_images": int(len(data.test.names)) if data.test else 0,
             "cv_folds": int(folds[folds != HOLDOUT].max()) + 1, "cv_images": int((folds != HOLDOUT).sum()),
             "holdout_images": int((folds == HOLDOUT).sum()),
-            "pretraining_images": int(sum(v for v in pretrain_record.values())), **pretrain_record}
+            "pretraining_images": int(sum(v for v in pretrain_record.values())), **pretrain_record,
+            **({"classes": list(train.classes)} if train.classes else {})}
 
 
-def _load(cfg: DataConfig) -> Datasets:
+def _load(cfg: DataConfig, channels: int | None) -> Datasets:
+    if cfg.dataset in ("folder", "csv"):
+        return load_own(cfg, channels)
     if cfg.dataset == "cifar10":
         return load_cifar10(cfg)
     if cfg.dataset == "digits":
@@ -366,14 +406,15 @@ def _load(cfg: DataConfig) -> Datasets:
     return load_drac22(cfg, synthetic=cfg.dataset == "synthetic")
 
 
-def load_datasets(cfg: DataConfig) -> Datasets:
+def load_datasets(cfg: DataConfig, channels: int | None = None) -> Datasets:
     """The configured dataset, checked and decoded (or read from the cache), also at
     data.crop_source_size when set (`ImageSet.large`); with data.shuffle_labels, the labels
-    permuted (the null test)."""
-    data = _load(cfg)
+    permuted (the null test). `channels` (model.in_channels) sets how a folder/csv set is
+    decoded (default: as the data is: grey, or RGB when any image is in colour)."""
+    data = _load(cfg, channels)
     if cfg.crop_source_size:
-        big = _load(dataclasses.replace(cfg, image_size=cfg.crop_source_size))
-        for small, large in ((data.train, big.train), (data.test, big.test)):
+        big = _load(dataclasses.replace(cfg, image_size=cfg.crop_source_size), channels)
+        for small, large in ((data.train, big.train), (data.test, big.test), (data.unlabelled, big.unlabelled)):
             if small is not None and large is not None:
                 if large.names != small.names:  # a file changed between the two reads
                     raise DataError(f"{small.source}: the images changed while being read; run again")
@@ -456,17 +497,22 @@ def pretrain_selection(data: Datasets, folds: np.ndarray, cfg: DataConfig) -> tu
     with_test = cfg.include_test_in_pretrain and data.test is not None
     if with_test:
         parts.append(source(data.test))
+    if data.unlabelled is not None:  # there only to be pretrained on
+        parts.append(source(data.unlabelled))
     n_hold = int((folds == HOLDOUT).sum())
     record = {"pretrain.labelled_cv": int((folds != HOLDOUT).sum()),
               "pretrain.holdout": n_hold if cfg.holdout_in_pretrain else 0,
               "pretrain.test": int(data.test.images.shape[0]) if with_test else 0}
+    if data.unlabelled is not None:
+        record["pretrain.unlabelled"] = int(data.unlabelled.images.shape[0])
     return (torch.cat(parts) if len(parts) > 1 else parts[0]), record
 
 
 def describe_pretrain(record: dict) -> str:
     """'CV-labelled 96 + hold-out 0 of 24 + test 20 images' style line for reports."""
+    extra = f", {record['pretrain.unlabelled']} unlabelled images" if record.get("pretrain.unlabelled") else ""
     return (f"pretraining saw {record['pretrain.labelled_cv']} labelled CV images, "
-            f"{record['pretrain.holdout']} hold-out images, {record['pretrain.test']} unlabelled test images")
+            f"{record['pretrain.holdout']} hold-out images, {record['pretrain.test']} unlabelled test images{extra}")
 
 
 def pretrain_note(record: dict) -> str:
@@ -477,6 +523,8 @@ def pretrain_note(record: dict) -> str:
         return (f"pretraining saw the hold-out images too (data.holdout_in_pretrain; {record['pretrain.holdout']} "
                 f"images, unlabelled): neither verdict is free of that advantage")
     test = f" and {record['pretrain.test']} unlabelled test images" if record.get("pretrain.test") else ""
+    if record.get("pretrain.unlabelled"):
+        test += f" and {record['pretrain.unlabelled']} unlabelled images (data.unlabelled)"
     return (f"pretraining saw the {record['pretrain.labelled_cv']} CV images, the validation folds' included "
             f"(unlabelled){test}, but not the hold-out's: the CV verdict includes that advantage, the hold-out "
             f"verdict does not")

@@ -7,11 +7,12 @@ Protocols (`eval.protocol`):
   full      the whole network, discriminative learning rates per stage and gradual
             unfreezing from the top (Romero et al., Med. Phys. 2020; Howard & Ruder 2018)
 
-Scores from scikit-learn: quadratic weighted kappa (DRAC22's primary metric), accuracy,
-macro one-vs-one AUC on probabilities (secondary), per-class recall, confusion matrix.
+Scores from scikit-learn: quadratic weighted kappa (the primary score of graded labels,
+DRAC22's metric), macro-F1 (the primary score of unordered classes: data.ordinal false),
+accuracy, macro one-vs-one AUC on probabilities, per-class recall, confusion matrix.
 Three numbers, never mixed up:
   CV mean +- std   per-fold scores over the k validation folds (std with ddof=1)
-  pooled           one kappa over all out-of-fold predictions, as the challenge scores a test set
+  pooled           one score over all out-of-fold predictions, as the challenge scores a test set
   hold-out         images in no fold (vicreg.data.HOLDOUT), scored by the k fold models'
                    averaged probabilities; only when asked (confirmed configurations)
 No number is selected on the data it reports: the head trains a fixed `eval.epochs`, or with
@@ -31,7 +32,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 from torch import nn
@@ -41,6 +49,7 @@ from .config import EvalConfig, Protocol, names
 from .data import HOLDOUT
 
 STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")  # top first: the unfreezing order
+METRICS = ("kappa", "f1", "accuracy", "auc")  # what scores() reports; kappa or f1 is a set's primary
 
 
 def scores(y: np.ndarray, probs: np.ndarray) -> dict:
@@ -55,6 +64,7 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict:
     return {
         "accuracy": float(accuracy_score(y, pred)),
         "kappa": float(cohen_kappa_score(y, pred, weights="quadratic", labels=labels)),
+        "f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "auc": auc,
         "recall": recall_score(y, pred, labels=labels, average=None, zero_division=0).tolist(),
         "confusion": confusion_matrix(y, pred, labels=labels),
@@ -100,18 +110,21 @@ class FitSpec:
     fold: int
     select: Split | None = None
     predict_sets: dict[str, torch.Tensor] | None = None
+    metric: str = "kappa"  # what the inner split's early stopping maximises
 
 
 @dataclass
 class EvalData:
     """What an evaluation scores: uint8 `images` (N, C, H, W), `labels` (N,), `folds` (N,)
-    (each image's validation fold, or HOLDOUT for the hold-out: vicreg.data.make_folds), and
-    optional unlabelled `test_images` that every fold's model also predicts."""
+    (each image's validation fold, or HOLDOUT for the hold-out: vicreg.data.make_folds),
+    optional unlabelled `test_images` that every fold's model also predicts, and the primary
+    `metric` (kappa or f1: vicreg.config.primary_metric), on which an inner split stops early."""
 
     images: torch.Tensor
     labels: np.ndarray
     folds: np.ndarray
     test_images: torch.Tensor | None = None
+    metric: str = "kappa"
 
 
 @dataclass
@@ -150,19 +163,23 @@ class EvalReport:
 
     @property
     def fold_kappas(self) -> list[float]:
-        return [f.metrics["kappa"] for f in self.folds]
+        return self.fold_scores("kappa")
+
+    def fold_scores(self, metric: str) -> list[float]:
+        """Each fold's validation score; a report stored before f1 existed has none (nan)."""
+        return [f.metrics.get(metric, float("nan")) for f in self.folds]
 
     @property
     def summary(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for key in ("kappa", "accuracy", "auc"):
-            out[f"{key}_mean"], out[f"{key}_std"] = mean_std([f.metrics[key] for f in self.folds])
+        for key in METRICS:
+            out[f"{key}_mean"], out[f"{key}_std"] = mean_std([f.metrics.get(key) for f in self.folds])
         recalls = np.array([f.metrics["recall"] for f in self.folds])
         for c, r in enumerate(recalls.mean(0)):
             out[f"recall_{c}"] = float(r)
         for name, m in (("pooled", self.pooled), ("holdout", self.holdout)):
             if m is not None:
-                out |= {f"{key}_{name}": float(m[key]) for key in ("kappa", "accuracy", "auc")}
+                out |= {f"{key}_{name}": float(m[key]) for key in METRICS if key in m}
         return out
 
     @property
@@ -170,20 +187,18 @@ class EvalReport:
         return sum(f.metrics["confusion"] for f in self.folds)
 
     def table(self) -> str:
+        def row(name: str, m: dict, suffix: str = "") -> str:
+            return f"{name:>18} " + " ".join(f"{m.get(k + suffix, float('nan')):7.4f}" for k in METRICS) + (
+                "  " + " ".join(f"{r:.2f}" for r in m["recall"]) if "recall" in m else "")
+
         lines = [f"{self.label} ({self.protocol})",
-                 f"{'':>18} {'kappa':>7} {'acc':>7} {'auc':>7}  recall per class"]
-        for f in self.folds:
-            m = f.metrics
-            rec = " ".join(f"{r:.2f}" for r in m["recall"])
-            name = f"CV fold {f.fold}"
-            lines.append(f"{name:>18} {m['kappa']:7.4f} {m['accuracy']:7.4f} {m['auc']:7.4f}  {rec}")
+                 f"{'':>18} {'kappa':>7} {'f1':>7} {'acc':>7} {'auc':>7}  recall per class"]
+        lines += [row(f"CV fold {f.fold}", f.metrics) for f in self.folds]
         s = self.summary
-        lines.append(f"{'CV mean':>18} {s['kappa_mean']:7.4f} {s['accuracy_mean']:7.4f} {s['auc_mean']:7.4f}")
-        lines.append(f"{'CV std (ddof=1)':>18} {s['kappa_std']:7.4f} {s['accuracy_std']:7.4f} {s['auc_std']:7.4f}")
+        lines += [row("CV mean", s, "_mean"), row("CV std (ddof=1)", s, "_std")]
         for name, m in (("pooled out-of-fold", self.pooled), ("hold-out", self.holdout)):
             if m is not None:
-                rec = " ".join(f"{r:.2f}" for r in m["recall"])
-                lines.append(f"{name:>18} {m['kappa']:7.4f} {m['accuracy']:7.4f} {m['auc']:7.4f}  {rec}")
+                lines.append(row(name, m))
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
@@ -237,25 +252,35 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean: torch.Tenso
     return torch.cat(out)
 
 
-def probe_kappa(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
-                device: torch.device | str = "cpu") -> float:
-    """Mean validation kappa of a logistic regression on frozen features, over the CV folds
-    (hold-out images are neither fitted nor scored, nor in the normalisation statistics).
+def probe_score(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+                device: torch.device | str = "cpu", metric: str = "kappa") -> float:
+    """Mean validation score (`metric`: kappa or f1) of a logistic regression on frozen
+    features, over the CV folds (hold-out images are neither fitted nor scored, nor in the
+    normalisation statistics).
 
     Cheap enough to call every few pretraining epochs for monitoring and pruning.
     """
     device = torch.device(device)
     mean, std = channel_stats(images[torch.from_numpy(np.flatnonzero(folds != HOLDOUT))])  # never the hold-out's
     feats = extract_features(encoder, images, mean, std, device).numpy()
-    kappas = []
+    values = []
     for k in np.unique(folds[folds != HOLDOUT]):  # the hold-out is never scored here
         tr, va = (folds != k) & (folds != HOLDOUT), folds == k
         scaler = StandardScaler().fit(feats[tr])
         clf = LogisticRegression(max_iter=300, class_weight="balanced")
         clf.fit(scaler.transform(feats[tr]), labels[tr])
         pred = clf.predict(scaler.transform(feats[va]))
-        kappas.append(cohen_kappa_score(labels[va], pred, weights="quadratic"))
-    return float(np.mean(kappas))
+        if metric == "f1":
+            values.append(f1_score(labels[va], pred, labels=np.unique(labels), average="macro", zero_division=0))
+        else:
+            values.append(cohen_kappa_score(labels[va], pred, weights="quadratic"))
+    return float(np.mean(values))
+
+
+def probe_kappa(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
+                device: torch.device | str = "cpu") -> float:
+    """probe_score with quadratic kappa."""
+    return probe_score(encoder, images, labels, folds, device, "kappa")
 
 
 # --- models for the protocols --------------------------------------------------------
@@ -429,11 +454,11 @@ def _fit(model: _Trainable, y: np.ndarray, val: Split, spec: FitSpec, gen: torch
         curves.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(total, 1),
                        "train_accuracy": float(correct) / max(total, 1),
                        "val_loss": float(F.nll_loss(log_p, torch.as_tensor(val.y))),
-                       "val_accuracy": m["accuracy"], "val_kappa": m["kappa"]})
+                       "val_accuracy": m["accuracy"], "val_kappa": m["kappa"], "val_f1": m["f1"]})
         if select is None:
             continue
-        inner = scores(select.y, predict(select.x))["kappa"]
-        curves[-1]["inner_kappa"] = inner
+        inner = scores(select.y, predict(select.x))[spec.metric]
+        curves[-1][f"inner_{spec.metric}"] = inner
         if inner > best:
             best, wait, kept = inner, 0, snapshot(epoch)
         else:
@@ -497,7 +522,7 @@ def evaluate(encoder: nn.Module, data: EvalData, cfg: EvalConfig, device: torch.
         if score_holdout and len(hold):
             sets["holdout"] = x[hold]
         side = FeatureSplit if frozen else ImageSplit
-        spec = FitSpec(n_classes, cfg, protocol, device, k, predict_sets=sets)
+        spec = FitSpec(n_classes, cfg, protocol, device, k, predict_sets=sets, metric=data.metric)
         if cfg.patience > 0:  # early stopping on an inner split of the training fold only
             tr, inner = train_test_split(tr, test_size=cfg.inner_val, stratify=labels[tr],
                                          random_state=cfg.seed * 1000 + k)

@@ -36,6 +36,8 @@ def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool | 
     net = getattr(torchvision.models, cfg.arch)(weights=None, zero_init_residual=zero)
     if weights is not None:
         load_torchvision_weights(net, weights)
+    if cfg.in_channels is None:
+        raise ValueError("model.in_channels is null: resolve it from the data first (vicreg.weights.resolve_init)")
     old = net.conv1
     if small:
         net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -28,10 +28,12 @@ def plot_loss_terms(history: list[dict], path: str | os.PathLike, title: str = "
     fig.savefig(path, dpi=72)
 
 
-def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "") -> None:
-    """Summed confusion matrix over the folds (rows: true grade, columns: predicted)."""
+def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "",
+                   classes: list[str] | None = None) -> None:
+    """Summed confusion matrix over the folds (rows: true class, columns: predicted); `classes`
+    names them (default: DRAC22's grades for 3 classes, else the indices)."""
     n = matrix.shape[0]
-    names = GRADES if n == 3 else [str(i) for i in range(n)]
+    names = classes or (GRADES if n == 3 else [str(i) for i in range(n)])
     fig = Figure(figsize=(1.2 * n + 2, 1.2 * n + 1.5))
     ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
@@ -48,8 +50,9 @@ def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "")
     fig.savefig(path, dpi=72)
 
 
-def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: str = "") -> None:
-    """Train/validation accuracy, loss and kappa per epoch for every fold (the seed's figures 7-8)."""
+def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: str = "", metric: str = "kappa") -> None:
+    """Train/validation accuracy, loss and the primary score (`metric`) per epoch for every fold
+    (the seed's figures 7-8)."""
     fig = Figure(figsize=(14, 3.6))
     axes = fig.subplots(1, 3)
     for k, curves in enumerate(fold_curves):
@@ -60,8 +63,8 @@ def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: s
             line, = ax.plot(ep, [c[f"train_{key}"] for c in curves], alpha=0.8, label=f"fold {k} train")
             ax.plot(ep, [c[f"val_{key}"] for c in curves], ls="--", color=line.get_color(),
                     label=f"fold {k} val")
-        axes[2].plot(ep, [c["val_kappa"] for c in curves], label=f"fold {k}")
-    for ax, name in zip(axes, ("accuracy", "cross-entropy", "validation kappa")):
+        axes[2].plot(ep, [c.get(f"val_{metric}", float("nan")) for c in curves], label=f"fold {k}")
+    for ax, name in zip(axes, ("accuracy", "cross-entropy", f"validation {metric}")):
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -71,12 +74,14 @@ def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: s
     fig.savefig(path, dpi=72)
 
 
-def save_report_plots(report, folder: str | os.PathLike) -> list[str]:
-    """Confusion matrix and train/val curves of an EvalReport as PNGs in `folder`; returns paths."""
+def save_report_plots(report, folder: str | os.PathLike, metric: str = "kappa",
+                      classes: list[str] | None = None) -> list[str]:
+    """Confusion matrix and train/val curves of an EvalReport as PNGs in `folder`, titled with
+    the primary score `metric`; returns paths."""
     os.makedirs(folder, exist_ok=True)
-    title = f"{report.label} ({report.protocol}), kappa {report.summary['kappa_mean']:.3f}"
+    title = f"{report.label} ({report.protocol}), {metric} {report.summary[f'{metric}_mean']:.3f}"
     paths = [os.path.join(folder, f"{report.label}_confusion.png"),
              os.path.join(folder, f"{report.label}_curves.png")]
-    plot_confusion(report.confusion, paths[0], title)
-    plot_curves([f.curves for f in report.folds], paths[1], title)
+    plot_confusion(report.confusion, paths[0], title, classes)
+    plot_curves([f.curves for f in report.folds], paths[1], title, metric)
     return paths

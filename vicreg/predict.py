@@ -1,10 +1,12 @@
-"""The DRAC22 Task 3 submission from an encoder: `predict(encoder, cfg, out) -> EvalReport`.
+"""Predictions for the test images from an encoder: `predict(encoder, cfg, out) -> EvalReport`.
 
 A head is trained per labelled CV fold (cfg.eval's protocol, the study's folds), each fold's
-model predicts the test images, and their mean probabilities are written as
-`case,class,P0,P1,P2`. The encoder may come from a `pretrain` checkpoint (`python -m vicreg
-predict`) or from the Model Registry (`python sweeps/run.py --predict --model models:/...`,
-which fetches it through MLflow: this package never imports mlflow).
+model predicts the test images, and their mean probabilities are written in name order:
+DRAC22 Task 3's submission `case,class,P0,P1,P2`, or for a folder/csv set
+`image,class,P0,...,Pk` (class: its name; P<i>: the i-th class of data.classes' order).
+The encoder may come from a `pretrain` checkpoint (`python -m vicreg predict`) or from the
+Model Registry (`python sweeps/run.py --predict --model models:/...`, which fetches it
+through MLflow: this package never imports mlflow).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .config import Config, ConfigError, DataError
+from .config import Config, ConfigError, DataError, primary_metric
 from .data import load_datasets, make_folds
 from .evaluate import EvalData, EvalReport, evaluate
 from .io import atomic_write
@@ -25,24 +27,31 @@ from .train import resolve_device
 def predict(encoder: nn.Module, cfg: Config, out: str | Path, folds_file: str | Path | None = None) -> EvalReport:
     """Train the heads on the CV folds (stored at `folds_file` or data.folds_file, else made with
     the config's k, seed and hold-out), predict the test images, write the CSV `out`."""
-    if cfg.data.dataset not in ("drac22", "synthetic"):
-        raise ConfigError(f"predict writes a DRAC22 submission; data.dataset is {cfg.data.dataset}")
+    own = cfg.data.dataset in ("folder", "csv")
+    if cfg.data.dataset not in ("drac22", "synthetic") and not own:
+        raise ConfigError(f"predict scores a set's test images (drac22, synthetic, folder, csv); data.dataset is "
+                          f"{cfg.data.dataset}")
     ensure_synthetic(cfg.data)
-    data = load_datasets(cfg.data)
+    data = load_datasets(cfg.data, cfg.model.in_channels)
     if data.test is None:
-        raise DataError("no test images found: point --test-root at the DRAC22 testing set")
+        raise DataError("no test images: set data.test (a folder) or data.split_column (CSV rows marked test)"
+                        if own else "no test images found: point --test-root at the DRAC22 testing set")
     folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed,
                        folds_file or cfg.data.folds_file, cfg.data.holdout)
-    report = evaluate(encoder, EvalData(data.train.images, data.train.labels, folds, data.test.images), cfg.eval,
-                      resolve_device(cfg.train.device))
-    write_submission(data.test.names, report.test_probs, out)
+    metric = primary_metric(cfg.data)
+    report = evaluate(encoder, EvalData(data.train.images, data.train.labels, folds, data.test.images, metric),
+                      cfg.eval, resolve_device(cfg.train.device))
+    if own:
+        write_predictions(data.test.names, report.test_probs, data.train.classes, out)
+    else:
+        write_submission(data.test.names, report.test_probs, out)
     return report
 
 
-def describe(report: EvalReport, out: str | Path, n_test: int) -> str:
+def describe(report: EvalReport, out: str | Path, n_test: int, metric: str = "kappa") -> str:
     s = report.summary
     return (f"wrote {out}: {n_test} test images, averaged over {len(report.folds)} fold models "
-            f"(cv kappa {s['kappa_mean']:.4f} +- {s['kappa_std']:.4f})")
+            f"(cv {metric} {s[f'{metric}_mean']:.4f} +- {s[f'{metric}_std']:.4f})")
 
 
 def write_submission(names: list[str], probs: np.ndarray, path) -> None:
@@ -52,3 +61,17 @@ def write_submission(names: list[str], probs: np.ndarray, path) -> None:
     for name, p in zip(names, probs):
         lines.append(f"{name},{int(p.argmax())},{p[0]:.6f},{p[1]:.6f},{p[2]:.6f}")
     atomic_write(path, "\n".join(lines) + "\n")
+
+
+def write_predictions(names: list[str], probs: np.ndarray, classes: list[str], path) -> None:
+    """A folder/csv set's predictions: `image,class,P0,...,Pk`, one row per test image in name
+    order (class: the most probable class's name; P<i>: class i of `classes`)."""
+    probs = probs / probs.sum(1, keepdims=True)
+    lines = ["image,class," + ",".join(f"P{i}" for i in range(probs.shape[1]))]
+    for name, p in sorted(zip(names, probs), key=lambda item: item[0]):
+        lines.append(f"{_csv_field(name)},{_csv_field(classes[int(p.argmax())])}," + ",".join(f"{v:.6f}" for v in p))
+    atomic_write(path, "\n".join(lines) + "\n")
+
+
+def _csv_field(text: str) -> str:
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text

@@ -181,8 +181,10 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     `train.checkpoint_dir` set, a checkpoint is written atomically after every epoch
     and an existing one is resumed from (bit-identical on CPU with the same seed).
     """
+    # The ImageNet file (if any), the stem and a folder/csv set's channels, pinned for the
+    # checkpoint; then the images checked against them, before any work.
+    cfg = resolve_init(cfg)
     check_images(cfg, images)
-    cfg = resolve_init(cfg)  # the ImageNet file (if any) and the stem, pinned for the checkpoint
     tc, dc = cfg.train, cfg.data
     device = resolve_device(tc.device)
     cuda = device.type == "cuda"

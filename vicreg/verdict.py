@@ -120,12 +120,13 @@ def cv_verdict(vicreg: np.ndarray, baseline: np.ndarray, baseline_name: str, tes
     return Verdict(baseline_name, float(d.mean()), lo, hi, d.shape[0], d.shape[1], metric, where)
 
 
-def cv_verdicts(vicreg: list, baselines: dict[str, list], where: str = SELECTION_WHERE) -> list[Verdict]:
+def cv_verdicts(vicreg: list, baselines: dict[str, list], where: str = SELECTION_WHERE,
+                metric: str = "kappa") -> list[Verdict]:
     """One CV verdict per baseline from EvalReports: `vicreg[s]` and `baselines[name][s]` are
-    seed s's reports on the same folds with the same head seed."""
+    seed s's reports on the same folds with the same head seed; `metric` their primary score."""
     ratio = vicreg[0].n_val_per_fold / max(1.0, vicreg[0].n_train_per_fold)
-    a = np.array([r.fold_kappas for r in vicreg]).T  # (folds, seeds)
-    return [cv_verdict(a, np.array([r.fold_kappas for r in reps]).T, name, ratio, where)
+    a = np.array([r.fold_scores(metric) for r in vicreg]).T  # (folds, seeds)
+    return [cv_verdict(a, np.array([r.fold_scores(metric) for r in reps]).T, name, ratio, where, metric)
             for name, reps in baselines.items()]
 
 
@@ -133,12 +134,17 @@ def cv_verdicts(vicreg: list, baselines: dict[str, list], where: str = SELECTION
 
 
 def scores_of(conf: np.ndarray, metric: str) -> np.ndarray:
-    """accuracy, or quadratic-weighted kappa (as sklearn's cohen_kappa_score), of confusion
+    """accuracy, macro-F1 (as sklearn's f1_score(average="macro", zero_division=0) over all C
+    labels) or quadratic-weighted kappa (as sklearn's cohen_kappa_score), of confusion
     matrices (..., C, C) (rows: labels, columns: predictions) -> (...)."""
     conf = np.asarray(conf, dtype=float)
     n = conf.sum((-2, -1))
     if metric == "accuracy":
         return np.trace(conf, axis1=-2, axis2=-1) / np.maximum(n, 1)
+    if metric == "f1":  # per class 2TP / (2TP + FP + FN), 0 where undefined, then the mean
+        tp = np.diagonal(conf, axis1=-2, axis2=-1)
+        den = conf.sum(-1) + conf.sum(-2)  # = 2TP + FN + FP
+        return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 0.0).mean(-1)
     c = conf.shape[-1]
     i, j = np.indices((c, c))
     w = (i - j) ** 2 / max(1, (c - 1) ** 2)
@@ -219,12 +225,13 @@ def holdout_verdict(y: np.ndarray, vicreg_probs: list[np.ndarray], baseline_prob
     return Verdict(baseline_name, estimate, lo, hi, n, r, metric, HOLDOUT_WHERE)
 
 
-def holdout_verdicts(vicreg: list, baselines: dict[str, list], n_boot: int = 2000) -> list[Verdict]:
+def holdout_verdicts(vicreg: list, baselines: dict[str, list], n_boot: int = 2000,
+                     metric: str = "kappa") -> list[Verdict]:
     """One hold-out verdict per baseline from EvalReports scored with the hold-out (seed s's
-    reports at index s on both sides); [] when there is no hold-out."""
+    reports at index s on both sides), on `metric`; [] when there is no hold-out."""
     if not vicreg or vicreg[0].holdout_probs is None or not len(vicreg[0].holdout_probs):
         return []
     y = vicreg[0].holdout_labels
     mine = [r.holdout_probs for r in vicreg]
-    return [holdout_verdict(y, mine, [r.holdout_probs for r in reps], name, n_boot=n_boot)
+    return [holdout_verdict(y, mine, [r.holdout_probs for r in reps], name, metric=metric, n_boot=n_boot)
             for name, reps in baselines.items()]

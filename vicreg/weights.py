@@ -79,8 +79,12 @@ def uses_small_stem(cfg: ModelConfig, image_size: int) -> bool:
 
 def resolve_init(cfg: Config) -> Config:
     """`cfg` with what `model.init` resolved to written out: model.weights the file the encoder
-    starts from (None for random weights) and model.small_stem true/false, so that the logged
-    config says both, and a checkpoint rebuilds the same network on a machine without the file."""
+    starts from (None for random weights), model.small_stem true/false and model.in_channels
+    (a folder/csv set's, when null), so that the logged config says all three, and a
+    checkpoint rebuilds the same network on a machine without the file or the data."""
+    from .layouts import resolve_channels  # a folder/csv set's channels, pinned with the rest
+
+    cfg = resolve_channels(cfg)
     path = init_weights(cfg.model)
     model = dataclasses.replace(cfg.model, weights=str(path) if path else None,
                                 small_stem=uses_small_stem(cfg.model, cfg.data.image_size))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Param
 
-from vicreg.config import Config, flatten, save_config
+from vicreg.config import Config, flatten, primary_metric, save_config
 
 from ..outcome import OUTCOMES, outcome_of
 from ..signals import Preempted
@@ -323,11 +323,12 @@ def write_artifacts(folder: Path, cfg: Config, result: PretrainResult, reports: 
 
         data_name = "synthetic DRAC22-format" if cfg.data.dataset == "synthetic" else cfg.data.dataset
         plot_loss_terms(result.history, folder / "loss_terms.png", f"VICReg loss terms ({data_name})")
-        save_report_plots(reports[0], folder)  # baselines: their scores are in the CSV and metrics
-    rows = ["model,fold,kappa,accuracy,auc,best_epoch"]
+        save_report_plots(reports[0], folder, primary_metric(cfg.data),  # baselines: in the CSV and metrics
+                          list(cfg.data.classes) if cfg.data.classes else None)
+    rows = ["model,fold,kappa,f1,accuracy,auc,best_epoch"]
     for r in reports:
-        rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics['accuracy']:.6f},"
-                 f"{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
+        rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics.get('f1', float('nan')):.6f},"
+                 f"{f.metrics['accuracy']:.6f},{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
     (folder / "folds_scores.csv").write_text("\n".join(rows) + "\n")
     if checkpoint:
         from vicreg.checkpoint import save as save_weights
