@@ -186,7 +186,7 @@ def run_one(b: Bench, kind: str, overrides: dict, seed: int) -> dict:
         return {"report": r.to_dict(), "seconds": None}
     t0 = time.perf_counter()
     if kind == "ours":
-        encoder, seconds = pretrain(cfg, images).model.encoder, None
+        encoder = pretrain(cfg, images).model.encoder
         seconds = time.perf_counter() - t0
     else:
         encoder, seconds = peer_pretrain(cfg, images, seed, workers=0 if torch.get_num_threads() == 1 else 2)

@@ -316,13 +316,13 @@ def load_digits(cfg: DataConfig) -> Datasets:
 def load_own(cfg: DataConfig, channels: int | None = None) -> Datasets:
     """A folder or CSV set (vicreg/layouts.py): the labelled images, the test images (data.test,
     or CSV rows marked test) and the unlabelled ones, decoded as `channels` (default: the data's)."""
-    from .layouts import data_channels, scan
+    from .layouts import channels_of, scan
 
     files = scan(cfg)
     files.raise_first()
     for note in files.warnings:
         warnings.warn(note, stacklevel=3)
-    channels = channels or data_channels(cfg)
+    channels = channels or channels_of(files)  # from this scan: the layout is not read twice
     source = str(Path(cfg.root).expanduser().resolve())
     label = f"{cfg.dataset}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
 

@@ -144,14 +144,13 @@ def scan_csv(cfg: DataConfig) -> OwnFiles:
     on_disk = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*")
                if p.is_file() and p.suffix.lower() in EXTENSIONS}
     out = OwnFiles()
-    labelled = [(line, r) for line, r in rows if not (split_col and r[split_col].lower() == "test")]
-    out.classes = _class_order([r[label_col] for _, r in labelled if r[label_col]], cfg)
+    is_test = [split_col is not None and r[split_col].lower() == "test" for _, r in rows]
+    out.classes = _class_order([r[label_col] for (_, r), t in zip(rows, is_test) if not t and r[label_col]], cfg)
     index = {c: i for i, c in enumerate(out.classes)}
     seen: dict[str, int] = {}
     used: set[Path] = set()
-    for line, r in rows:
+    for (line, r), test_row in zip(rows, is_test):
         name = r[image_col]
-        test_row = split_col is not None and r[split_col].lower() == "test"
         if not name:
             out.problems.append(f"{path}: row {line}: empty {image_col!r}")
             continue
@@ -265,9 +264,13 @@ def data_channels(cfg: DataConfig) -> int:
     root = _root(cfg)
     key = json.dumps([dataclasses.asdict(cfg), os.stat(root).st_mtime_ns if root.exists() else 0], default=str)
     if key not in _CHANNELS:
-        # Only the labelled images decide (the model is built for what it is scored on); any colour -> 3.
-        _CHANNELS[key] = 3 if any(image_mode(p) not in GREY_MODES for p in scan(cfg).train) else 1
+        _CHANNELS[key] = channels_of(scan(cfg))
     return _CHANNELS[key]
+
+
+def channels_of(files: OwnFiles) -> int:
+    """Only the labelled images decide (the model is built for what it is scored on); any colour -> 3."""
+    return 3 if any(image_mode(p) not in GREY_MODES for p in files.train) else 1
 
 
 def resolve_channels(cfg: Config) -> Config:
