@@ -309,9 +309,9 @@ def ablate(b: Bench, seeds: int, parallel: int, run: bool = True) -> None:
 # --- the table: default, swept, peer and the floors ------------------------------------------
 
 
-def run_sweep(b: Bench, trials: int, seeds: int) -> Path:
-    """The sweep and its confirm stage, through the sweep's own command line (reused when its
-    confirmed.json is there); returns its folder."""
+def run_sweep(b: Bench, trials: int, seeds: int, workers: int = 1) -> Path:
+    """The sweep (`workers` processes, the sweep's --workers) and its confirm stage, through the
+    sweep's own command line (reused when its confirmed.json is there); returns its folder."""
     from sweeps.run import main as sweep
 
     runs = b.out / "runs"
@@ -322,7 +322,8 @@ def run_sweep(b: Bench, trials: int, seeds: int) -> Path:
     doc["confirm"]["seeds"] = seeds
     local = b.out / b.study_file().name  # its best file lands next to it, not in experiments/best
     local.write_text(yaml.safe_dump(doc, sort_keys=False))
-    code = sweep(["--config", str(local), "--no-tracking", "--out", str(runs), "--trials", str(trials)])
+    code = sweep(["--config", str(local), "--no-tracking", "--out", str(runs), "--trials", str(trials),
+                  "--workers", str(workers)])
     if code != 0:
         raise SystemExit(f"the sweep failed (exit {code})")
     return runs
@@ -345,7 +346,7 @@ def table(b: Bench, trials: int, seeds: int, parallel: int) -> None:
             for s in range(seeds)] + [("raw", "raw", {}, 0)]
     done = run_all(b, jobs, parallel)
     t0 = time.perf_counter()
-    best, by_label = confirmed(run_sweep(b, trials, seeds)) if trials else ({}, {})
+    best, by_label = confirmed(run_sweep(b, trials, seeds, parallel)) if trials else ({}, {})
     sweep_s = time.perf_counter() - t0
     default, peer, untrained = (reports(done, n, seeds) for n in ("default", "peer", "untrained"))
     swept = by_label.get("vicreg", [])
@@ -476,7 +477,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time (each with cores/jobs threads)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs (or sweep workers) at once, cores/jobs threads each")
     ap.add_argument("--out", help="where the runs are kept and reused (default benchmarks/results/learning-<set>)")
     ap.add_argument("--ablate", action="store_true", help="the one-factor-at-a-time table")
     ap.add_argument("--report", action="store_true", help="with --ablate: the table of the stored runs only")
