@@ -278,10 +278,14 @@ def versus(mine: list[EvalReport], theirs: list[EvalReport], name: str) -> str:
     return f"{v.diff:+.3f} ({v.lo:+.3f}..{v.hi:+.3f})"
 
 
-def ablate(b: Bench, seeds: int, parallel: int, run: bool = True) -> None:
+def ablate(b: Bench, seeds: int, parallel: int, run: bool = True, rows: list[str] | None = None) -> None:
+    """The ablation table; `rows`: only the rows whose name contains one of these (and the
+    bases they are compared with), e.g. to check one finding on another set."""
+    wanted = [(name, over, base) for name, over, base in ABLATION
+              if not rows or any(r.lower() in name.lower() for r in rows) or name in BASES]
     jobs = [("peer", "peer", {}, s) for s in range(seeds)]
     jobs += [("untrained", "untrained", {}, s) for s in range(seeds)] + [("raw", "raw", {}, 0)]
-    jobs += [(f"ablate {name}", "ours", {**base, **over}, s) for name, over, base in ABLATION for s in range(seeds)]
+    jobs += [(f"ablate {name}", "ours", {**base, **over}, s) for name, over, base in wanted for s in range(seeds)]
     done = run_all(b, jobs, parallel, run)
     peer = reports(done, "peer", seeds)
     print(f"\nablation, {b.name} {b.config().data.image_size} px, {b.epochs} epochs, {seeds} seeds per row; "
@@ -289,7 +293,7 @@ def ablate(b: Bench, seeds: int, parallel: int, run: bool = True) -> None:
     print("| row | hold-out accuracy | CV accuracy | minus peer (95% CI) | minus its base (95% CI) |")
     print("|---|---|---|---|---|")
     ran = lambda name: all((f"ablate {name}", s) in done for s in range(seeds))  # noqa: E731
-    for name, _, base in ABLATION:
+    for name, _, base in wanted:
         if not ran(name):
             print(f"| {name} | not run | | | |")
             continue
@@ -489,6 +493,8 @@ def main() -> None:
                     help="train.precision of the sweep's trials and confirm runs (default: the study's; bf16 "
                          "is the faster on a CPU with native bf16, at no measured cost: the ablation's bf16 row)")
     ap.add_argument("--ablate", action="store_true", help="the one-factor-at-a-time table")
+    ap.add_argument("--rows", nargs="+", metavar="TEXT",
+                    help="with --ablate: only the rows whose name contains TEXT (and their bases)")
     ap.add_argument("--report", action="store_true", help="with --ablate: the table of the stored runs only")
     ap.add_argument("--timing", action="store_true", help="pretraining time against the peer at 16/32/64 px")
     ap.add_argument("--timing-images", type=int, default=512)
@@ -505,7 +511,7 @@ def main() -> None:
     b = make_bench(args.dataset, args.epochs, out)
     print(f"{b.name}: {args.epochs} epochs, {args.seeds} seeds, runs kept in {out}", flush=True)
     if args.ablate:
-        ablate(b, args.seeds, args.jobs, run=not args.report)
+        ablate(b, args.seeds, args.jobs, run=not args.report, rows=args.rows)
     else:
         table(b, args.trials, args.seeds, args.jobs, args.sweep_precision)
 
