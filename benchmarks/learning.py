@@ -22,11 +22,14 @@ two-way bootstrap over seeds and hold-out images, BCa).
 
     pip install -e ".[bench]"     # lightly (the peer) and scikit-image (the textures)
     python benchmarks/learning.py [--dataset digits|textures] [--trials 8] [--epochs 10] [--seeds 3]
-    python benchmarks/learning.py --ablate [--dataset ...]   # one factor at a time, towards the peer
+                                  [--jobs 2] [--sweep-precision bf16]
+    python benchmarks/learning.py --ablate [--dataset ...] [--rows TEXT ...] [--report]
     python benchmarks/learning.py --timing                   # pretraining time vs the peer, 16/32/64 px
 
---ablate starts from the recipe before the defaults were changed (zero-init residuals) and moves
-one factor at a time (ABLATION), each row with S seeds against the peer's S seeds. Runs are
+--ablate has two blocks (ABLATION): from the recipe before the defaults changed (zero-init
+residuals on), one factor at a time towards lightly; then from the default, every other factor,
+towards the peer or away from both. Each row has S seeds, compared with its block's base (the
+same seeds) and with the peer's S seeds; --rows picks some rows (and their bases). Runs are
 stored one file each under --out (default benchmarks/results/learning-<set>) and reused, so an
 interrupted run goes on where it stopped; --jobs N runs N at a time (each with cores/N threads).
 """

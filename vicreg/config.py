@@ -80,6 +80,9 @@ class DataConfig:
     # resized down to image_size (antialiased), as the reference crops the full-resolution
     # image: a 0.08-scale crop of a 224 px cache is a 63 px patch blown up 3.5x, of a 512 px
     # cache a 145 px patch shrunk. None: crop the image_size cache (the probe always uses it).
+    # Default None: the ablation (README) found no gain on digits (+0.001, -0.008..+0.014; a
+    # 2x cache of 8 px scans holds no extra detail) and TEXTURES_CACHE_ROW on the textures, and
+    # it costs (crop_source_size / image_size)^2 times the cache memory: a knob for a study.
     crop_source_size: int | None = None
     batch_size: int = 32
     include_test_in_pretrain: bool = False  # SSL uses no labels: the test images may join
@@ -120,13 +123,15 @@ class ModelConfig:
     # (95% CI +0.017..+0.066), level with lightly's 0.975. With it on, every block starts as
     # the identity and a short run leaves the branches little trained. The untrained-encoder
     # baseline is built the same way, so the trainer starts from the network it is judged against.
+    # On the textures (which did not choose it) off is level on the hold-out (+0.002,
+    # -0.034..+0.038; CV accuracy 0.813 -> 0.862): not worse anywhere.
     zero_init_residual: bool = False
     expander_hidden: int = 2048
     expander_layers: int = 3  # number of Linear layers in the expander
     expander_out: int = 2048
     # The expander's last Linear with a bias (lightly's VICRegProjectionHead) or without (the
     # reference's Projector, default). Its hidden Linears feed a BatchNorm, so their bias is
-    # moot either way.
+    # moot either way. Ablation: the bias +0.005 (-0.008..+0.026), not measurable: kept off.
     expander_last_bias: bool = False
 
 
@@ -163,12 +168,15 @@ class AugmentConfig:
     # DataLoader pipeline would; the same recipe either way. Ablation (digits, 3 seeds): per-image
     # torchvision views +0.008 hold-out accuracy (-0.006..+0.027), no measurable difference.
     views: Views = "kornia"
-    resample: Resample = "bilinear"  # the crop's interpolation
+    # The crop's interpolation. Ablation: bicubic -0.003 (-0.015..+0.007): bilinear kept.
+    resample: Resample = "bilinear"
     # Area-average when a crop is shrunk (torchvision/PIL do; kornia's crop does not). Only
-    # matters when the crop source is larger than the output (data.crop_source_size).
+    # matters when the crop source is larger than the output (data.crop_source_size); from an
+    # image_size cache (no crop shrunk) the ablation found -0.006 (-0.019..+0.007): kept off.
     antialias: bool = False
     # Normalise the views by the pretraining set's per-channel statistics (default) or by each
-    # view batch's own (lightly normalises each image by the set's statistics too).
+    # view batch's own (lightly normalises each image by the set's statistics too). Ablation:
+    # per batch -0.003 (-0.013..+0.007): the set's kept.
     normalise: Normalise = "dataset"
 
 
@@ -196,7 +204,9 @@ class OptimConfig:
     # train.epochs and keep the warm-up in proportion).
     warmup_fraction: float | None = None
     final_lr_ratio: float = 0.001  # cosine decays to peak * this
-    schedule_every: ScheduleEvery = "step"  # the lr moves every step (reference) or every epoch
+    # The lr moves every step (the reference's and lightly's, default) or every epoch. Ablation:
+    # per epoch -0.009 (-0.020..+0.001), the largest move after zero-init, not shown: kept.
+    schedule_every: ScheduleEvery = "step"
 
 
 @dataclass
@@ -218,7 +228,8 @@ class TrainConfig:
     checkpoint_dir: str | None = None  # a checkpoint per epoch; resumed from when present
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
     # Drop each epoch's last partial batch (default: VICReg's variance and covariance are batch
-    # statistics); when false it is trained on too unless it holds a single image.
+    # statistics); when false it is trained on too unless it holds a single image. Ablation:
+    # off +0.001 (-0.006..+0.014): kept on.
     drop_last: bool = True
     progress: bool = True
 
