@@ -81,8 +81,9 @@ class DataConfig:
     # image: a 0.08-scale crop of a 224 px cache is a 63 px patch blown up 3.5x, of a 512 px
     # cache a 145 px patch shrunk. None: crop the image_size cache (the probe always uses it).
     # Default None: the ablation (README) found no gain on digits (+0.001, -0.008..+0.014; a
-    # 2x cache of 8 px scans holds no extra detail) and TEXTURES_CACHE_ROW on the textures, and
-    # it costs (crop_source_size / image_size)^2 times the cache memory: a knob for a study.
+    # 2x cache of 8 px scans holds no extra detail) and +0.025 (-0.004..+0.055) on the
+    # textures' 32 px tiles, not shown (CV moved -0.009); it costs (crop_source_size /
+    # image_size)^2 times the cache memory. The first knob to try on images larger than image_size.
     crop_source_size: int | None = None
     batch_size: int = 32
     include_test_in_pretrain: bool = False  # SSL uses no labels: the test images may join
