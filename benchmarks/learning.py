@@ -86,7 +86,7 @@ ABLATION: list[tuple[str, dict, dict]] = [  # (row, its change, its base), in th
     ("lr per epoch, not per step", {"optim.schedule_every": "epoch"}, {}),
     ("drop_last off", {"train.drop_last": False}, {}),
 ]
-BASES = {"ours, before (zero-init residuals)": BEFORE, "ours, default (zero-init off)": {}}
+BASES = {name: base for name, change, base in ABLATION if not change}  # the row each block is measured from
 
 
 @dataclass
@@ -295,7 +295,10 @@ def ablate(b: Bench, seeds: int, parallel: int, run: bool = True, rows: list[str
           f"linear probe, hold-out of {len(peer[0].holdout_labels)} images")
     print("| row | hold-out accuracy | CV accuracy | minus peer (95% CI) | minus its base (95% CI) |")
     print("|---|---|---|---|---|")
-    ran = lambda name: all((f"ablate {name}", s) in done for s in range(seeds))  # noqa: E731
+
+    def ran(name: str) -> bool:
+        return all((f"ablate {name}", s) in done for s in range(seeds))
+
     for name, _, base in wanted:
         if not ran(name):
             print(f"| {name} | not run | | | |")
@@ -382,9 +385,8 @@ def table(b: Bench, trials: int, seeds: int, parallel: int, precision: str | Non
     if not swept:
         return
     trained = yaml.safe_load((b.out / b.study_file().name).read_text())["base"]["train"].get("precision", "auto")
-    print(f"swept recipe (trial {best['trial']}, train.precision {trained}): {best['params']}; sweep of {trials} "
-          f"trials + confirm "
-          f"{seeds} seeds: {sweep_s:.0f} s (0 when reused)")
+    print(f"swept recipe (trial {best['trial']}, train.precision {trained}): {best['params']}; "
+          f"sweep of {trials} trials + confirm {seeds} seeds: {sweep_s:.0f} s (0 when reused)")
     print(f"  ours swept minus untrained:     {versus(swept, by_label['random-init'], 'untrained')} "
           f"(the confirm stage's own untrained encoders, the same seeds)")
     print(f"  ours swept minus raw pixels:    {versus(swept, by_label['raw-pixels'], 'raw')}")
