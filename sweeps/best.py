@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
 
-QUOTE = ("quote the confirmed best's hold-out score and its hold-out verdict: images that no selection (epochs, "
-         "pruning, the sampler, ranking) saw, scored by a configuration pretrained again with fresh seeds. "
-         "Trial values and the CV verdict are on the folds that chose the configuration, and read high.")
+QUOTE = ("quote the primary verdict and the confirmed best's hold-out score with its interval: images that no "
+         "selection (epochs, pruning, the sampler, ranking) saw, scored by a configuration pretrained again with "
+         "seeds that chose nothing. Trial values and the CV lines are on the folds that chose the configuration, "
+         "and read high.")
 
 
 CONFIRMED_FILE = "confirmed.json"  # in runs/<study>/: the confirm stage's ranking (sweeps/confirm.py)
@@ -112,12 +113,17 @@ def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None,
             "config": unflatten(t.user_attrs.get("config", {})),
         })
     ranked = confirmed["ranked"] if confirmed else []
+    head = (confirmed or {}).get("headline") or {}  # absent in a file written before the headline: rerun --confirm
     doc = {"study": spec.name, "metric": spec.objective.metric, "primary": m, "direction": spec.objective.direction,
            "updated": time.strftime("%Y-%m-%d %H:%M:%S"), "rerun": rerun_command(spec), "quote": QUOTE,
            "confirmed": [{k: v for k, v in e.items() if k != "config"} for e in ranked],
            "confirm_seeds": confirmed["seeds"] if confirmed else 0,
-           "verdict": [v["line"] for v in ranked[0]["verdicts"]] if ranked else [],
-           "cv_verdict": [v["line"] for v in ranked[0]["cv_verdicts"]] if ranked else [],
+           "headline": {k: head[k] for k in ("trial", "seed_values", "seeds", "diverged_seeds") if k in head},
+           "primary_verdict": (head.get("primary") or {}).get("line", ""),
+           "verdict": [v["line"] for v in head.get("verdicts", [])],
+           "cv_verdict": [v["line"] for v in head.get("cv_verdicts", [])],
+           "quote_score": (head.get("quote") or {}).get("text", ""),
+           "more_seeds": head.get("more_seeds", []),
            "pretraining_saw": pretrain_note(ranked[0].get("pretrain_images") or {}) if ranked else "",
            "top": entries}
     best_config = ranked[0]["config"] if ranked else entries[0]["config"]
@@ -169,6 +175,7 @@ def print_best(spec: StudySpec) -> int:
     if floors:
         print("baselines on the same CV folds and head seed, no pretraining: "
               + ", ".join(f"{k} CV {m} {v:.4f}" for k, v in floors.items()))
+    print(f"rerun the best: {doc['rerun']}")
     confirmed = doc.get("confirmed") or []
     if confirmed:
         print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
@@ -176,28 +183,31 @@ def print_best(spec: StudySpec) -> int:
         print("\n".join(verdict_lines(doc)))
     else:
         print(f"not confirmed yet: python sweeps/run.py --config {spec.path} --confirm")
-    print(f"rerun the best: {doc['rerun']}")
     return 0
 
 
 def verdict_lines(doc: dict) -> list[str]:
-    """The confirmed best's verdicts, headline first, and the number to quote (--best, the
-    notebooks, the parent run's description)."""
-    confirmed = doc.get("confirmed") or []
-    if not confirmed:
+    """The headline, first and last line in bold where rendered: the primary verdict; the
+    hold-out verdict against each baseline and the optimistic CV lines; what more seeds could
+    change; and the number to quote (--best, the notebooks, the parent run's description)."""
+    head = doc.get("headline") or {}
+    if not doc.get("confirmed"):
         return []
-    best = confirmed[0]
-    seeds = ", ".join(str(s) for s in best.get("seed_values", []))
-    lines = [f"verdict for the confirmed best (trial {best['trial']}, confirm seeds {seeds}), paired "
-             f"with each baseline under the same seeds:"]
-    lines += [f"  {line}" for line in doc["verdict"]] or ["  no hold-out (data.holdout = 0): no headline verdict"]
+    if not head:
+        return ["no headline in this best file (written before it existed): rerun --confirm (stored runs are reused)"]
+    seeds = ", ".join(str(s) for s in head.get("seed_values", []))
+    ranked = len(doc["confirmed"]) > 1
+    lines = [doc.get("primary_verdict") or "verdict: none (data.holdout = 0: no hold-out, no verdict)",
+             f"  confirmed best: trial {head['trial']}, seeds {seeds}"
+             + (" (not the seeds that ranked it: no winner's curse)" if ranked else "")
+             + "; each baseline paired under the same seeds:"]
+    lines += [f"  {line}" for line in doc["verdict"]]
     lines += [f"  {line}" for line in doc.get("cv_verdict", [])]
     if doc.get("pretraining_saw"):
         lines.append(f"  ({doc['pretraining_saw']})")
-    vic, m = best["scores"].get("vicreg", {}), best.get("metric", "kappa")
-    lines.append(f"quote: hold-out {m} {vic.get(f'holdout_{m}', float('nan')):.4f} +- "
-                 f"{vic.get(f'holdout_{m}_std', float('nan')):.4f} (confirmed best, trial {best['trial']}, "
-                 f"mean +- std over {best['seeds'] - best.get('diverged_seeds', 0)} seeds) with its hold-out verdict")
+    lines += [f"  {line}" for line in doc.get("more_seeds", [])]
+    quote = doc.get("quote_score") or "no hold-out score"
+    lines.append(f"quote: {quote}, confirmed best (trial {head['trial']}), with the verdict above")
     return lines
 
 
@@ -209,6 +219,8 @@ def study_report(doc: dict) -> str:
     if not confirmed:
         return "\n".join([*lines, "Not confirmed yet: the verdict comes with the confirm stage."])
     verdicts = verdict_lines(doc)
+    if len(verdicts) < 2:
+        return "\n".join([*lines, *verdicts])
     lines += [f"**{verdicts[0]}**", ""]
     lines += [f"- {v.strip()}" for v in verdicts[1:-1]]
     lines += ["", f"**{verdicts[-1]}**", "", "```", confirmed_table(confirmed, doc.get("confirm_seeds", 0)).strip(),

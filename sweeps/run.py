@@ -115,7 +115,7 @@ ARGUMENT_CHECKS: list[tuple[Callable[[argparse.Namespace], bool], str]] = [
     (lambda a: a.workers < 1, "--workers must be >= 1"),
     (lambda a: a.max_time is not None and a.max_time <= 0, "--max-time must be a number of seconds > 0"),
     (lambda a: a.timeout is not None and a.timeout <= 0, "--timeout must be a number of seconds > 0"),
-    (lambda a: a.seeds is not None and a.seeds < 1, "--seeds must be >= 1"),
+    (lambda a: a.seeds is not None and not 1 <= a.seeds < 500, "--seeds must be 1..499 (quote seeds start at +500)"),
     (lambda a: bool(a.gpus) and not all(g.strip().isdigit() for g in a.gpus.split(",")),
      "--gpus takes comma-separated GPU numbers, e.g. 0,1"),
     (lambda a: a.per_gpu < 1, "--per-gpu must be >= 1"),
@@ -368,9 +368,9 @@ def _confirm_stage(plan: Plan) -> None:
     ctx = SweepContext(spec, out_dir, plan.overrides, tracking, parent, 0, progress=True, dry_run=False)
     ranked = run_confirm(study, ctx, spec.confirm.top_k, seeds)
     record_best(study, spec, tracking, parent, None, load_confirmed(out_dir))
-    doc = read_best(best_file(spec))
+    doc, confirmed = read_best(best_file(spec)), load_confirmed(out_dir) or {}
     if tracking is not None and parent is not None and ranked and doc is not None:
-        log_confirmed(tracking, parent, ranked, study_report(doc))
+        log_confirmed(tracking, parent, confirmed.get("headline"), study_report(doc))
 
 
 

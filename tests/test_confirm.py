@@ -1,26 +1,41 @@
-"""The confirm stage's rules, without training: fresh seeds, divergence in the ranking and
-the table, and the study report that becomes the parent run's description."""
+"""The confirm stage's rules, without training: fresh and disjoint seeds, the ranking by
+confirmed CV (never the hold-out), divergence in the ranking and the table, registration of
+the CV winner, the winner's curse that the quote seeds remove, and the study report."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+import sweeps.confirm
 from sweeps.best import confirmed_table, study_report, verdict_lines
-from sweeps.confirm import confirm_seeds, rank_key
+from sweeps.confirm import confirm_seeds, rank_key, register_best
 
 
-def test_confirm_seeds_never_equal_the_trial_seed() -> None:
-    assert confirm_seeds(0, 3) == [1000, 1001, 1002]
+def test_confirm_seeds_never_equal_the_trial_seed_and_quote_seeds_are_disjoint() -> None:
+    assert confirm_seeds(0, 3) == [1000, 1001, 1002] and confirm_seeds(0, 3, quote=True) == [1500, 1501, 1502]
     for trial_seed in (0, 5, 999, 1000, 1001, 2500):
-        seeds = confirm_seeds(trial_seed, 5)
-        assert trial_seed not in seeds and len(set(seeds)) == 5
+        for n in (1, 5, 499):
+            ranking, quote = confirm_seeds(trial_seed, n), confirm_seeds(trial_seed, n, quote=True)
+            assert trial_seed not in ranking + quote and len(set(ranking + quote)) == 2 * n
 
 
-def _entry(trial: int, cv: float, diverged: int, seeds: int = 3) -> dict:
-    vic = {"cv_kappa": cv, "cv_kappa_std": 0.01, "pooled_kappa": cv, "holdout_kappa": cv - 0.05,
-           "holdout_kappa_std": 0.02}
+def _entry(trial: int, cv: float, diverged: int, seeds: int = 3, holdout: float | None = None) -> dict:
+    vic = {"cv_kappa": cv, "cv_kappa_std": 0.01, "pooled_kappa": cv,
+           "holdout_kappa": cv - 0.05 if holdout is None else holdout, "holdout_kappa_std": 0.02}
     return {"trial": trial, "seeds": seeds, "seed_values": [1000 + i for i in range(seeds)],
             "diverged_seeds": diverged, "scores": {"vicreg": vic,
                                                   "random-init": {"cv_kappa": 0.3, "holdout_kappa": 0.28}},
-            "verdicts": [], "cv_verdicts": []}
+            "verdicts": [], "cv_verdicts": [], "mlflow_run_ids": [f"run-{trial}-{i}" for i in range(seeds)]}
+
+
+def test_ranking_follows_confirmed_cv_not_the_holdout() -> None:
+    """Hold-out scores in the opposite order to the CV scores: the ranking follows the CV
+    (a ranking by hold-out would put trial 1 first)."""
+    entries = [_entry(1, 0.60, 0, holdout=0.9), _entry(2, 0.70, 0, holdout=0.5), _entry(3, 0.65, 0, holdout=0.7)]
+    assert [e["trial"] for e in sorted(entries, key=rank_key)] == [2, 3, 1]
 
 
 def test_a_configuration_with_a_diverged_seed_ranks_after_those_without() -> None:
@@ -35,19 +50,69 @@ def test_a_configuration_with_a_diverged_seed_ranks_after_those_without() -> Non
     assert not any("diverged" in line for line in table[2:-1])
 
 
-def test_study_report_leads_with_the_holdout_verdict() -> None:
+def test_registration_takes_the_cv_winners_first_seed_whatever_the_holdout_says(tmp_path, monkeypatch) -> None:
+    """register_best registers ranked[0]'s first confirm seed: with the ranking by CV and the
+    hold-out in the opposite order, the registered run is the CV winner's."""
+    (tmp_path / "confirm").mkdir()
+    ranked = sorted([_entry(1, 0.60, 0, holdout=0.9), _entry(2, 0.70, 0, holdout=0.5)], key=rank_key)
+    for e in ranked:
+        (tmp_path / "confirm" / f"encoder-trial{e['trial']:04d}-first-seed.pt").write_bytes(b"weights")
+    registered = []
+    monkeypatch.setattr(sweeps.confirm, "best_version", lambda tr, name: None)
+    monkeypatch.setattr(sweeps.confirm.checkpoint, "load", lambda path: {"example": torch.zeros(2, 3)})
+    monkeypatch.setattr(sweeps.confirm, "encoder_from_state",
+                        lambda state, path: ({"data": {"image_size": 8}, "model": {"in_channels": 1}},
+                                             torch.nn.Identity()))
+    monkeypatch.setattr(sweeps.confirm, "register_encoder", lambda tr, run_id, *a: registered.append(run_id))
+    ctx = SimpleNamespace(tracking=object(), spec=SimpleNamespace(name="demo"), out_dir=tmp_path)
+    register_best(ctx, ranked)
+    assert registered == ["run-2-0"]
+    assert not list((tmp_path / "confirm").glob("encoder-*"))  # the kept encoder files are removed
+
+
+def _simulated_entry(config: int, seeds: list[int], luck: dict, rng: np.random.Generator) -> dict:
+    """A confirmed configuration of true kappa 0.6: each seed's luck (its encoder, a fixed
+    function of (configuration, seed): a reused seed reuses it) moves its CV and hold-out alike."""
+    lk = np.array([luck.setdefault((config, s), rng.normal(0, 0.05)) for s in seeds])
+    cv, hold = 0.6 + lk + rng.normal(0, 0.02, len(lk)), 0.6 + lk + rng.normal(0, 0.04, len(lk))
+    return {"trial": config, "diverged_seeds": 0, "metric": "kappa",
+            "scores": {"vicreg": {"cv_kappa": cv.mean(), "holdout_kappa": hold.mean()}}}
+
+
+def test_quote_seeds_remove_the_winners_curse() -> None:
+    """Three tied configurations ranked by rank_key on their confirm seeds: the winner's
+    hold-out on those same seeds reads high (+0.017 when written); on its quote seeds
+    (confirm_seeds(quote=True)) it does not."""
+    rng = np.random.default_rng(0)
+    draws, same, fresh = 2000, [], []
+    for _ in range(draws):
+        luck: dict = {}
+        ranked = sorted([_simulated_entry(c, confirm_seeds(0, 5), luck, rng) for c in range(3)], key=rank_key)
+        same.append(ranked[0]["scores"]["vicreg"]["holdout_kappa"] - 0.6)
+        quoted = _simulated_entry(ranked[0]["trial"], confirm_seeds(0, 5, quote=True), luck, rng)
+        fresh.append(quoted["scores"]["vicreg"]["holdout_kappa"] - 0.6)
+    se = 0.03 / np.sqrt(draws)  # the SD of one quote (luck/sqrt(5) and noise) over sqrt(draws)
+    assert np.mean(same) > 0.01 and abs(np.mean(fresh)) < 4 * se, (np.mean(same), np.mean(fresh))
+
+
+def test_study_report_leads_with_the_primary_verdict_and_closes_with_the_quote() -> None:
     best = _entry(3, 0.70, 0) | {"rank": 1}
-    doc = {"study": "demo", "confirm_seeds": 3, "quote": "quote this",
-           "confirmed": [best],
+    doc = {"study": "demo", "confirm_seeds": 3, "quote": "quote this", "confirmed": [best],
+           "headline": {"trial": 3, "seed_values": [1000, 1001, 1002], "seeds": 3, "diverged_seeds": 0},
+           "primary_verdict": "verdict: pretraining helped (above every baseline): vs random-init +0.370 kappa",
            "verdict": ["pretraining vs random-init on the hold-out: +0.370 kappa (95% CI +0.2..+0.5, 60 images "
                        "x 3 seeds): pretraining helped"],
            "cv_verdict": ["pretraining vs random-init on the selection folds (optimistic): +0.400 kappa"],
+           "quote_score": "hold-out kappa 0.650 (95% CI 0.500..0.780, 60 images x 3 seeds)",
            "pretraining_saw": "pretraining saw the 96 CV images ... but not the hold-out's"}
     lines = verdict_lines(doc)
-    assert "confirm seeds 1000, 1001, 1002" in lines[0]
-    assert lines[1].strip() == doc["verdict"][0] and lines[2].strip() == doc["cv_verdict"][0]
-    assert lines[-1].startswith("quote: hold-out kappa 0.6500 +- 0.0200") and "over 3 seeds" in lines[-1]
+    assert lines[0] == doc["primary_verdict"] and "seeds 1000, 1001, 1002" in lines[1]
+    assert "winner's curse" not in lines[1]  # one configuration: nothing was ranked
+    assert lines[2].strip() == doc["verdict"][0] and lines[3].strip() == doc["cv_verdict"][0]
+    assert lines[-1] == f"quote: {doc['quote_score']}, confirmed best (trial 3), with the verdict above"
     md = study_report(doc)
-    assert md.startswith("## Study demo") and f"- {doc['verdict'][0]}" in md
+    assert md.startswith("## Study demo") and f"**{doc['primary_verdict']}**" in md
     assert md.index(doc["verdict"][0]) < md.index(doc["cv_verdict"][0]) < md.index("```")
     assert "quote this" in md
+    ranked = [best, _entry(4, 0.6, 0) | {"rank": 2}]
+    assert "(not the seeds that ranked it: no winner's curse)" in verdict_lines(doc | {"confirmed": ranked})[1]

@@ -15,7 +15,8 @@ Modules, in the order data flows through them:
   train      - pretrain(cfg, images, callbacks) -> PretrainResult; resuming
   evaluate   - evaluate(encoder, EvalData, cfg) -> EvalReport: k-fold protocols, probe, scores
   baselines  - random-init, raw pixels, ImageNet: the floors, cached
-  verdict    - did pretraining help: the hold-out verdict and the CV verdict, with intervals
+  verdict    - did pretraining help: the primary verdict, the hold-out and CV lines, the quoted score
+  coverage   - simulated hold-outs with a known difference: how often the verdict's interval covers
   predict    - the submission file from any encoder
   plots      - loss terms, confusion matrices, curves
 

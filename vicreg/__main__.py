@@ -139,7 +139,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvalData, evaluate
     from .plots import save_report_plots
     from .train import load_encoder_checkpoint, resolve_device
-    from .verdict import CV_WHERE, cv_verdicts, holdout_verdicts
+    from .verdict import CV_WHERE, cv_verdicts, holdout_score, holdout_verdicts, primary
 
     raw, encoder = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)
@@ -158,10 +158,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for r in reports:
         print(r.table() + "\n")
     baselines = {r.label: [r] for r in reports[1:]}
-    for v in [*holdout_verdicts(reports[:1], baselines, metric=metric),
-              *cv_verdicts(reports[:1], baselines, CV_WHERE, metric)]:
+    hold = holdout_verdicts(reports[:1], baselines, metric=metric)
+    for v in [*hold, *cv_verdicts(reports[:1], baselines, CV_WHERE, metric)]:
         print(v.line())
     print(f"({pretrain_note(seen)})")
+    if (head := primary(hold)) is not None:
+        print(head["line"])
+    if (quote := holdout_score(reports[:1], metric)) is not None:
+        print(f"quote: {quote['text']}, this checkpoint")
     if args.out:
         rows = ["model,split,kappa,f1,accuracy,auc,epoch"]
         for r in reports:

@@ -1,38 +1,59 @@
 """The verdict: did pretraining help against a baseline, by how much, with its 95% interval.
 
-Two verdicts, never mixed up:
-
 **On the hold-out (the headline).** Images that no selection saw, scored by VICReg and by the
 baseline under the same seeds (seed s: the same pretraining/encoder seed and head seed on
-both sides). The score of a side is the mean over its seeds of one kappa (or accuracy) over
-the hold-out images; the verdict is the difference of the two sides. Two things vary: the
-images (which ~100 of them the hold-out happened to hold) and the seeds (which encoders and
-heads training happened to give). The seeds are crossed with the images (every seed scores
-the same images), so the interval comes from a two-way bootstrap (Owen, "The pigeonhole
-bootstrap", Ann. Appl. Stat. 2007; the hierarchical bootstrap of Saravanan et al. 2020 for
-nested levels): each replicate draws r seeds with replacement and, independently, n images
-with replacement, shared by the drawn seeds and by both sides (the pairing is kept). Owen
-shows this resampling is conservative for crossed designs (it counts the interaction
-twice), which we prefer to the reverse. The interval is BCa (Efron 1987, JASA 82: 171-185):
-kappa is a ratio, skewed and biased near its bounds, and on ~100 images percentile intervals
-of it are too narrow; BCa corrects the bias (z0, from the share of replicates below the
-estimate) and the skew (the acceleration a, from the delete-one-image jackknife: images are
-the level with many units; a jackknife over 3 seeds cannot estimate a skewness). Its coverage
-is checked by simulation in tests/test_verdict.py.
+both sides). A side's score is the mean over its r seeds of one score (kappa, macro-F1 or
+accuracy) over the n hold-out images; D is the difference of the two sides. Two things vary:
+which images the hold-out holds, and which encoders and heads training drew. The seeds are
+crossed with the images (every seed scores the same images), and the interval has one part
+for each (the two-part interval):
 
-**On the CV folds (optimistic when they chose the configuration).** The paired fold scores
-d[k, s] (fold k, seed s). The folds' training sets overlap, so the corrected resampled t
-(Nadeau & Bengio, Machine Learning 52, 2003) is used; the seeds reuse the same folds and each
-seed's encoder is scored on every fold, so the k*r cells are not k*r resamples (Bouckaert &
-Frank, PAKDD 2004, use J = r*k only when each repetition draws a new partition). We average
-the seeds within each fold (J = k, df = k - 1) and add the variance between the seeds' means
-(the encoder effect every fold of a seed shares), divided by r:
+    V_img  = the delete-one-image jackknife variance of D, every seed kept (Efron & Stein,
+             Ann. Stat. 9, 1981: in expectation it does not underestimate; no Monte Carlo
+             error, so the printed ends are the same on every run), df n - 1
+    V_seed = s^2 / r, s^2 the sample variance (ddof=1) of the r per-seed differences d_s
+             (the images' main effect cancels in s^2: every seed scores the same images), df r - 1
+    D +- sqrt(t_{0.975, n-1}^2 V_img + t_{0.975, r-1}^2 V_seed)
 
-    d_k = mean_s d[k, s];  m_s = mean_k d[k, s]
-    mean(d_k) +- t_{0.975, k-1} * sqrt((1/k + n_test/n_train) * var(d_k) + var(m_s) / r)
+Each part is scaled by its own t quantile (Banerjee, Sankhya A 23, 1961: at least the nominal
+coverage for any ratio of the two variances). With no seed part it is the usual t interval,
+with no image part the t interval over seeds. The alternatives under-cover with 3 seeds: a
+bootstrap over r seeds sees only (r-1)/r of their variance and a normal quantile ignores that
+it is estimated from r values (0.80 where it said 0.95 on 400 images x 3 seeds), and one t
+with Welch-Satterthwaite degrees of freedom, which are estimated from the same s^2, covered
+0.92. `benchmarks/verdict_coverage.py` prints the grid, the old method beside it.
 
-(variances with ddof=1; the seed term is 0 for one seed). Repeating the same fold
-differences for more seeds therefore narrows nothing, as it must.
+With one seed there is no seed term: the interval speaks of this checkpoint (its images'
+noise only), not of the recipe, and the line says so.
+
+**Words, on hold-out lines only.** Four outcomes:
+  helped / hurt             the 95% interval is above / below 0
+  no meaningful difference  the 90% interval lies within +-MARGIN (two one-sided tests,
+                            Schuirmann 1987)
+  inconclusive              neither; printed with the smallest effect that this hold-out and
+                            these seeds would detect at 80% power: the 95% half-width plus the
+                            half-width at one-sided 0.80 (2.8 SE for large df)
+
+**The primary verdict** (`primary`) combines the baselines into one answer. Pretraining
+helped only when it is above every baseline (an intersection-union test: no multiplicity
+correction is needed, Berger 1982); it hurt when it is below any one of them at the
+Bonferroni level 1 - 0.05/m (m baselines); no meaningful difference needs equivalence to every
+baseline; anything else is inconclusive.
+
+**On the CV folds (optimistic, no words).** The paired fold scores d[k, s] (fold k, seed s).
+The folds' training sets overlap, so the corrected resampled t (Nadeau & Bengio, Machine
+Learning 52, 2003); the seeds reuse the same folds and each seed's encoder is scored on every
+fold, so the k*r cells are not k*r resamples (Bouckaert & Frank, PAKDD 2004). The seeds are
+averaged within each fold and the variance between the seeds' means is added:
+
+    A = (1/k + n_test/n_train) * var(d_k),  df k - 1;   B = var(m_s) / r,  df r - 1
+    mean(d) +- sqrt(t_{0.975, k-1}^2 A + t_{0.975, r-1}^2 B)      (Banerjee, as above)
+
+so the seed part brings its own r - 1 degrees of freedom (a t with k - 1 alone covered 0.92
+when the seeds dominate).
+
+Pretraining saw the validation folds' images, and after a sweep those folds chose the
+configuration, so these lines carry an estimate and an interval, never "helped".
 """
 
 from __future__ import annotations
@@ -45,7 +66,43 @@ from scipy import stats
 
 HOLDOUT_WHERE = "on the hold-out"
 SELECTION_WHERE = "on the selection folds (optimistic)"
-CV_WHERE = "on the CV folds"
+CV_WHERE = "on the CV folds (optimistic)"
+MARGIN = 0.05  # "no meaningful difference": the 90% interval inside +-0.05 (kappa, F1 or accuracy)
+POWER = 0.80  # the detectable effect printed beside "inconclusive"
+
+HELPED, HURT, SAME, INCONCLUSIVE = "helped", "hurt", "no meaningful difference", "inconclusive"
+
+
+@dataclass(frozen=True)
+class TwoPart:
+    """An estimate with independent variance parts, each with its degrees of freedom:
+    ((V_img, n - 1), (V_seed, r - 1)) on the hold-out, ((A, k - 1), (B, r - 1)) on the folds."""
+    estimate: float
+    parts: tuple[tuple[float, float], ...]
+
+    @property
+    def se(self) -> float:
+        return math.sqrt(sum(v for v, _ in self.parts))
+
+    def half(self, q: float) -> float:
+        """Banerjee's half-width at one-sided quantile q: sqrt(sum of t_{q, df_i}^2 V_i)."""
+        return math.sqrt(sum(stats.t.ppf(q, df) ** 2 * v for v, df in self.parts if v > 0 and df > 0))
+
+    def interval(self, level: float = 0.95) -> tuple[float, float]:
+        h = self.half(0.5 + level / 2)
+        return self.estimate - h, self.estimate + h
+
+    def detectable(self, power: float = POWER) -> float:
+        """The smallest true difference that a two-sided 5% test finds with `power`."""
+        return self.half(0.975) + self.half(power)
+
+    def with_seeds(self, r: int) -> TwoPart:
+        """The hold-out's parts with r seeds, if the seeds vary as these did (a projection)."""
+        (v_img, df_img), *seed = self.parts
+        if not seed:
+            return self
+        v, df = seed[0]
+        return TwoPart(self.estimate, ((v_img, df_img), (v * (df + 1) / r, r - 1)))
 
 
 @dataclass
@@ -58,6 +115,8 @@ class Verdict:
     seeds: int = 1
     metric: str = "kappa"
     where: str = HOLDOUT_WHERE
+    parts: tuple[tuple[float, float], ...] = ()  # (variance, df) of each part (TwoPart)
+    diverged: int = 0  # seeds that diverged and are not in the verdict
 
     @property
     def holdout(self) -> bool:
@@ -65,64 +124,162 @@ class Verdict:
 
     @property
     def method(self) -> str:
-        return ("two-way bootstrap over seeds and images, BCa (Owen 2007; Efron 1987)" if self.holdout
-                else "corrected resampled t, seeds averaged within folds (Nadeau & Bengio 2003)")
+        return ("two-part interval: image jackknife + seed variance, Banerjee's t (Banerjee 1961)" if self.holdout
+                else "corrected resampled t, seeds averaged within folds, Banerjee's t (Nadeau & Bengio 2003)")
+
+    def part(self) -> TwoPart:
+        return TwoPart(self.diff, tuple(tuple(p) for p in self.parts))
+
+    @property
+    def detectable(self) -> float:
+        return self.part().detectable() if self.parts else math.nan
+
+    @property
+    def outcome(self) -> str:
+        """helped, hurt, no meaningful difference or inconclusive (module docstring)."""
+        if self.lo > 0:
+            return HELPED
+        if self.hi < 0:
+            return HURT
+        if self.parts:
+            lo90, hi90 = self.part().interval(0.90)
+            if -MARGIN < lo90 and hi90 < MARGIN:
+                return SAME
+        return INCONCLUSIVE
 
     @property
     def conclusion(self) -> str:
-        if self.lo > 0:
-            return "pretraining helped"
-        if self.hi < 0:
-            return "pretraining hurt"
-        return "not shown to help"
+        """The words of a hold-out line ('' on the CV folds: no words there)."""
+        if not self.holdout:
+            return ""
+        o = self.outcome
+        if self.seeds == 1:  # one checkpoint: its images' noise only, nothing about the recipe
+            o = {HELPED: "this checkpoint did better", HURT: "this checkpoint did worse"}.get(o, o)
+            return f"{o} (one seed: about this checkpoint, not pretraining; confirm with 3+ seeds for a verdict)"
+        if o in (HELPED, HURT):
+            return f"pretraining {o}"
+        if o == SAME:
+            return f"{SAME} (90% CI within +-{MARGIN})"
+        return f"inconclusive (detectable: {self.detectable:.3f} at 80% power)"
 
     def line(self) -> str:
         """'pretraining vs random-init on the hold-out: +0.031 kappa (95% CI -0.012..+0.074,
-        120 images x 3 seeds): not shown to help'"""
+        120 images x 3 seeds): inconclusive (detectable: 0.121 at 80% power)'"""
         ci = f"{self.lo:+.3f}..{self.hi:+.3f}" if math.isfinite(self.lo) else "not computable"
         unit = "images" if self.holdout else "folds"
+        seeds = f"{self.seeds} seed{'s' if self.seeds != 1 else ''}"
+        if self.diverged:
+            seeds = f"{self.seeds} of {self.seeds + self.diverged} seeds; {self.diverged} diverged"
+        words = f": {self.conclusion}" if self.holdout else ", not a verdict"
         return (f"pretraining vs {self.baseline} {self.where}: {self.diff:+.3f} {self.metric} "
-                f"(95% CI {ci}, {self.units} {unit} x {self.seeds} seed{'s' if self.seeds != 1 else ''})"
-                f": {self.conclusion}")
+                f"(95% CI {ci}, {self.units} {unit} x {seeds}){words}")
 
     def as_dict(self) -> dict:
         return {"baseline": self.baseline, "metric": self.metric, "where": self.where, "diff": self.diff,
                 "ci95": [self.lo, self.hi], "units": self.units, "seeds": self.seeds,
-                "conclusion": self.conclusion, "line": self.line(), "method": self.method}
+                "parts": [list(p) for p in self.parts], "diverged": self.diverged, "detectable": self.detectable,
+                "outcome": self.outcome if self.holdout else "", "conclusion": self.conclusion,
+                "line": self.line(), "method": self.method}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Verdict:
+        return cls(d["baseline"], d["diff"], *d["ci95"], d["units"], d["seeds"], d["metric"], d["where"],
+                   tuple(tuple(p) for p in d.get("parts", ())), d.get("diverged", 0))
+
+
+def _verdict(part: TwoPart, baseline: str, units: int, seeds: int, metric: str, where: str,
+             diverged: int = 0) -> Verdict:
+    lo, hi = part.interval()
+    return Verdict(baseline, part.estimate, lo, hi, units, seeds, metric, where, part.parts, diverged)
+
+
+# --- the primary verdict ------------------------------------------------------------------
+
+
+def primary(verdicts: list[Verdict]) -> dict | None:
+    """One answer from the hold-out verdicts against every baseline (module docstring):
+    {"outcome", "against" (the deciding baseline), "line"}; None without a hold-out."""
+    hold = [v for v in verdicts if v.holdout]
+    if not hold:
+        return None
+    m = len(hold)
+    below = [v for v in hold if v.parts and v.part().interval(1 - 0.05 / m)[1] < 0]  # Bonferroni over m
+    if all(v.outcome == HELPED for v in hold):
+        outcome, deciding = HELPED, min(hold, key=lambda v: v.lo)
+    elif below:
+        outcome, deciding = HURT, max(below, key=lambda v: v.hi)
+    elif all(v.outcome == SAME for v in hold):
+        outcome, deciding = SAME, max(hold, key=lambda v: abs(v.diff))
+    else:
+        outcome, deciding = INCONCLUSIVE, min(hold, key=lambda v: v.diff)  # the closest competitor
+    v = deciding
+    if v.seeds == 1:
+        subject = "this checkpoint"
+        words = {HELPED: "did better than every baseline", HURT: f"did worse than {v.baseline}"}.get(outcome, outcome)
+        tail = "; one seed speaks of this checkpoint, not of pretraining: confirm with 3+ seeds for a verdict"
+    else:
+        subject = "pretraining"
+        words = {HELPED: "helped (above every baseline)", HURT: f"hurt (below {v.baseline})",
+                 SAME: f"made no meaningful difference (within +-{MARGIN} of every baseline)",
+                 INCONCLUSIVE: "is inconclusive"}[outcome]
+        tail = ""
+    detect = (f"; this hold-out and these seeds detect {v.detectable:.3f} at 80% power"
+              if outcome == INCONCLUSIVE else "")
+    line = (f"verdict: {subject} {words}: vs {v.baseline} {v.diff:+.3f} {v.metric} (95% CI {v.lo:+.3f}..{v.hi:+.3f}, "
+            f"{v.units} hold-out images x {v.seeds} seed{'s' if v.seeds != 1 else ''}){detect}{tail}")
+    return {"outcome": outcome, "against": v.baseline, "line": line}
+
+
+def more_seeds(verdict: Verdict, seeds: int) -> str:
+    """Whether more seeds could settle an inconclusive hold-out verdict: the detectable effect
+    with `seeds` seeds if they vary as these did, and with the images alone (no seed part)."""
+    if verdict.outcome != INCONCLUSIVE or verdict.seeds < 2 or not verdict.parts:
+        return ""
+    part = verdict.part()
+    more, images = part.with_seeds(seeds).detectable(), TwoPart(part.estimate, part.parts[:1]).detectable()
+    could = "could" if abs(verdict.diff) >= more else "would not"
+    return (f"with {seeds} seeds the detectable effect vs {verdict.baseline} would be {more:.3f} "
+            f"(the images alone limit it to {images:.3f}): more seeds {could} settle the current "
+            f"estimate {verdict.diff:+.3f}")
 
 
 # --- the CV verdict ---------------------------------------------------------------------
 
 
-def nested_interval(d: np.ndarray, test_train_ratio: float, level: float = 0.95) -> tuple[float, float]:
-    """(lo, hi) around mean(d) for paired differences d (k folds, r seeds): seeds averaged
-    within folds, the corrected resampled t over the k fold means, plus var(seed means)/r
-    (module docstring). nan for fewer than 2 folds."""
-    d = np.asarray(d, dtype=float)
+def nested_part(d: np.ndarray, test_train_ratio: float) -> TwoPart:
+    """Paired differences d (k folds, r seeds): the fold part with the corrected resampled t's
+    factor (df k - 1) and the seed part (df r - 1), module docstring."""
     k, r = d.shape
-    if k < 2:
+    parts = [((1 / k + test_train_ratio) * d.mean(1).var(ddof=1), k - 1)]
+    if r > 1:
+        parts.append((d.mean(0).var(ddof=1) / r, r - 1))
+    return TwoPart(float(d.mean()), tuple((float(v), float(df)) for v, df in parts))
+
+
+def nested_interval(d: np.ndarray, test_train_ratio: float, level: float = 0.95) -> tuple[float, float]:
+    """(lo, hi) around mean(d) for paired differences d (k folds, r seeds); nan for fewer than 2 folds."""
+    d = np.asarray(d, dtype=float)
+    if d.shape[0] < 2:
         return float("nan"), float("nan")
-    per_fold, per_seed = d.mean(1), d.mean(0)
-    var = (1 / k + test_train_ratio) * per_fold.var(ddof=1) + (per_seed.var(ddof=1) / r if r > 1 else 0.0)
-    half = stats.t.ppf(0.5 + level / 2, k - 1) * math.sqrt(var)
-    return float(d.mean() - half), float(d.mean() + half)
+    return nested_part(d, test_train_ratio).interval(level)
 
 
 def cv_verdict(vicreg: np.ndarray, baseline: np.ndarray, baseline_name: str, test_train_ratio: float,
                where: str = SELECTION_WHERE, metric: str = "kappa") -> Verdict:
-    """Verdict from paired per-fold scores, arrays (k folds, r seeds) on the same folds and
-    seeds. `test_train_ratio` is n_test/n_train of one fold: 1/(k-1) for k-fold CV."""
+    """Paired per-fold scores, arrays (k folds, r seeds) on the same folds and seeds.
+    `test_train_ratio` is n_test/n_train of one fold: 1/(k-1) for k-fold CV."""
     a, b = np.asarray(vicreg, dtype=float), np.asarray(baseline, dtype=float)
     if a.shape != b.shape or a.ndim != 2 or not a.size:
         raise ValueError(f"paired scores must be (folds, seeds) arrays of one shape: {a.shape} vs {b.shape}")
     d = a - b
-    lo, hi = nested_interval(d, test_train_ratio)
-    return Verdict(baseline_name, float(d.mean()), lo, hi, d.shape[0], d.shape[1], metric, where)
+    if d.shape[0] < 2:
+        return Verdict(baseline_name, float(d.mean()), math.nan, math.nan, d.shape[0], d.shape[1], metric, where)
+    return _verdict(nested_part(d, test_train_ratio), baseline_name, d.shape[0], d.shape[1], metric, where)
 
 
 def cv_verdicts(vicreg: list, baselines: dict[str, list], where: str = SELECTION_WHERE,
                 metric: str = "kappa") -> list[Verdict]:
-    """One CV verdict per baseline from EvalReports: `vicreg[s]` and `baselines[name][s]` are
+    """One CV line per baseline from EvalReports: `vicreg[s]` and `baselines[name][s]` are
     seed s's reports on the same folds with the same head seed; `metric` their primary score."""
     ratio = vicreg[0].n_val_per_fold / max(1.0, vicreg[0].n_train_per_fold)
     a = np.array([r.fold_scores(metric) for r in vicreg]).T  # (folds, seeds)
@@ -134,9 +291,10 @@ def cv_verdicts(vicreg: list, baselines: dict[str, list], where: str = SELECTION
 
 
 def scores_of(conf: np.ndarray, metric: str) -> np.ndarray:
-    """accuracy, macro-F1 (as sklearn's f1_score(average="macro", zero_division=0) over all C
-    labels) or quadratic-weighted kappa (as sklearn's cohen_kappa_score), of confusion
-    matrices (..., C, C) (rows: labels, columns: predictions) -> (...)."""
+    """accuracy, macro-F1 (as sklearn's f1_score(average="macro", labels=range(C),
+    zero_division=0): a class with no label and no prediction in these images counts 0, on
+    both sides alike) or quadratic-weighted kappa (as sklearn's cohen_kappa_score), of
+    confusion matrices (..., C, C) (rows: labels, columns: predictions) -> (...)."""
     conf = np.asarray(conf, dtype=float)
     n = conf.sum((-2, -1))
     if metric == "accuracy":
@@ -154,84 +312,78 @@ def scores_of(conf: np.ndarray, metric: str) -> np.ndarray:
     return np.where(den > 0, 1 - num / np.where(den > 0, den, 1), 0.0)
 
 
-def _confusions(y: np.ndarray, drawn: np.ndarray, idx: np.ndarray, c: int) -> np.ndarray:
-    """Confusion matrices of every (replicate b, drawn seed j): labels y (n,), image draws idx
-    (B, n), the drawn seeds' predicted classes on them `drawn` (B, r, n) -> counts (B, r, C, C)."""
-    nb, rs, _ = drawn.shape
-    cell = (np.arange(nb * rs).reshape(nb, rs, 1) * c + y[idx][:, None, :]) * c + drawn
-    return np.bincount(cell.ravel(), minlength=nb * rs * c * c).reshape(nb, rs, c, c)
+def _confusions(y: np.ndarray, pred: np.ndarray, c: int) -> np.ndarray:
+    """Each seed's confusion matrix: labels y (n,), predicted classes pred (r, n) -> (r, C, C)."""
+    r = pred.shape[0]
+    cell = (np.arange(r)[:, None] * c + y[None, :]) * c + pred
+    return np.bincount(cell.ravel(), minlength=r * c * c).reshape(r, c, c)
 
 
-def _side_scores(y: np.ndarray, pred: np.ndarray, seeds: np.ndarray, idx: np.ndarray, c: int,
-                 metric: str) -> np.ndarray:
-    """Mean over drawn seeds of the score on drawn images: pred (r, n), seeds (B, r), idx (B, n) -> (B,)."""
-    drawn = pred[seeds[:, :, None], idx[:, None, :]]  # (B, r, n)
-    return scores_of(_confusions(y, drawn, idx, c), metric).mean(1)
-
-
-def _jackknife(y: np.ndarray, pred: np.ndarray, c: int, metric: str) -> np.ndarray:
-    """Delete-one-image values of the mean-over-seeds score, pred (r, n) -> (n,): each seed's
-    full confusion matrix less the one image's cell (O(n) memory, for any hold-out size)."""
+def _per_seed_and_jackknife(y: np.ndarray, pred: np.ndarray, c: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each seed's score (r,) and the delete-one-image values of the mean-over-seeds score
+    (n,): each seed's confusion matrix less the one image's cell (O(n r C^2) memory)."""
     r, n = pred.shape
-    full = _confusions(y, pred[None], np.arange(n)[None], c)[0]  # (r, C, C)
+    full = _confusions(y, pred, c)  # (r, C, C)
     less = np.repeat(full[None], n, 0)  # (n, r, C, C)
     less[np.arange(n)[:, None], np.arange(r)[None, :], y[:, None], pred.T] -= 1
-    return scores_of(less, metric).mean(1)
+    return scores_of(full, metric), scores_of(less, metric).mean(1)
 
 
-def bca_interval(boots: np.ndarray, estimate: float, jackknife: np.ndarray,
-                 level: float = 0.95) -> tuple[float, float]:
-    """BCa interval (Efron 1987; Efron & Tibshirani 1993, 14.3) from bootstrap replicates, the
-    full-sample estimate and delete-one jackknife values (for the acceleration)."""
-    boots = np.asarray(boots, dtype=float)
-    if np.ptp(boots) == 0:
-        return float(boots[0]), float(boots[0])
-    b = len(boots)
-    share = (np.sum(boots < estimate) + 0.5 * np.sum(boots == estimate)) / b
-    z0 = stats.norm.ppf(np.clip(share, 1 / (2 * b), 1 - 1 / (2 * b)))
-    dev = jackknife.mean() - jackknife
-    den = 6 * (dev ** 2).sum() ** 1.5
-    a = (dev ** 3).sum() / den if den > 0 else 0.0
-    z = stats.norm.ppf([(1 - level) / 2, (1 + level) / 2])
-    q = stats.norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
-    lo, hi = np.quantile(boots, q)
-    return float(lo), float(hi)
+def two_part(y: np.ndarray, pred: np.ndarray, c: int, metric: str, other: np.ndarray | None = None) -> TwoPart:
+    """The two-part estimate (module docstring) of the mean-over-seeds score of predicted
+    classes pred (r, n) against labels y (n,), or of its difference with `other` (r, n), the
+    baseline's predictions under the same seeds on the same images."""
+    seeds, jack = _per_seed_and_jackknife(y, pred, c, metric)
+    if other is not None:
+        s_b, j_b = _per_seed_and_jackknife(y, other, c, metric)
+        seeds, jack = seeds - s_b, jack - j_b
+    r, n = pred.shape
+    parts = [((n - 1) / n * float(((jack - jack.mean()) ** 2).sum()), n - 1)]
+    if r > 1:
+        parts.append((float(seeds.var(ddof=1)) / r, r - 1))
+    return TwoPart(float(seeds.mean()), tuple((v, float(df)) for v, df in parts))
+
+
+def _classes(probs: list[np.ndarray]) -> np.ndarray:
+    return np.stack([np.asarray(p).argmax(1) for p in probs])
 
 
 def holdout_verdict(y: np.ndarray, vicreg_probs: list[np.ndarray], baseline_probs: list[np.ndarray],
-                    baseline_name: str, metric: str = "kappa", n_boot: int = 2000, seed: int = 0) -> Verdict:
+                    baseline_name: str, metric: str = "kappa", diverged: int = 0) -> Verdict:
     """The hold-out verdict (module docstring): `y` (N,) labels, `vicreg_probs[s]` and
     `baseline_probs[s]` (N, C) seed s's hold-out probabilities (fold models averaged), the
-    same seeds on both sides. Each side's score is the mean over seeds of one score over the
-    images; the interval is the two-way (seeds x images) bootstrap, BCa."""
+    same seeds on both sides; `diverged` seeds left out are named on the line."""
     y = np.asarray(y, dtype=np.int64)
     if len(vicreg_probs) != len(baseline_probs) or not len(vicreg_probs):
         raise ValueError(f"paired seeds must match: {len(vicreg_probs)} vs {len(baseline_probs)}")
-    c = vicreg_probs[0].shape[1]
-    a = np.stack([np.asarray(p).argmax(1) for p in vicreg_probs])  # (r, n)
-    b = np.stack([np.asarray(p).argmax(1) for p in baseline_probs])
-    r, n = a.shape
-    every_seed, every_image = np.arange(r)[None, :], np.arange(n)[None, :]
-
-    def diff(seeds: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return _side_scores(y, a, seeds, idx, c, metric) - _side_scores(y, b, seeds, idx, c, metric)
-
-    estimate = float(diff(every_seed, every_image)[0])
-    rng = np.random.default_rng(seed)
-    boots = np.concatenate([diff(rng.integers(0, r, (m, r)), rng.integers(0, n, (m, n)))
-                            for m in np.diff(np.r_[0:n_boot:250, n_boot])])  # in chunks: bounded memory
-    jack = _jackknife(y, a, c, metric) - _jackknife(y, b, c, metric)
-    lo, hi = bca_interval(boots, estimate, jack)
-    return Verdict(baseline_name, estimate, lo, hi, n, r, metric, HOLDOUT_WHERE)
+    c = np.asarray(vicreg_probs[0]).shape[1]
+    part = two_part(y, _classes(vicreg_probs), c, metric, _classes(baseline_probs))
+    return _verdict(part, baseline_name, len(y), len(vicreg_probs), metric, HOLDOUT_WHERE, diverged)
 
 
-def holdout_verdicts(vicreg: list, baselines: dict[str, list], n_boot: int = 2000,
-                     metric: str = "kappa") -> list[Verdict]:
+def holdout_verdicts(vicreg: list, baselines: dict[str, list], metric: str = "kappa",
+                     diverged: int = 0) -> list[Verdict]:
     """One hold-out verdict per baseline from EvalReports scored with the hold-out (seed s's
     reports at index s on both sides), on `metric`; [] when there is no hold-out."""
     if not vicreg or vicreg[0].holdout_probs is None or not len(vicreg[0].holdout_probs):
         return []
     y = vicreg[0].holdout_labels
     mine = [r.holdout_probs for r in vicreg]
-    return [holdout_verdict(y, mine, [r.holdout_probs for r in reps], name, metric=metric, n_boot=n_boot)
+    return [holdout_verdict(y, mine, [r.holdout_probs for r in reps], name, metric, diverged)
             for name, reps in baselines.items()]
+
+
+def holdout_score(reports: list, metric: str = "kappa") -> dict | None:
+    """The number to quote: the mean-over-seeds hold-out score of these reports (one per seed)
+    with its two-part 95% interval, clipped to the score's range; None without a hold-out."""
+    if not reports or reports[0].holdout_probs is None or not len(reports[0].holdout_probs):
+        return None
+    y = np.asarray(reports[0].holdout_labels, dtype=np.int64)
+    probs = [r.holdout_probs for r in reports]
+    part = two_part(y, _classes(probs), np.asarray(probs[0]).shape[1], metric)
+    low = -1.0 if metric == "kappa" else 0.0
+    lo, hi = (min(max(x, low), 1.0) for x in part.interval())
+    n, r = len(y), len(probs)
+    return {"metric": metric, "value": part.estimate, "ci95": [lo, hi], "images": n, "seeds": r,
+            "text": f"hold-out {metric} {part.estimate:.3f} (95% CI {lo:.3f}..{hi:.3f}, {n} images x "
+                    f"{r} seed{'s' if r != 1 else ''})"}

@@ -174,19 +174,25 @@ def log_study_plots(tr: Tracking, parent_id: str, study: optuna.Study, folder: P
     tr.log_artifacts(parent_id, paths, "optuna")
 
 
-def log_confirmed(tr: Tracking, parent_id: str, ranked: list[dict], report: str) -> None:
-    """The confirmed best on the study's parent run: its scores as metrics; one verdict line
-    per baseline as a tag, on the hold-out (`verdict.<baseline>`, the headline) and on the
-    selection folds (`cv_verdict.<baseline>`), with their numbers as metrics; and the study's
-    Markdown `report` as the run's description (MLflow renders it on the run page)."""
-    if not ranked:
+def log_confirmed(tr: Tracking, parent_id: str, best: dict | None, report: str) -> None:
+    """The confirmed best's headline (sweeps/confirm.py: headline) on the study's parent run:
+    its scores and quoted hold-out score with its interval as metrics; the primary verdict
+    (`verdict`) and one line per baseline as tags, on the hold-out (`verdict.<baseline>`) and
+    on the selection folds (`cv_verdict.<baseline>`), with their numbers as metrics; and the
+    study's Markdown `report` as the run's description (MLflow renders it on the run page)."""
+    if not best:
         return
-    best = ranked[0]
     vic = best["scores"].get("vicreg", {})
     metrics = {f"confirmed_{k}": v for k, v in vic.items()}
+    if best.get("quote"):
+        q = best["quote"]
+        metrics |= {f"quoted_holdout_{q['metric']}": q["value"], f"quoted_holdout_{q['metric']}_ci_lo": q["ci95"][0],
+                    f"quoted_holdout_{q['metric']}_ci_hi": q["ci95"][1]}
     tags = {"confirmed_best_trial": best["trial"], "confirm_seeds": best["seeds"],
             "confirm_seed_values": ",".join(str(s) for s in best.get("seed_values", [])),
             "mlflow.note.content": report}
+    if best.get("primary"):
+        tags["verdict"] = best["primary"]["line"]
     for prefix, verdicts in (("verdict", best["verdicts"]), ("cv_verdict", best.get("cv_verdicts", []))):
         for v in verdicts:
             name = v["baseline"]
