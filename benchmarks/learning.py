@@ -17,8 +17,8 @@ pretraining, selection or sweep saw:
   untrained encoder       ResNet-18 as torchvision initialises it (seeds 0..S-1)
   raw pixels              the images themselves
 
-Comparisons are hold-out accuracy differences with vicreg.verdict's hold-out interval (a
-two-way bootstrap over seeds and hold-out images, BCa).
+Comparisons are hold-out accuracy differences with vicreg.verdict's hold-out interval (the
+two-part interval: an image jackknife and the seeds' spread, each part with its own t).
 
     pip install -e ".[bench]"     # lightly (the peer) and scikit-image (the textures)
     python benchmarks/learning.py [--dataset digits|textures] [--trials 8] [--epochs 10] [--seeds 3]
@@ -378,7 +378,7 @@ def table(b: Bench, trials: int, seeds: int, parallel: int, precision: str | Non
         wall = f"{np.mean(s):.0f}" if s else "-"
         print(f"| {name} | {len(rs)} | {wall} | {pm([r.summary['accuracy_mean'] for r in rs])} | "
               f"{pm([r.holdout['accuracy'] for r in rs])} | {pm([r.holdout['kappa'] for r in rs])} |")
-    print("hold-out accuracy differences, 95% CI (two-way bootstrap over seeds x images, BCa):")
+    print("hold-out accuracy differences, 95% CI (vicreg.verdict's two-part interval over seeds and images):")
     print(f"  ours default minus peer:        {versus(default, peer, 'peer')}")
     print(f"  ours default minus untrained:   {versus(default, untrained, 'untrained')}")
     print(f"  ours default minus raw pixels:  {versus(default, reports(done, 'raw', 1) * seeds, 'raw')}")

@@ -80,8 +80,8 @@ class DataConfig:
     # resized down to image_size (antialiased), as the reference crops the full-resolution
     # image: a 0.08-scale crop of a 224 px cache is a 63 px patch blown up 3.5x, of a 512 px
     # cache a 145 px patch shrunk. None: crop the image_size cache (the probe always uses it).
-    # Default None: the ablation (README) found no gain on digits (+0.001, -0.008..+0.014; a
-    # 2x cache of 8 px scans holds no extra detail) and +0.025 (-0.004..+0.055) on the
+    # Default None: the ablation (README) found no gain on digits (+0.001, -0.015..+0.017; a
+    # 2x cache of 8 px scans holds no extra detail) and +0.025 (-0.001..+0.051) on the
     # textures' 32 px tiles, not shown (CV moved -0.009); it costs (crop_source_size /
     # image_size)^2 times the cache memory. The first knob to try on images larger than image_size.
     crop_source_size: int | None = None
@@ -121,18 +121,18 @@ class ModelConfig:
     # backbone does. Off by default: in the README's ablation (benchmarks/learning.py
     # --ablate; digits, 10 epochs, 3 seeds) turning it off alone closed the gap to lightly,
     # which builds torchvision's default (off): hold-out accuracy 0.939 -> 0.977, +0.038
-    # (95% CI +0.017..+0.066), level with lightly's 0.975. With it on, every block starts as
+    # (95% CI +0.005..+0.071), level with lightly's 0.975. With it on, every block starts as
     # the identity and a short run leaves the branches little trained. The untrained-encoder
     # baseline is built the same way, so the trainer starts from the network it is judged against.
     # On the textures (which did not choose it) off is level on the hold-out (+0.002,
-    # -0.034..+0.038; CV accuracy 0.813 -> 0.862): not worse anywhere.
+    # -0.037..+0.041; CV accuracy 0.813 -> 0.862): not worse anywhere.
     zero_init_residual: bool = False
     expander_hidden: int = 2048
     expander_layers: int = 3  # number of Linear layers in the expander
     expander_out: int = 2048
     # The expander's last Linear with a bias (lightly's VICRegProjectionHead) or without (the
     # reference's Projector, default). Its hidden Linears feed a BatchNorm, so their bias is
-    # moot either way. Ablation: the bias +0.005 (-0.008..+0.026), not measurable: kept off.
+    # moot either way. Ablation: the bias +0.005 (-0.027..+0.037), not measurable: kept off.
     expander_last_bias: bool = False
 
 
@@ -158,7 +158,7 @@ class AugmentConfig:
     hue: float = 0.1  # ignored for 1-channel images
     grayscale_p: float = 0.2  # ignored for 1-channel images
     # Asymmetric blur and solarisation (the reference's); lightly's symmetric form measured
-    # -0.003 (-0.019..+0.017) in the ablation: kept.
+    # -0.003 (-0.036..+0.030) in the ablation: kept.
     blur_p_a: float = 1.0
     blur_p_b: float = 0.1
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels of a 224 px crop
@@ -167,17 +167,17 @@ class AugmentConfig:
     # How the views are made: kornia, batch-wise on the training device (default), or
     # torchvision's per-image transforms (v2, on uint8 tensors, CPU, one image at a time), as a
     # DataLoader pipeline would; the same recipe either way. Ablation (digits, 3 seeds): per-image
-    # torchvision views +0.008 hold-out accuracy (-0.006..+0.027), no measurable difference.
+    # torchvision views +0.008 hold-out accuracy (-0.018..+0.034), no measurable difference.
     views: Views = "kornia"
-    # The crop's interpolation. Ablation: bicubic -0.003 (-0.015..+0.007): bilinear kept.
+    # The crop's interpolation. Ablation: bicubic -0.003 (-0.018..+0.013): bilinear kept.
     resample: Resample = "bilinear"
     # Area-average when a crop is shrunk (torchvision/PIL do; kornia's crop does not). Only
     # matters when the crop source is larger than the output (data.crop_source_size); from an
-    # image_size cache (no crop shrunk) the ablation found -0.006 (-0.019..+0.007): kept off.
+    # image_size cache (no crop shrunk) the ablation found -0.006 (-0.028..+0.015): kept off.
     antialias: bool = False
     # Normalise the views by the pretraining set's per-channel statistics (default) or by each
     # view batch's own (lightly normalises each image by the set's statistics too). Ablation:
-    # per batch -0.003 (-0.013..+0.007): the set's kept.
+    # per batch -0.003 (-0.012..+0.006): the set's kept.
     normalise: Normalise = "dataset"
 
 
@@ -206,7 +206,7 @@ class OptimConfig:
     warmup_fraction: float | None = None
     final_lr_ratio: float = 0.001  # cosine decays to peak * this
     # The lr moves every step (the reference's and lightly's, default) or every epoch. Ablation:
-    # per epoch -0.009 (-0.020..+0.001), the largest move after zero-init, not shown: kept.
+    # per epoch -0.009 (-0.018..-0.000), the largest move after zero-init, towards worse: kept.
     schedule_every: ScheduleEvery = "step"
 
 
@@ -222,7 +222,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA only)
     # The forward passes' precision: bf16 autocast or float32 (the loss is float32 either way).
     # auto: bf16 on CUDA, float32 on the CPU: bf16 autocast on the CPU cost no measurable
-    # learning in the ablation (-0.003, -0.017..+0.010) and halves the time where the CPU has
+    # learning in the ablation (-0.003, -0.028..+0.022) and halves the time where the CPU has
     # native bf16 (README, timing), but a CPU without it emulates bf16 and is slower.
     precision: Precision = "auto"
     log_every_steps: int = 0  # also report every N steps (0: per epoch only)
@@ -230,7 +230,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
     # Drop each epoch's last partial batch (default: VICReg's variance and covariance are batch
     # statistics); when false it is trained on too unless it holds a single image. Ablation:
-    # off +0.001 (-0.006..+0.014): kept on.
+    # off +0.001 (-0.009..+0.011): kept on.
     drop_last: bool = True
     progress: bool = True
 
