@@ -75,6 +75,17 @@ def test_scores_match_hand_computation() -> None:
     assert m["confusion"].tolist() == [[2, 1, 0], [0, 1, 1], [1, 0, 2]]
 
 
+def test_two_classes_score_the_positive_class_probability() -> None:
+    """Binary sets (referable vs non-referable DR): AUC is the positive class's rank AUC
+    (scikit-learn refuses (N, 2) probabilities for two classes), the rest as for C classes."""
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8, 0.3, 0.9, 0.6, 0.7])
+    m = scores(y, np.stack([1 - p1, p1], 1))
+    assert m["auc"] == pytest.approx(_auc_pair(p1[y == 1], p1[y == 0]))
+    assert m["accuracy"] == pytest.approx(6 / 8) and m["confusion"].tolist() == [[3, 1], [1, 3]]
+    assert m["kappa"] == pytest.approx(_qwk_by_hand(y, (p1 > 0.5).astype(int), 2))
+
+
 def test_auc_is_nan_when_a_class_is_missing() -> None:
     assert np.isnan(scores(np.array([0, 1, 0, 1]), P[:4])["auc"])
 

@@ -53,13 +53,17 @@ METRICS = ("kappa", "f1", "accuracy", "auc")  # what scores() reports; kappa or 
 
 
 def scores(y: np.ndarray, probs: np.ndarray) -> dict:
-    """Metrics of class probabilities (N, C) against integer labels (N,)."""
+    """Metrics of class probabilities (N, C) against integer labels (N,). AUC: for two classes
+    scikit-learn wants the positive class's probability (N,); for more, one-vs-one macro AUC
+    on (N, C)."""
     n_classes = probs.shape[1]
     labels = list(range(n_classes))
     pred = probs.argmax(1)
-    if len(np.unique(y)) == n_classes:
+    if len(np.unique(y)) == n_classes == 2:
+        auc = float(roc_auc_score(y, probs[:, 1]))
+    elif len(np.unique(y)) == n_classes:
         auc = float(roc_auc_score(y, probs, multi_class="ovo", average="macro", labels=labels))
-    else:  # a class absent from these labels: its one-vs-one AUCs are undefined
+    else:  # a class absent from these labels: its AUCs are undefined
         auc = float("nan")
     return {
         "accuracy": float(accuracy_score(y, pred)),
