@@ -116,3 +116,66 @@ def test_study_report_leads_with_the_primary_verdict_and_closes_with_the_quote()
     assert "quote this" in md
     ranked = [best, _entry(4, 0.6, 0) | {"rank": 2}]
     assert "(not the seeds that ranked it: no winner's curse)" in verdict_lines(doc | {"confirmed": ranked})[1]
+
+
+def _fake_run(trial: int, seed: int, cv: float, rng: np.random.Generator) -> dict:
+    """What confirm_run stores for one (configuration, seed): VICReg and one baseline, 3 folds
+    and a hold-out of 60 images, without training."""
+    from vicreg.evaluate import EvalReport, FoldResult
+
+    y = rng.integers(0, 3, 60)
+
+    def report(label: str, right: float, fold_kappa: float) -> dict:
+        pred = np.where(rng.random(60) < right, y, (y + 1) % 3)
+        folds = [FoldResult(k, {"kappa": fold_kappa, "f1": 0.5, "accuracy": 0.5, "auc": 0.5, "recall": [0.5] * 3,
+                                "confusion": np.eye(3)}) for k in range(3)]
+        return EvalReport(label, "linear", folds, holdout={"kappa": 0.5, "f1": 0.5, "accuracy": 0.5, "auc": 0.5,
+                                                           "confusion": np.eye(3)},
+                          holdout_probs=np.eye(3)[pred], holdout_labels=y, n_train_per_fold=80,
+                          n_val_per_fold=40).to_dict()
+
+    return {"trial": trial, "seed": seed, "status": "completed", "run_id": None, "metric": "kappa",
+            "reports": [report("vicreg", 0.8, cv), report("random-init", 0.5, 0.3)], "pretrain_images": {}}
+
+
+def test_several_configurations_are_ranked_on_their_seeds_and_the_winner_quoted_on_others(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """run_confirm with top_k 2: both configurations run on seeds 1000-1002 and are ranked by
+    CV; the winner alone runs on 1500-1502, and the headline (verdicts, primary, quote) comes
+    from those seeds only. Stored runs are reused on a second call."""
+    import json
+
+    import optuna
+
+    from sweeps.confirm import run_confirm
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
+    stored = {"config": {"train.seed": 0, "data.dataset": "synthetic"}}
+    for value, lr in ((0.5, 1e-3), (0.4, 2e-3)):
+        study.add_trial(optuna.trial.create_trial(params={"optim.lr": lr}, distributions=dist, value=value,
+                                                  user_attrs=stored))
+    calls = []
+    rng = np.random.default_rng(0)
+
+    def fake_confirm_run(ctx, trial, seed):  # trial 1's CV beats trial 0's, against the trials' order
+        calls.append((trial.number, seed))
+        out = _fake_run(trial.number, seed, 0.7 if trial.number == 1 else 0.6, rng)
+        (ctx.out_dir / "confirm" / f"trial{trial.number:04d}-seed{seed}.json").write_text(json.dumps(out))
+        return out
+
+    monkeypatch.setattr(sweeps.confirm, "confirm_run", fake_confirm_run)
+    monkeypatch.setattr(sweeps.confirm, "top_trials", lambda s, spec, k: sorted(
+        s.get_trials(), key=lambda t: -t.value)[:k])
+    ctx = SimpleNamespace(tracking=None, spec=SimpleNamespace(name="demo"), out_dir=tmp_path)
+    ranked = run_confirm(study, ctx, top_k=2, seeds=3)
+    assert [e["trial"] for e in ranked] == [1, 0]
+    assert sorted(calls) == [(0, 1000), (0, 1001), (0, 1002), (1, 1000), (1, 1001), (1, 1002),
+                             (1, 1500), (1, 1501), (1, 1502)]
+    head = json.loads((tmp_path / "confirmed.json").read_text())["headline"]
+    assert head["trial"] == 1 and head["seed_values"] == [1500, 1501, 1502]
+    assert head["primary"]["line"].startswith("verdict: pretraining ") and "x 3 seeds" in head["quote"]["text"]
+    assert [v["seeds"] for v in head["verdicts"]] == [3]
+    calls.clear()
+    run_confirm(study, ctx, top_k=2, seeds=3)
+    assert calls == []  # every run stored: nothing runs again
