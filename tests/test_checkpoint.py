@@ -57,7 +57,7 @@ def test_crafted_checkpoint_runs_nothing_in_evaluate_and_predict(tmp_path, capsy
                                                              str(tmp_path / "s.csv")]):
         line = _one_line_error(capsys, cmd)
         assert str(crafted) in line and "refused" in line and "io.open" in line
-        assert f"python -m vicreg convert-checkpoint --trust {crafted}" in line
+        assert "it cannot be converted: io.open is not plain data" in line and "--trust" not in line
     assert not marker.exists()
 
 
@@ -177,6 +177,50 @@ def test_an_older_file_is_converted_only_with_trust(tmp_path, capsys) -> None:
     assert (tmp_path / "old.pt.pickled").is_file()
     raw, encoder = load_encoder_checkpoint(path)
     assert raw["model"]["arch"] == "resnet18" and not encoder.training
+
+
+class Payload:
+    """Unpickling this calls `func(code)`: exec's or cProfile.run's argument runs."""
+
+    def __init__(self, func, code: str) -> None:
+        self.func, self.code = func, code
+
+    def __reduce__(self):
+        return self.func, (self.code,)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+@pytest.mark.parametrize("func", [exec, __import__("cProfile").run], ids=["builtins.exec", "cProfile.run"])
+def test_trust_converts_nothing_that_runs_code(tmp_path, capsys, fmt: str, func) -> None:
+    """A file that also names numpy scalars (so converting looks plausible) and a function
+    that runs its argument: `convert-checkpoint --trust` refuses it with every name it holds,
+    in both torch formats, and the payload never runs; the refusal line of evaluate names them
+    all and does not recommend --trust."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "their.pt"
+    state = {"history": [{"loss": np.float64(1.5)}], "extra": Payload(func, f"open({str(marker)!r}, 'w')")}
+    torch.save(state, path, _use_new_zipfile_serialization=fmt == "zip")
+    names = checkpoint.file_globals(path)
+    (name,) = [n for n in names if n.endswith(f".{func.__name__}")]  # builtins.exec is __builtin__.exec in protocol 2
+    assert name in (f"{func.__module__}.{func.__name__}", f"__builtin__.{func.__name__}")
+    line = _one_line_error(capsys, ["convert-checkpoint", "--trust", str(path)])
+    assert f"refused even with --trust: it names {name}" in line, line
+    line = _one_line_error(capsys, ["evaluate", "--checkpoint", str(path)])
+    assert name in line and "scalar" in line and "--trust" not in line, line
+    assert not marker.exists() and path.is_file() and not (tmp_path / "their.pt.pickled").exists()
+
+
+def test_hidden_names_are_refused() -> None:
+    """A STACK_GLOBAL whose module and name are not the two strings just before it cannot be
+    read statically: it is named '<hidden>', which nothing allows."""
+    import io
+    import pickle as pk
+
+    data = b"\x80\x04" + pk.SHORT_BINUNICODE + b"\x08builtins" + pk.EMPTY_TUPLE + pk.POP + \
+        pk.SHORT_BINUNICODE + b"\x04exec" + pk.EMPTY_LIST + pk.POP + pk.STACK_GLOBAL + pk.STOP
+    assert checkpoint._opcode_globals(io.BytesIO(data)) == ["<hidden>"]
+    assert not checkpoint.allowed("<hidden>") and not checkpoint.allowed("builtins.exec")
+    assert checkpoint.allowed("numpy.dtypes.Float64DType") and checkpoint.allowed("vicreg.config.Config")
 
 
 def test_what_we_write_reads_back_as_weights_only(tmp_path) -> None:

@@ -10,18 +10,26 @@ holds the optimizer state, the epoch history and the resolved config, which are 
 too: one file, one reader, and no further dependency.
 
 A file written by an earlier version that needs full unpickling (a class or a numpy scalar
-inside) is refused with one line naming the command that converts it; `convert` is that
-command's body, run only by a user who says they trust the file. A malformed file (empty,
-truncated, not a torch file, wrong keys, another architecture, other shapes) is one line too.
+inside) is refused with one line naming every Python object the file names and the command
+that converts it; `convert` is that command's body. Even with --trust it rebuilds only a
+fixed allow-list (ALLOWED: numpy scalars, dtypes and arrays, paths, OrderedDict and this
+project's config dataclasses, none of which runs code it is given); a file that names
+anything else (builtins.exec, cProfile.run, ...) is refused with all its names. The names are
+read statically from the pickle's opcodes (pickletools), for the zip and the legacy format
+alike, before anything is imported. A malformed file (empty, truncated, not a torch file,
+wrong keys, another architecture, other shapes) is one line too.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import io
 import os
 import pickle
+import pickletools
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +37,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import config
 from .config import CheckpointError, UnsafeCheckpoint
 from .io import atomic_write
 
 CONVERT = "python -m vicreg convert-checkpoint --trust"
+# What `convert --trust` may rebuild beyond torch's own weights-only set: objects whose
+# construction runs no code taken from the file.
+ALLOWED = frozenset({
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct", "numpy.ndarray", "numpy.dtype", "collections.OrderedDict",
+    "_codecs.encode", "pathlib.Path", "pathlib.PosixPath", "pathlib.WindowsPath", "pathlib.PurePath",
+    "pathlib.PurePosixPath", "pathlib.PureWindowsPath",
+    *(f"vicreg.config.{n}" for n, v in vars(config).items() if isinstance(v, type) and dataclasses.is_dataclass(v)),
+})
+_DTYPE = re.compile(r"numpy\.dtypes\.\w+DType")
 
 
 def save(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -53,12 +72,15 @@ def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[st
         state = torch.load(p, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         named = _named_global(str(e))
-        unsafe = _unsafe_globals(p) or ([named] if named else [])
+        unsafe = file_globals(p) or ([named] if named else [])
         if unsafe:
+            refused = [n for n in unsafe if not allowed(n)]
+            fix = (f"it cannot be converted: {', '.join(refused)} {'is' if len(refused) == 1 else 'are'} not plain "
+                   f"data, and rebuilding them can run code" if refused else
+                   f"if you trust the file, convert it once: {CONVERT} {p}")
             raise UnsafeCheckpoint(
-                f"{p}: refused: it names Python objects ({', '.join(unsafe[:3])}) that only full unpickling "
-                f"would rebuild, and unpickling can run code. If you trust the file, convert it once: "
-                f"{CONVERT} {p}") from None
+                f"{p}: refused: it names Python objects that only full unpickling would rebuild "
+                f"({_listed(unsafe)}); {fix}") from None
         raise CheckpointError(f"{p}: unreadable, truncated or not a torch file (its content is not plain "
                               f"data)") from None
     except Exception as e:  # truncated, not a zip, not torch: all the same user error
@@ -96,33 +118,100 @@ def load_weights(module: nn.Module, weights: dict[str, torch.Tensor], path: str 
 
 def convert(path: str | os.PathLike) -> tuple[Path, list[str]]:
     """Rewrite a trusted file that needs more than plain data as plain data (the original kept
-    as `<name>.pickled`). Still torch's weights-only unpickler, with exactly the globals the
-    file names allowed (torch.serialization.safe_globals): those are called with the file's
-    arguments, which is why the command asks for --trust. Returns (backup path, the globals)."""
+    as `<name>.pickled`), with torch's weights-only unpickler and the globals the file names
+    allowed, only when every one of them is on ALLOWED; anything else is refused with every
+    name, before any is imported. Returns (backup path, the globals)."""
     p = Path(path)
-    names = _unsafe_globals(p)
-    for _ in range(20):  # numpy's dtype classes are built inside the file: torch names them one at a time
-        with torch.serialization.safe_globals([_resolve(n, p) for n in names]):
-            try:
-                state = torch.load(p, map_location="cpu", weights_only=True)
-                break
-            except pickle.UnpicklingError as e:
-                more = _named_global(str(e))
-                if more is None or more in names:
-                    raise CheckpointError(f"{p}: cannot be converted ({_first_line(e)})") from None
-                names.append(more)
-    else:
-        raise CheckpointError(f"{p}: cannot be converted (it names more than {len(names)} Python objects)")
+    names = file_globals(p)
+    refused = [n for n in names if not allowed(n)]
+    if refused:
+        raise UnsafeCheckpoint(f"{p}: refused even with --trust: it names {_listed(refused)}, which "
+                               f"{'is' if len(refused) == 1 else 'are'} not plain data (rebuilding "
+                               f"{'it' if len(refused) == 1 else 'them'} can run code); only "
+                               f"numpy values, paths and config dataclasses are converted")
+    extra = [n for n in names if not n.startswith("torch.")]  # torch's own: its unpickler's rules
+    objs = [_resolve(n, p) for n in extra]
+    if any(n.startswith("numpy.") for n in extra):  # numpy.dtype(...) builds its DType class inside
+        objs += [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    with torch.serialization.safe_globals(objs):
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{p}: cannot be converted ({type(e).__name__}: {_first_line(e)})") from None
     plain = _plain(state, "")
     backup = p.with_name(p.name + ".pickled")
     os.replace(p, backup)
     save(p, plain)
     load(p)  # it reads as weights only now
-    return backup, names
+    return backup, extra
+
+
+def allowed(name: str) -> bool:
+    """Whether `convert --trust` may rebuild this global (ALLOWED, numpy's dtype classes,
+    torch's own, which its weights-only unpickler then judges)."""
+    return name in ALLOWED or bool(_DTYPE.fullmatch(name)) or name.startswith("torch.")
+
+
+def file_globals(path: str | os.PathLike) -> list[str]:
+    """Every 'module.name' a torch file's pickles name (GLOBAL, INST, and STACK_GLOBAL with
+    the two strings before it), read from the opcodes without unpickling: the zip format's
+    data.pkl, or the legacy format's pickles one after another. A STACK_GLOBAL whose strings
+    cannot be followed is named '<hidden>' (so it is refused). [] when nothing is readable."""
+    p = Path(path)
+    try:
+        if zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as z:
+                pkl = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+                streams = [z.read(pkl)] if pkl else []
+        else:
+            streams = [p.read_bytes()]
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return []
+    names: list[str] = []
+    for data in streams:
+        f = io.BytesIO(data)
+        for _ in range(5):  # legacy: magic, protocol, sys info, the object, storage keys (then raw bytes)
+            try:
+                names += _opcode_globals(f)
+            except Exception:  # the raw storage bytes, or a damaged stream: what was read stands
+                break
+    return list(dict.fromkeys(names))
+
+
+def _opcode_globals(f: io.BytesIO) -> list[str]:
+    """The globals of one pickle read from `f` up to its STOP (pickletools.genops)."""
+    out: list[str] = []
+    strings: list[str | None] = []  # what each push put on the stack, if it was a string
+    memo: dict[int, str | None] = {}
+    for op, arg, _ in pickletools.genops(f):
+        if op.name in ("GLOBAL", "INST"):
+            out.append(str(arg).replace(" ", "."))
+        elif op.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+                         "BINSTRING", "STRING"):
+            strings.append(str(arg))
+        elif op.name == "MEMOIZE":
+            memo[len(memo)] = strings[-1] if strings else None
+        elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = strings[-1] if strings else None
+        elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+            strings.append(memo.get(int(arg)))
+        elif op.name == "STACK_GLOBAL":
+            module, name = (strings[-2], strings[-1]) if len(strings) >= 2 else (None, None)
+            out.append(f"{module}.{name}" if module and name else "<hidden>")
+            strings.append(None)
+        elif op.name not in ("PROTO", "FRAME", "STOP", "MARK", "POP", "POP_MARK"):
+            strings.append(None)  # any other push hides the strings below it from STACK_GLOBAL
+    return out
+
+
+def _listed(names: list[str], most: int = 20) -> str:
+    shown = ", ".join(names[:most])
+    return shown if len(names) <= most else f"{shown} and {len(names) - most} more ({len(names)} in all)"
 
 
 def _resolve(name: str, p: Path) -> Any:
-    """'numpy.core.multiarray._reconstruct' -> that object (the longest importable module prefix)."""
+    """'numpy.core.multiarray._reconstruct' -> that object (the longest importable module prefix);
+    called only for allowed names."""
     parts = name.split(".")
     for cut in range(len(parts) - 1, 0, -1):
         try:
@@ -163,13 +252,6 @@ def _named_global(message: str) -> str | None:
     torch says which; used by `convert` and for the refusal line of a legacy-format file)."""
     m = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", message)
     return None if m is None else (m.group(1) or m.group(2))
-
-
-def _unsafe_globals(p: Path) -> list[str]:
-    try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(p))
-    except Exception:  # not a zip checkpoint: the caller says it is not a weights file
-        return []
 
 
 def _first_line(e: BaseException) -> str:
