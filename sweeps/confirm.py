@@ -78,9 +78,13 @@ def trial_seed(trial: optuna.trial.FrozenTrial) -> int:
 
 def confirm_config(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -> Config:
     """The trial's resolved config with this run's overrides and seed, checkpointed under
-    out_dir/confirm so that a killed run resumes."""
+    out_dir/confirm so that a killed run resumes. The paths it writes (the decode cache, the
+    folds file) come from the study file and the command line, never from the stored trial:
+    the storage is data, and must not choose where this process writes."""
     raw = unflatten(trial.user_attrs["config"])
-    sets = {**ctx.overrides, "train.seed": seed, "eval.seed": seed, "train.progress": ctx.progress,
+    base = ctx.spec.config({}, ctx.overrides).data
+    sets = {"data.cache_dir": base.cache_dir, "data.folds_file": base.folds_file, **ctx.overrides,
+            "train.seed": seed, "eval.seed": seed, "train.progress": ctx.progress,
             "train.checkpoint_dir": str(ctx.out_dir / "confirm" / f"ckpt-trial{trial.number:04d}-seed{seed}")}
     for key, value in sets.items():
         set_key(raw, key, value)

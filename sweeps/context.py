@@ -154,7 +154,9 @@ class SweepContext:
         """A completed or pruned trial's checkpoints go (unless the study keeps them): runs/ must
         not fill the disk. Failed and preempted trials keep theirs for the retry."""
         if cfg.train.checkpoint_dir and not self.spec.keep_checkpoints:
-            shutil.rmtree(cfg.train.checkpoint_dir, ignore_errors=True)
+            folder, root = Path(cfg.train.checkpoint_dir).resolve(), (self.out_dir / "checkpoints").resolve()
+            if folder.is_relative_to(root):  # only what sweeps/resume.py derived: nothing else is ours to delete
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def worker_threads(workers: int) -> None:

@@ -45,18 +45,30 @@ class Resume:
         return len(history)
 
 
+def trial_folder(ctx: SweepContext, number: int) -> Path:
+    """out/checkpoints/trialNNNN: a trial's checkpoint folder, derived from the out folder and
+    the trial number alone. Never read from the storage: whoever can write there must not
+    choose a folder this worker writes or deletes."""
+    return ctx.out_dir / "checkpoints" / f"trial{number:04d}"
+
+
 def checkpoint_dir(ctx: SweepContext, trial: optuna.Trial) -> tuple[Path, Resume | None]:
     """The trial's checkpoint folder, and how it resumes if it retries a failed trial (ours:
     user attr retry_of; Optuna's heartbeat retry: system attr failed_trial). A retry uses the
-    failed trial's folder, which must be reachable here (a shared --out across machines)."""
-    own = ctx.out_dir / "checkpoints" / f"trial{trial.number:04d}"
+    failed trial's folder (trial_folder of its number), which must be reachable here (a
+    shared --out across machines). A retried number that is not an earlier trial of this
+    study is ignored: the trial starts afresh in its own folder."""
+    own = trial_folder(ctx, trial.number)
     trials = trial.study.get_trials(deepcopy=False)  # numbers are list positions
     previous = trial.user_attrs.get("retry_of", trials[trial.number].system_attrs.get("failed_trial"))
-    if previous is None:
+    try:
+        previous = int(previous) if previous is not None and not isinstance(previous, bool) else None
+    except (TypeError, ValueError):
+        previous = None
+    if previous is None or not 0 <= previous < trial.number:
         return own, None
-    old = trials[int(previous)]
-    folder = Path(old.user_attrs.get("checkpoint_dir", own))
-    return folder, Resume(int(previous), folder, None, old.user_attrs.get("mlflow_run_id"))
+    folder = trial_folder(ctx, previous)
+    return folder, Resume(previous, folder, None, trials[previous].user_attrs.get("mlflow_run_id"))
 
 
 def trial_checkpoints(trial: optuna.Trial, ctx: SweepContext, cfg: Config) -> tuple[Config, Resume | None]:

@@ -96,7 +96,9 @@ def suggest_all(trial: optuna.Trial, search: list[Dimension]) -> dict[str, Any]:
 # Allowed names, declared once: the typed loader checks them (vicreg.config.load_dataclass).
 Metric = Literal["kappa_mean", "f1_mean", "accuracy_mean", "auc_mean", "probe_kappa", "probe_f1"]
 Direction = Literal["maximize", "minimize"]
-SamplerName = Literal["tpe", "random", "grid", "cmaes", "qmc"]
+# No cmaes: Optuna's CmaEsSampler unpickles trial system attributes from the storage, so write
+# access to a shared database would run code on every worker (and `cmaes` is not installed).
+SamplerName = Literal["tpe", "random", "grid", "qmc"]
 PrunerName = Literal["hyperband", "median", "percentile", "successive_halving", "threshold", "none"]
 
 
@@ -229,8 +231,6 @@ class StudySpec(StudyFile):
             space = {sub.name or sub.key: sub.choices for d in self.search
                      for sub in (d.cases.values() if d.kind == "by" else [d])}
             return optuna.samplers.GridSampler(space, seed=seed)
-        if name == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, **s)
         return optuna.samplers.QMCSampler(seed=seed, **s)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
