@@ -16,7 +16,7 @@ import optuna
 from .gpu_share import start_mps, stop_mps
 from .signals import PREEMPT, check_interrupted
 from .study import StudySpec
-from .worker import STORAGE_ENV, counts
+from .worker import STORAGE_ENV, TRACKING_ENV, counts
 
 
 def run_workers(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, target: int, out_dir: Path,
@@ -39,11 +39,11 @@ def run_workers(args: argparse.Namespace, spec: StudySpec, study: optuna.Study, 
 def spawn_workers(args: argparse.Namespace, spec: StudySpec, target: int, out_dir: Path, n: int,
                   gpus: list[str]) -> list[subprocess.Popen]:
     """`n` worker processes (python -m sweeps.worker) running this study's trials, one per GPU
-    with --gpus. Settings are arguments; the storage URL goes in the environment, which `ps`
-    does not show other users."""
+    with --gpus. Settings are arguments; the storage and tracking URLs, which may hold a
+    password, go in the environment, which `ps` does not show other users."""
     cmd = [sys.executable, "-m", "sweeps.worker", "--config", str(spec.path), "--trials", str(target),
            "--out", str(out_dir), "--workers", str(n)]
-    for flag, value in (("--tracking-uri", args.tracking_uri), ("--timeout", args.timeout),
+    for flag, value in (("--timeout", args.timeout),
                         ("--max-time", args.max_time), ("--data-root", args.data_root),
                         ("--test-root", args.test_root), ("--storage-wait", args.storage_wait)):
         if value is not None:
@@ -56,9 +56,10 @@ def spawn_workers(args: argparse.Namespace, spec: StudySpec, target: int, out_di
     procs = []
     for i in range(n):
         env = dict(os.environ)
-        env.pop(STORAGE_ENV, None)
-        if args.storage:
-            env[STORAGE_ENV] = args.storage
+        for name, value in ((STORAGE_ENV, args.storage), (TRACKING_ENV, args.tracking_uri)):
+            env.pop(name, None)
+            if value:
+                env[name] = value
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]  # gpus: one entry per worker (gpu_share.worker_gpus)
         procs.append(subprocess.Popen([*cmd, "--index", str(i)], env=env))

@@ -37,7 +37,7 @@ from sweeps.outcome import SweepStopped, outcome_of
 from sweeps.signals import Preempted, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
 from sweeps.study import StudySpec, check_init, study_path
-from sweeps.text import first_line, mask_url
+from sweeps.text import describe_url, first_line, mask_url
 from sweeps.tracking import (
     PARENT_ATTR,
     Tracking,
@@ -258,7 +258,7 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
                 "sampler": {"name": spec.sampler.name, "seed": spec.sampler.seed, **spec.sampler.options},
                 "pruner": {"name": spec.pruner.name, **spec.pruner.options},
                 "search": {d.key: _space(d) for d in spec.search},
-                "storage": mask_url(args.storage) or "journal (embedded)"})
+                "storage": describe_url(args.storage)})
             study.set_user_attr(PARENT_ATTR, parent)
             plan.parent = parent
         stale = fail_stale(study, tracking)

@@ -8,8 +8,9 @@ finished trials (COMPLETE or PRUNED); failed trials do not count and are retried
 
     python -m sweeps.worker --config STUDY.yaml --trials 20 --out runs/STUDY --index 0 --workers 2
 
-Every setting is an argument except the storage URL, which travels in the environment
-(VICREG_SWEEP_STORAGE) so that a database password stays out of `ps`.
+Every setting is an argument except the storage and tracking URLs, which travel in the
+environment (VICREG_SWEEP_STORAGE, VICREG_SWEEP_TRACKING_URI) so that a database password
+stays out of `ps`.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .study import StudySpec, check_init, load_study
 from .tracking import PARENT_ATTR, Tracking, TrackingUnavailable, close_stale
 
 STORAGE_ENV = "VICREG_SWEEP_STORAGE"
+TRACKING_ENV = "VICREG_SWEEP_TRACKING_URI"  # run.py's --tracking-uri, kept off the command line (ps)
 Objective = Callable[[optuna.Trial, SweepContext], float]
 
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -303,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         check_init(spec, overrides)
         out_dir = Path(a.out)
         study = open_study(spec, storage, out_dir, a.index, a.storage_wait)
-        tracking = None if a.no_tracking else Tracking.open(a.tracking_uri, spec.name)
+        tracking = None if a.no_tracking else Tracking.open(a.tracking_uri or os.environ.get(TRACKING_ENV), spec.name)
     except (ConfigError, FileNotFoundError, TrackingUnavailable, StorageUnavailable) as e:
         print(f"worker {a.index}: error: {e}", file=sys.stderr)
         return 2
