@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,8 @@ from vicreg.config import (
     read_yaml,
     set_key,
 )
+
+from .text import first_line
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -365,13 +368,36 @@ def load_study(path: str | Path) -> StudySpec:
     for ok, key, msg in checks:
         if not ok:
             raise ConfigError(f"{path}: {key} {msg}")
-    study = StudySpec(**{**vars(f), "name": f.name or path.stem, "search": search, "path": path})
-    try:  # building the pruner and sampler checks their options
+    name = f.name or path.stem
+    if not STUDY_NAME.fullmatch(name):  # it names folders, files and MLflow filters
+        raise ConfigError(f"{path}: name {name!r} must be letters, digits, '_', '.' or '-', starting with a "
+                          f"letter or digit")
+    for section, options in (("sampler", f.sampler.options), ("pruner", f.pruner.options)):
+        _check_options(path, section, options)
+    study = StudySpec(**{**vars(f), "name": name, "search": search, "path": path})
+    try:  # building the pruner and sampler checks the rest of their options
         study.make_sampler()
         study.make_pruner()
-    except TypeError as e:
-        raise ConfigError(f"{path}: sampler/pruner options: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: sampler/pruner options: {first_line(e)}") from None
     return study
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# Integer options of Optuna's samplers and pruners, with their least value: Optuna checks some
+# only when a trial uses them (a string, or min_resource 0, failed every trial).
+_INT_OPTIONS = {"n_startup_trials": 0, "n_warmup_steps": 0, "interval_steps": 1, "n_min_trials": 1,
+                "min_resource": 1, "max_resource": 1, "reduction_factor": 2, "min_early_stopping_rate": 0,
+                "n_ei_candidates": 1, "bootstrap_count": 0}
+
+
+def _check_options(path: Path, section: str, options: dict[str, Any]) -> None:
+    for key, value in options.items():
+        low = _INT_OPTIONS.get(key)
+        if low is None or (key in ("min_resource", "max_resource") and value == "auto"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{path}: {section}.{key}={value!r} must be an integer >= {low}")
 
 
 def check_init(spec: StudySpec, overrides: dict[str, Any]) -> None:

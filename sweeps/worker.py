@@ -42,6 +42,7 @@ from .outcome import SweepStopped, outcome_of
 from .signals import Preempted, check_interrupted, handlers
 from .storage import StorageUnavailable, claim_lock, heartbeats_trustworthy, open_study
 from .study import StudySpec, check_init, load_study
+from .text import first_line
 from .tracking import PARENT_ATTR, Tracking, TrackingUnavailable, close_stale
 
 STORAGE_ENV = "VICREG_SWEEP_STORAGE"
@@ -187,12 +188,16 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objectiv
                 value = fn(trial, ctx)
             frozen = _tell(study, trial, value)
             consecutive = 0
-            if frozen.state == TrialState.COMPLETE and not ctx.dry_run:  # a dry run leaves no best file
-                record_best(study, ctx.spec, ctx.tracking, ctx.parent_id, frozen, load_confirmed(ctx.out_dir))
         except (Exception, KeyboardInterrupt) as e:
             frozen, consecutive = _ended(study, ctx, trial, e, consecutive)
             if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM or --max-time stop this worker too
                 raise
+        if frozen.state == TrialState.COMPLETE and not ctx.dry_run:  # a dry run leaves no best file
+            try:  # after the tell: a failure here must not tell the finished trial again (_ended)
+                record_best(study, ctx.spec, ctx.tracking, ctx.parent_id, frozen, load_confirmed(ctx.out_dir))
+            except (OSError, ValueError) as e:
+                print(f"warning: the best file was not rewritten after trial {frozen.number} "
+                      f"({first_line(e, with_type=True)}); the next trial or --confirm rewrites it", flush=True)
         _record_timing(ctx, frozen, t0, claimed, mlflow0)
         durations.append(time.perf_counter() - t0)
         if on_trial_end is not None:
@@ -223,8 +228,10 @@ def _ended(study: optuna.Study, ctx: SweepContext, trial: optuna.Trial, e: BaseE
         return frozen, 0 if o.optuna_state == "PRUNED" else consecutive
     consecutive += 1
     if consecutive >= ctx.spec.max_consecutive_failures:
+        where = ("see the FAILED runs' traceback.txt in MLflow" if ctx.tracking is not None
+                 else "each failure is printed above (--no-tracking: no traceback.txt is kept)")
         raise SweepStopped(f"stopping: {consecutive} consecutive trials failed (last: "
-                           f"{trial.user_attrs.get('reason', e)}); see the FAILED runs' traceback.txt in MLflow") from e
+                           f"{trial.user_attrs.get('reason', e)}); {where}") from e
     return frozen, consecutive
 
 

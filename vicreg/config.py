@@ -9,7 +9,9 @@ naming the file and the key instead of after an hour of training.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -437,6 +439,46 @@ def validate(cfg: Config) -> None:
         (not (cfg.augment.antialias and cfg.augment.resample == "bicubic" and cfg.augment.views == "kornia"),
          "augment.antialias", "with resample bicubic needs views torchvision (kornia's antialiased crop is "
          "bilinear area-averaging)"),
+    ]
+    a, o, t, e, m = cfg.augment, cfg.optim, cfg.train, cfg.eval, cfg.model
+    finite = ("optim.lr", "optim.weight_decay", "optim.momentum", "optim.eta", "optim.warmup_epochs",
+              "optim.final_lr_ratio", "train.min_delta", "eval.lr", "eval.weight_decay", "eval.lr_decay",
+              "eval.dropout", "loss.sim_coeff", "loss.std_coeff", "loss.cov_coeff")
+    checks = [(math.isfinite(get_key(cfg, k)), k, "must be a finite number") for k in finite] + checks
+    checks += [
+        (re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None, "train.device",
+         "must be auto, cpu, mps, cuda or cuda:N"),
+        (cfg.data.fold_seed >= 0, "data.fold_seed", "must be >= 0 (numpy's generators take no negative seed)"),
+        (t.seed >= 0 and e.seed >= 0, "train.seed", "and eval.seed must be >= 0"),
+        (min(cfg.loss.sim_coeff, cfg.loss.std_coeff, cfg.loss.cov_coeff) >= 0, "loss.sim_coeff",
+         "and std_coeff, cov_coeff must be >= 0 (a negative coefficient rewards what VICReg penalises)"),
+        (cfg.loss.sim_coeff + cfg.loss.std_coeff + cfg.loss.cov_coeff > 0, "loss.sim_coeff",
+         "and std_coeff, cov_coeff cannot all be 0"),
+        (t.patience >= 0, "train.patience", "must be >= 0 (0: no early stopping)"),
+        (t.min_delta >= 0, "train.min_delta", "must be >= 0"),
+        (t.log_every_steps >= 0, "train.log_every_steps", "must be >= 0 (0: per epoch only)"),
+        (all(0 <= b < 1 for b in o.betas), "optim.betas", "must both be in [0, 1)"),
+        (o.momentum >= 0, "optim.momentum", "must be >= 0"),
+        (o.eta > 0, "optim.eta", "must be > 0"),
+        (o.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0"),
+        (0 <= o.final_lr_ratio <= 1, "optim.final_lr_ratio", "must be in [0, 1]"),
+        (e.epochs >= 1, "eval.epochs", "must be >= 1"),
+        (e.batch_size >= 1, "eval.batch_size", "must be >= 1"),
+        (e.lr > 0, "eval.lr", "must be > 0"),
+        (e.weight_decay >= 0, "eval.weight_decay", "must be >= 0"),
+        (0 <= e.dropout < 1, "eval.dropout", "must be in [0, 1)"),
+        (e.head_hidden >= 1, "eval.head_hidden", "must be >= 1"),
+        (0 < e.lr_decay <= 1, "eval.lr_decay", "must be in (0, 1]"),
+        (e.unfreeze_every >= 1, "eval.unfreeze_every", "must be >= 1"),
+        (m.expander_hidden >= 1, "model.expander_hidden", "must be >= 1"),
+        (m.expander_out >= 1, "model.expander_out", "must be >= 1"),
+        (0 < a.crop_ratio[0] <= a.crop_ratio[1], "augment.crop_ratio", "must be [low, high] with 0 < low <= high"),
+        (0 <= a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma", "must be [low, high] with 0 <= low <= high"),
+        (min(a.brightness, a.contrast, a.saturation) >= 0, "augment.brightness",
+         "and contrast, saturation must be >= 0"),
+        (0 <= a.hue <= 0.5, "augment.hue", "must be in [0, 0.5]"),
+        (cfg.data.synthetic_count >= 1 and cfg.data.synthetic_size >= 8, "data.synthetic_count",
+         "must be >= 1 (and data.synthetic_size >= 8)"),
     ]
     probabilities = ("flip_p", "jitter_p", "grayscale_p", "blur_p_a", "blur_p_b", "solarize_p_a", "solarize_p_b")
     checks += [(0 <= getattr(cfg.augment, k) <= 1, f"augment.{k}", "must be a probability in [0, 1]")
