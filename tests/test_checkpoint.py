@@ -143,6 +143,29 @@ def test_crafted_cifar_batch_runs_nothing(tmp_path) -> None:
     assert "\n" not in str(e.value) and not marker.exists()
 
 
+@pytest.mark.parametrize("data_path", ["/etc", "../../../../outside/encoder", "encoder/../../escape"])
+def test_a_registry_mlmodel_cannot_lead_outside_its_folder(tmp_path, monkeypatch, data_path: str) -> None:
+    """A crafted MLmodel naming our loader and a data path that is absolute or climbs out of
+    the downloaded model folder: refused in one line, nothing outside is read."""
+    import mlflow
+
+    from sweeps.tracking import Tracking, load_encoder
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    tracking = Tracking.open(uri, "s")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "MLmodel").write_text(f"flavors:\n  python_function:\n    loader_module: sweeps.pyfunc_encoder\n"
+                                   f"    data: {data_path}\n")
+    with mlflow.start_run(experiment_id=tracking.experiment_id) as run:
+        mlflow.log_artifacts(str(model), artifact_path="m")
+    with pytest.raises(CheckpointError, match="leads outside the model folder") as e:
+        load_encoder(tracking, f"runs:/{run.info.run_id}/m")
+    assert "\n" not in str(e.value)
+
+
 @pytest.mark.parametrize("make, words", [
     (lambda p: p.write_bytes(b""), "the file is empty"),
     (lambda p: p.write_text("not a checkpoint\n"), "unreadable, truncated or not a torch file"),
@@ -232,3 +255,22 @@ def test_what_we_write_reads_back_as_weights_only(tmp_path) -> None:
     pretrain(cfg, torch.randint(0, 255, (16, 1, 32, 32), dtype=torch.uint8))
     state = read_checkpoint(tmp_path / "c" / "last.pt")
     assert state is not None and state["epoch"] == 0 and "state" in state["optimizer"]
+
+
+def test_a_checkpoints_stored_paths_decide_nothing_we_write(tmp_path) -> None:
+    """evaluate and predict build their config from the checkpoint's: its cache_dir, folds_file
+    and checkpoint_dir are reset to the defaults, and the command line's --set still wins."""
+    import argparse
+
+    from vicreg.__main__ import _config
+    from vicreg.config import Config
+
+    raw = dataclasses.asdict(tiny_config())
+    raw["data"] |= {"cache_dir": str(tmp_path / "planted"), "folds_file": str(tmp_path / "planted.csv")}
+    raw["train"]["checkpoint_dir"] = str(tmp_path / "planted-ckpt")
+    args = argparse.Namespace(set=[], config=None, checkpoint="their.pt")
+    cfg = _config(args, base=raw)
+    assert (cfg.data.cache_dir, cfg.data.folds_file, cfg.train.checkpoint_dir) == (Config().data.cache_dir, None, None)
+    assert cfg.data.image_size == 32  # the rest of the stored config stands
+    args.set = [f"data.cache_dir={tmp_path / 'mine'}"]
+    assert _config(args, base=raw).data.cache_dir == str(tmp_path / "mine")

@@ -38,6 +38,12 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
     if args.config or base is None:
         return load_config(args.config, overrides)
     raw = copy.deepcopy(base)
+    # The paths this command writes come from the defaults and the command line, never from the
+    # file: a checkpoint is data, and must not choose where the decode cache or folds file go.
+    defaults = Config()
+    for key, value in (("data.cache_dir", defaults.data.cache_dir), ("data.folds_file", defaults.data.folds_file),
+                       ("train.checkpoint_dir", None)):
+        set_key(raw, key, value)
     for key, value in parse_overrides(overrides):
         set_key(raw, key, value)
     return config_from_dict(raw, source=args.checkpoint)

@@ -108,5 +108,9 @@ def load_encoder(tr: Tracking, model_uri: str) -> tuple[Any, dict[str, Any], str
         raise CheckpointError(f"{model_uri}: not a weights-only VICReg encoder (logged by an earlier version as a "
                               f"pickled module, which is not unpickled here); run the study's --confirm again "
                               f"to register the encoder as weights")
-    raw, encoder = load_encoder_checkpoint(weights_file(local / flavor["data"]))
+    data = (local / str(flavor["data"])).resolve()
+    if not data.is_relative_to(local.resolve()):  # an absolute path or '..' in a crafted MLmodel
+        raise CheckpointError(f"{model_uri}: its MLmodel's data path {flavor['data']!r} leads outside the model "
+                              f"folder; refused")
+    raw, encoder = load_encoder_checkpoint(weights_file(data))
     return encoder, raw, run_id
