@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from vicreg.config import ConfigError, DataConfig, primary_metric, unflatten
 from vicreg.data import pretrain_note
-from vicreg.io import atomic_write
+from vicreg.io import atomic_write, csv_text
 
 from .study import config_values
 from .tracking import log_best
@@ -131,13 +131,11 @@ def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None,
     atomic_write(path, yaml.dump(doc, Dumper=_DUMPER, sort_keys=False))
     if tracking is not None and parent_id:
         keys = list(config_values(top[0].params))
-        rows = [f"rank,trial,value,{m},accuracy,auc,mlflow_run_id," + ",".join(keys)]
-        for e in entries:
-            rows.append(",".join(str(x) for x in [e["rank"], e["trial"], e["value"], e[m], e["accuracy"],
-                                                   e["auc"], e["mlflow_run_id"],
-                                                   *[e["params"].get(k) for k in keys]]))
+        rows = [["rank", "trial", "value", m, "accuracy", "auc", "mlflow_run_id", *keys]]
+        rows += [[e["rank"], e["trial"], e["value"], e[m], e["accuracy"], e["auc"], e["mlflow_run_id"],
+                  *[e["params"].get(k) for k in keys]] for e in entries]
         table = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
-        atomic_write(table, "\n".join(rows) + "\n")
+        atomic_write(table, csv_text(rows))
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         log_best(tracking, parent_id, top[0].value, done,
                           {"best_trial": top[0].number, **{f"best.{k}": v for k, v in entries[0]["params"].items()}},

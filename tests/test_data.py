@@ -457,3 +457,31 @@ def test_pretraining_crops_from_the_larger_cache(synthetic_root: Path, tmp_path:
     folds = make_folds(d.train.names, d.train.labels, 3, 0, holdout=0.2)
     images, _ = pretrain_selection(d, folds, cfg)
     assert d.train.images.shape[-1] == 16 and images.shape[-1] == 32 and len(images) == int((folds >= 0).sum())
+
+
+def test_every_csv_we_write_round_trips_names_with_commas_quotes_and_newlines(tmp_path) -> None:
+    """folds.csv (written, then reused), the predictions and the DRAC22 submission, read back
+    with csv.reader: each name as it was. Before, a comma or newline corrupted folds.csv for good."""
+    import csv
+
+    from vicreg.data import make_folds
+    from vicreg.predict import write_predictions, write_submission
+
+    names = ["plain", "a,b", 'say "hi"', "two\nlines", "trailing,"] * 4
+    names = [f"{n}{i}" for i, n in enumerate(names)]
+    labels = np.array([i % 2 for i in range(len(names))])
+    path = tmp_path / "folds.csv"
+    folds = make_folds(names, labels, 2, 0, path, 0.0)
+    again = make_folds(names, labels, 2, 0, path, 0.0)  # read back: the same names and folds
+    assert again.tolist() == folds.tolist()
+    rows = list(csv.reader(path.read_text().split("\n", 1)[1].splitlines(keepends=True)))
+    assert [r[0] for r in rows[1:]] == names
+    probs = np.tile([0.2, 0.7, 0.1], (len(names), 1))
+    write_predictions(names, probs, ["x,y", "z", "w"], tmp_path / "p.csv")
+    with open(tmp_path / "p.csv", newline="") as f:
+        got = list(csv.reader(f))
+    assert sorted(r[0] for r in got[1:]) == sorted(names) and {r[1] for r in got[1:]} == {"z"}
+    write_submission(names, probs, tmp_path / "s.csv")
+    with open(tmp_path / "s.csv", newline="") as f:
+        got = list(csv.reader(f))
+    assert got[0] == ["case", "class", "P0", "P1", "P2"] and [r[0] for r in got[1:]] == names

@@ -142,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_first(args)
     from .baselines import score_baselines
     from .data import HOLDOUT, describe_pretrain, pretrain_note, pretrain_selection
-    from .evaluate import EvalData, evaluate
+    from .evaluate import EvalData, evaluate, scores_csv
     from .plots import save_report_plots
     from .train import load_encoder_checkpoint, resolve_device
     from .verdict import CV_WHERE, cv_verdicts, holdout_score, holdout_verdicts, primary
@@ -173,14 +173,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if (quote := holdout_score(reports[:1], metric)) is not None:
         print(f"quote: {quote['text']}, this checkpoint")
     if args.out:
-        rows = ["model,split,kappa,f1,accuracy,auc,epoch"]
         for r in reports:
             save_report_plots(r, args.out, metric, data.train.classes)
-            rows += [f"{r.label},fold {f.fold},{f.metrics['kappa']:.6f},{f.metrics['f1']:.6f},"
-                     f"{f.metrics['accuracy']:.6f},{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
-            rows += [f"{r.label},{name},{m['kappa']:.6f},{m['f1']:.6f},{m['accuracy']:.6f},{m['auc']:.6f},"
-                     for name, m in (("pooled", r.pooled), ("holdout", r.holdout)) if m is not None]
-        atomic_write(Path(args.out) / "folds_scores.csv", "\n".join(rows) + "\n")
+        atomic_write(Path(args.out) / "folds_scores.csv", scores_csv(reports))
         print(f"plots and per-fold scores in {args.out}")
     return 0
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -28,7 +29,7 @@ from PIL import Image
 
 from .config import DataConfig, DataError  # noqa: F401 - DataError is part of this module's API
 from .drac22 import scan_drac22
-from .io import atomic_write, digest, file_lock
+from .io import atomic_write, csv_text, digest, file_lock
 
 CACHE_VERSION = 1
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic-drac22"
@@ -451,17 +452,20 @@ def make_folds(names: list[str], labels: np.ndarray, k: int, seed: int,
 
     want = _settings_line(k, seed, holdout)
     if path is not None and Path(path).is_file():
-        lines = Path(path).read_text().splitlines()
-        if not lines or not lines[0].startswith("# folds="):
+        try:
+            first, _, body = Path(path).read_text(encoding="utf-8").partition("\n")
+        except UnicodeDecodeError:
+            first, body = "", ""
+        if not first.startswith("# folds="):
             raise DataError(f"{path}: not a folds file of this version (no '# folds=' settings line); "
                             f"delete it to make new folds")
-        if lines[0] != want:
-            raise DataError(f"{path}: stored folds were made with '{lines[0][2:]}', the config asks "
+        if first != want:
+            raise DataError(f"{path}: stored folds were made with '{first[2:]}', the config asks "
                             f"'{want[2:]}'; delete the file or use another study folder")
         try:
-            rows = list(csv.DictReader(lines[1:]))
+            rows = list(csv.DictReader(io.StringIO(body)))  # quoted names may hold commas and newlines
             stored = {r["image name"]: (int(r["label"]), int(r["fold"])) for r in rows}
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, csv.Error):
             raise DataError(f"{path}: cannot be parsed as a folds file (image name,label,fold); "
                             f"delete it to make new folds") from None
         if set(stored) != set(names) or any(stored[n][0] != int(y) for n, y in zip(names, labels)):
@@ -478,9 +482,8 @@ def make_folds(names: list[str], labels: np.ndarray, k: int, seed: int,
         folds[cv[val]] = i
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        lines = [want, "image name,label,fold"]
-        lines += [f"{n},{int(y)},{f}" for n, y, f in zip(names, labels, folds)]
-        atomic_write(Path(path), "\n".join(lines) + "\n")
+        rows = [["image name", "label", "fold"], *([n, int(y), int(f)] for n, y, f in zip(names, labels, folds))]
+        atomic_write(Path(path), want + "\n" + csv_text(rows))
     return folds
 
 

@@ -47,6 +47,7 @@ from torch import nn
 from .augment import channel_stats, normalise
 from .config import EvalConfig, Protocol, names
 from .data import HOLDOUT
+from .io import csv_text
 
 STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")  # top first: the unfreezing order
 METRICS = ("kappa", "f1", "accuracy", "auc")  # what scores() reports; kappa or f1 is a set's primary
@@ -232,6 +233,19 @@ class EvalReport:
         return cls(d["label"], d["protocol"], folds, None, arrays(d["pooled"]), arrays(d["holdout"]),
                    array(d.get("holdout_probs")), array(d.get("holdout_labels")),
                    d["n_train_per_fold"], d["n_val_per_fold"])
+
+
+def scores_csv(reports: list[EvalReport]) -> str:
+    """folds_scores.csv, the one scores file that `evaluate --out` and every sweep run write:
+    `model,split,kappa,f1,accuracy,auc,epoch`, a row per model and CV fold ('fold K', with the
+    head's chosen epoch), then its 'pooled' and 'holdout' rows where scored (no epoch)."""
+    rows: list[list] = [["model", "split", "kappa", "f1", "accuracy", "auc", "epoch"]]
+    for r in reports:
+        rows += [[r.label, f"fold {f.fold}", *(f"{f.metrics.get(k, float('nan')):.6f}" for k in METRICS),
+                  f.best_epoch] for f in r.folds]
+        rows += [[r.label, name, *(f"{m.get(k, float('nan')):.6f}" for k in METRICS), ""]
+                 for name, m in (("pooled", r.pooled), ("holdout", r.holdout)) if m is not None]
+    return csv_text(rows)
 
 
 # --- features and the cheap probe ----------------------------------------------------

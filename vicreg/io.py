@@ -1,10 +1,12 @@
 """File helpers shared by the trainer and the sweeps: one exclusive file lock, one atomic
-write, and one content digest."""
+write, one content digest, and one CSV writer."""
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -67,3 +69,11 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def csv_text(rows: list[list[Any]]) -> str:
+    """Rows as CSV text through csv.writer: every CSV the harness writes comes from here, so a
+    name with a comma, a quote or a newline is quoted and reads back as it was."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()

@@ -19,7 +19,7 @@ from torch import nn
 from .config import Config, ConfigError, DataError, primary_metric
 from .data import load_datasets, make_folds
 from .evaluate import EvalData, EvalReport, evaluate
-from .io import atomic_write
+from .io import atomic_write, csv_text
 from .synthetic import ensure_synthetic
 from .train import resolve_device
 
@@ -57,21 +57,16 @@ def describe(report: EvalReport, out: str | Path, n_test: int, metric: str = "ka
 def write_submission(names: list[str], probs: np.ndarray, path) -> None:
     """DRAC22 Task 3 submission: `case,class,P0,P1,P2`, one row per test image in name order."""
     probs = probs / probs.sum(1, keepdims=True)
-    lines = ["case,class,P0,P1,P2"]
-    for name, p in zip(names, probs):
-        lines.append(f"{name},{int(p.argmax())},{p[0]:.6f},{p[1]:.6f},{p[2]:.6f}")
-    atomic_write(path, "\n".join(lines) + "\n")
+    rows = [["case", "class", "P0", "P1", "P2"]]
+    rows += [[name, int(p.argmax()), *(f"{v:.6f}" for v in p[:3])] for name, p in zip(names, probs)]
+    atomic_write(path, csv_text(rows))
 
 
 def write_predictions(names: list[str], probs: np.ndarray, classes: list[str], path) -> None:
     """A folder/csv set's predictions: `image,class,P0,...,Pk`, one row per test image in name
     order (class: the most probable class's name; P<i>: class i of `classes`)."""
     probs = probs / probs.sum(1, keepdims=True)
-    lines = ["image,class," + ",".join(f"P{i}" for i in range(probs.shape[1]))]
-    for name, p in sorted(zip(names, probs), key=lambda item: item[0]):
-        lines.append(f"{_csv_field(name)},{_csv_field(classes[int(p.argmax())])}," + ",".join(f"{v:.6f}" for v in p))
-    atomic_write(path, "\n".join(lines) + "\n")
-
-
-def _csv_field(text: str) -> str:
-    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+    rows = [["image", "class", *(f"P{i}" for i in range(probs.shape[1]))]]
+    rows += [[name, classes[int(p.argmax())], *(f"{v:.6f}" for v in p)]
+             for name, p in sorted(zip(names, probs), key=lambda item: item[0])]
+    atomic_write(path, csv_text(rows))

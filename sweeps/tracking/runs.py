@@ -331,11 +331,9 @@ def write_artifacts(folder: Path, cfg: Config, result: PretrainResult, reports: 
         plot_loss_terms(result.history, folder / "loss_terms.png", f"VICReg loss terms ({data_name})")
         save_report_plots(reports[0], folder, primary_metric(cfg.data),  # baselines: in the CSV and metrics
                           list(cfg.data.classes) if cfg.data.classes else None)
-    rows = ["model,fold,kappa,f1,accuracy,auc,best_epoch"]
-    for r in reports:
-        rows += [f"{r.label},{f.fold},{f.metrics['kappa']:.6f},{f.metrics.get('f1', float('nan')):.6f},"
-                 f"{f.metrics['accuracy']:.6f},{f.metrics['auc']:.6f},{f.best_epoch}" for f in r.folds]
-    (folder / "folds_scores.csv").write_text("\n".join(rows) + "\n")
+    from vicreg.evaluate import scores_csv
+
+    (folder / "folds_scores.csv").write_text(scores_csv(reports))
     if checkpoint:
         from vicreg.checkpoint import save as save_weights
 
