@@ -143,6 +143,38 @@ def test_crafted_cifar_batch_runs_nothing(tmp_path) -> None:
     assert "\n" not in str(e.value) and not marker.exists()
 
 
+def _shared_lists(depth: int) -> list:
+    """A list whose every level holds the level below twice: tiny as a pickle (shared
+    references), 2**depth elements once turned into an array."""
+    x: list = [0]
+    for _ in range(depth):
+        x = [x, x]
+    return x
+
+
+@pytest.mark.parametrize("batch, words", [
+    ({"data": _shared_lists(40), "labels": [0, 1]}, r"'data' must be a uint8 array of shape \(N, 3072\), not a list"),
+    ({"data": np.zeros((2, 3072), np.float32), "labels": [0, 1]}, "dtype float32"),
+    ({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, r"shape \(2, 100\)"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0]}, "'labels' must be 2 integers .* got 1"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 12]}, "label 1 is '12'"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": [0, "cat"]}, "label 1 is 'cat'"),
+    ({"data": np.zeros((2, 3072), np.uint8), "labels": _shared_lists(40)}, "'labels' must be 2 integers"),
+], ids=["shared-lists", "float-data", "wrong-shape", "short-labels", "label-12", "string-label", "nested-labels"])
+def test_malformed_cifar_batches_are_one_line(tmp_path, batch: dict, words: str) -> None:
+    """Checked before any array is built: a 2**40-element nested list is refused at once."""
+    from vicreg.data import load_datasets
+
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (d / name).write_bytes(pickle.dumps(batch, protocol=2))
+    cfg = tiny_config(**{"data.dataset": "cifar10", "data.root": str(tmp_path)}).data
+    with pytest.raises(DataError, match=words) as e:
+        load_datasets(cfg)
+    assert "\n" not in str(e.value) and "data_batch_1" in str(e.value)
+
+
 @pytest.mark.parametrize("data_path", ["/etc", "../../../../outside/encoder", "encoder/../../escape"])
 def test_a_registry_mlmodel_cannot_lead_outside_its_folder(tmp_path, monkeypatch, data_path: str) -> None:
     """A crafted MLmodel naming our loader and a data path that is absolute or climbs out of

@@ -280,9 +280,27 @@ def _read_cifar_batches(d: Path, names: list[str]) -> tuple[np.ndarray, np.ndarr
                 raise DataError(f"{d / n}: {e}") from None
             except Exception as e:  # truncated, not a pickle, other keys: one line
                 raise DataError(f"{d / n}: not a CIFAR-10 batch ({type(e).__name__}: {e})") from None
-        xs.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch["labels"], dtype=np.int64))
+        data, labels = batch["data"], batch["labels"]
+        _check_cifar_batch(d / n, data, labels)
+        xs.append(data.reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(labels, dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys)
+
+
+def _check_cifar_batch(path: Path, data: Any, labels: Any) -> None:
+    """The format's shapes before any array is built from them: `data` a uint8 ndarray
+    (N, 3072), `labels` N integers in 0..9. A crafted batch of nested shared lists took 7 GB
+    when turned into an array; now it is one line."""
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        shape = getattr(data, "shape", None)
+        raise DataError(f"{path}: 'data' must be a uint8 array of shape (N, 3072), not a {type(data).__name__}"
+                        + (f" of shape {shape} and dtype {data.dtype}" if shape is not None else ""))
+    if not isinstance(labels, (list, np.ndarray)) or len(labels) != data.shape[0]:
+        got = len(labels) if isinstance(labels, (list, np.ndarray)) else type(labels).__name__
+        raise DataError(f"{path}: 'labels' must be {data.shape[0]} integers (one per image), got {got}")
+    for i, v in enumerate(labels):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 9:
+            raise DataError(f"{path}: 'labels' must be integers in 0..9; label {i} is {str(v)[:40]!r}")
 
 
 def load_cifar10(cfg: DataConfig) -> Datasets:
