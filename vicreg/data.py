@@ -300,7 +300,8 @@ def _check_cifar_batch(path: Path, data: Any, labels: Any) -> None:
         raise DataError(f"{path}: 'labels' must be {data.shape[0]} integers (one per image), got {got}")
     for i, v in enumerate(labels):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v <= 9:
-            raise DataError(f"{path}: 'labels' must be integers in 0..9; label {i} is {str(v)[:40]!r}")
+            what = repr(v)[:40] if isinstance(v, (int, np.integer, str)) else f"a {type(v).__name__}"
+            raise DataError(f"{path}: 'labels' must be integers in 0..9; label {i} is {what}")
 
 
 def load_cifar10(cfg: DataConfig) -> Datasets:
