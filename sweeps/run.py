@@ -20,6 +20,7 @@ import argparse
 import os
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ ARGUMENT_CHECKS: list[tuple[Callable[[argparse.Namespace], bool], str]] = [
     (lambda a: a.max_time is not None and a.max_time <= 0, "--max-time must be a number of seconds > 0"),
     (lambda a: a.timeout is not None and a.timeout <= 0, "--timeout must be a number of seconds > 0"),
     (lambda a: a.seeds is not None and not 1 <= a.seeds < 500, "--seeds must be 1..499 (quote seeds start at +500)"),
+    (lambda a: a.storage_wait < 0, "--storage-wait must be a number of seconds >= 0"),
+    (lambda a: a.storage is not None and a.storage.strip() in ("", "journal:"),
+     "--storage needs a database URL or journal:PATH"),
     (lambda a: bool(a.gpus) and not all(g.strip().isdigit() for g in a.gpus.split(",")),
      "--gpus takes comma-separated GPU numbers, e.g. 0,1"),
     (lambda a: a.per_gpu < 1, "--per-gpu must be >= 1"),
@@ -199,12 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         check_arguments(args)
         target = args.trials or spec.budget.trials
         out_dir = Path(args.out or f"runs/{spec.name}")
+        _writable(out_dir, "--out")
+        if args.storage and args.storage.startswith("journal:"):
+            _writable(Path(args.storage.removeprefix("journal:")).parent, "--storage journal:")
         preflight(spec, overrides)
         if args.storage and mask_url(args.storage) != args.storage:  # it carries a password
             print("note: the password in --storage is visible to other users of this machine (ps); "
                   "put it in ~/.pgpass or PGPASSWORD instead", file=sys.stderr)
     except (ConfigError, DataError, FileNotFoundError, TrackingUnavailable, optuna_compat.OptunaMoved) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (UnicodeDecodeError, OSError, ValueError) as e:  # faults of what was read, before any work
+        print(f"error: {first_line(e, with_type=True)}", file=sys.stderr)
         return 2
 
     with handlers():
@@ -231,6 +241,17 @@ class Plan:
     n_workers: int = 1
     deadline: float | None = None  # --timeout: no trial starts after it
     max_end: float | None = None  # --max-time in this process (one worker, no --gpus)
+
+
+def _writable(folder: Path, what: str) -> None:
+    """The folder exists or can be made, and a file can be written in it: else one line now,
+    not a traceback after the first trial."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None
 
 
 def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int, out_dir: Path) -> int:

@@ -264,3 +264,26 @@ def test_sweep_confirm_and_predict_on_a_csv_set(tmp_path: Path, monkeypatch, gra
     assert [line.split(",")[0] for line in lines[1:]] == [f"test{i:03d}" for i in range(6)]
     assert all(line.split(",")[1] in grades for line in lines[1:])
     assert all(abs(sum(map(float, line.split(",")[2:])) - 1) < 1e-4 for line in lines[1:])
+
+
+def test_csv_names_cannot_reach_outside_the_images_folder(tmp_path: Path) -> None:
+    """A CSV naming '../outside/secret.png', an absolute path, or a symlink (file or folder) that
+    leads out of the images folder: each row is a problem naming it, and no such image is read."""
+    from vicreg.layouts import scan_csv
+
+    root = make_csv_set(tmp_path / "set", per_class=3, test=0)
+    outside = tmp_path / "outside"
+    _image(outside / "secret.png", 0, 0)
+    (root / "train_images" / "linked.png").symlink_to(outside / "secret.png")
+    (root / "train_images" / "linkdir").symlink_to(outside, target_is_directory=True)
+    csv_path = root / "train.csv"
+    csv_path.write_text(csv_path.read_text() + "../../outside/secret,none,train\n"
+                        f"{outside / 'secret.png'},none,train\nlinked,none,train\nlinkdir/secret,none,train\n")
+    files = scan_csv(config_from_dict(csv_config(root, tmp_path / "c")).data)
+    problems = "\n".join(files.problems)
+    assert "'../../outside/secret' must be a name inside" in problems
+    assert f"'{outside / 'secret.png'}' must be a name inside" in problems
+    assert "'linked' is a link that leads outside" in problems
+    assert "'linkdir/secret' is a link that leads outside" in problems or "'linkdir/secret' is not in" in problems
+    assert not any("secret" in str(p) for p in files.train)
+

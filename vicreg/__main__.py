@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import os
 import sys
 import warnings
 from pathlib import Path
+
+import yaml
 
 from .config import (
     CheckpointError,
@@ -82,6 +85,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_make_synthetic(args: argparse.Namespace) -> int:
     from .synthetic import make_synthetic
 
+    if args.count < 1 or args.size < 8 or args.seed < 0:
+        raise ConfigError(f"make-synthetic: --count must be >= 1, --size >= 8 and --seed >= 0 (got {args.count}, "
+                          f"{args.size}, {args.seed})")
     task = make_synthetic(args.out, count=args.count, size=args.size, seed=args.seed)
     print(f"wrote synthetic DRAC22-format data to {task}")
     return 0
@@ -257,8 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, DataError, CheckpointError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except (UnicodeDecodeError, csv.Error, yaml.YAMLError, ValueError, OSError) as e:  # faults of what was read
+        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:400]
 
 
 if __name__ == "__main__":

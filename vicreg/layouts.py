@@ -159,7 +159,15 @@ def scan_csv(cfg: DataConfig) -> OwnFiles:
             continue
         seen[name] = line
         label = r[label_col]
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            out.problems.append(f"{path}: row {line}: image {name!r} must be a name inside {folder} (no absolute "
+                                f"path, no '..')")
+            continue
         image = _resolve_image(folder, name, on_disk)
+        if image is not None and not image.resolve().is_relative_to(folder.resolve()):
+            out.problems.append(f"{path}: row {line}: image {name!r} is a link that leads outside {folder} "
+                                f"({image.resolve()}); refused: copy the file in, or point data.images at its folder")
+            continue
         if image is not None:
             used.add(image)  # it has a row, even a bad one: not an image without a row
         if not test_row and label not in index:
