@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from vicreg.config import ConfigError, config_from_dict, load_config, primary_metric
+from vicreg.config import ConfigError, DataError, config_from_dict, load_config, primary_metric
 from vicreg.data import load_datasets
 from vicreg.layouts import check, data_channels, scan
 
@@ -287,3 +287,36 @@ def test_csv_names_cannot_reach_outside_the_images_folder(tmp_path: Path) -> Non
     assert "'linkdir/secret' is a link that leads outside" in problems or "'linkdir/secret' is not in" in problems
     assert not any("secret" in str(p) for p in files.train)
 
+
+
+@pytest.mark.parametrize("bad", ["empty", "text", "bomb"])
+def test_an_unreadable_labelled_image_is_one_line_or_skipped(tmp_path: Path, monkeypatch, bad: str) -> None:
+    """A 0-byte file, text named .png, or a decompression bomb among the labelled images: a
+    DataError naming the file (the bomb with its pixel count) where the images are read, not
+    a traceback from the channel scan before it; with skip_bad_images, skipped."""
+    from PIL import Image
+
+    from vicreg.data import load_datasets
+
+    root = make_folder_set(tmp_path / "imgs", per_class=4)
+    target = root / "grade0" / "bad.png"
+    if bad == "empty":
+        target.write_bytes(b"")
+    elif bad == "text":
+        target.write_text("not an image")
+    else:
+        for p in root.rglob("*"):  # the other images stay under the limit set below
+            if p.is_file():
+                Image.open(p).convert("L").resize((7, 7)).save(p)
+        _image(target, 0, 99, size=40)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 1600 pixels: over twice the limit
+    cfg = config_from_dict(folder_config(root, tmp_path / "cache")).data
+    with pytest.raises(DataError, match=str(target)) as e:
+        load_datasets(cfg, 1)
+    assert "\n" not in str(e.value)
+    if bad == "bomb":
+        assert "1600 pixels" in str(e.value)
+    skipping = config_from_dict(folder_config(root, tmp_path / "cache2", skip_bad_images=True)).data
+    with pytest.warns(UserWarning, match="skipped 1 undecodable"):
+        data = load_datasets(skipping, 1)
+    assert "grade0/bad" not in data.train.names and len(data.train.names) == 20

@@ -232,10 +232,15 @@ def scan(cfg: DataConfig) -> OwnFiles:
     return scan_csv(cfg) if cfg.dataset == "csv" else scan_folder(cfg)
 
 
-def image_mode(path: Path) -> str:
-    """PIL's mode from the file's header (cheap: no pixels decoded)."""
-    with Image.open(path) as img:
-        return img.mode
+def image_mode(path: Path) -> str | None:
+    """PIL's mode from the file's header (cheap: no pixels decoded); None for a file PIL cannot
+    open (empty, not an image, a decompression bomb): decoding then reports or skips it, naming
+    it (data.skip_bad_images), as check-data does."""
+    try:
+        with Image.open(path) as img:
+            return img.mode
+    except Exception:  # PIL raises many kinds for a bad file
+        return None
 
 
 def check(cfg: DataConfig) -> tuple[OwnFiles, list[str]]:
@@ -278,7 +283,8 @@ def data_channels(cfg: DataConfig) -> int:
 
 def channels_of(files: OwnFiles) -> int:
     """Only the labelled images decide (the model is built for what it is scored on); any colour -> 3."""
-    return 3 if any(image_mode(p) not in GREY_MODES for p in files.train) else 1
+    modes = [image_mode(p) for p in files.train]
+    return 3 if any(m is not None and m not in GREY_MODES for m in modes) else 1
 
 
 def resolve_channels(cfg: Config) -> Config:
