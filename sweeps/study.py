@@ -229,11 +229,11 @@ class StudySpec(StudyFile):
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **s)
         if name == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
+            return optuna.samplers.RandomSampler(seed=seed, **s)  # an unknown option is a TypeError at load
         if name == "grid":
             space = {sub.name or sub.key: sub.choices for d in self.search
                      for sub in (d.cases.values() if d.kind == "by" else [d])}
-            return optuna.samplers.GridSampler(space, seed=seed)
+            return optuna.samplers.GridSampler(space, seed=seed, **s)
         return optuna.samplers.QMCSampler(seed=seed, **s)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
