@@ -485,3 +485,30 @@ def test_every_csv_we_write_round_trips_names_with_commas_quotes_and_newlines(tm
     with open(tmp_path / "s.csv", newline="") as f:
         got = list(csv.reader(f))
     assert got[0] == ["case", "class", "P0", "P1", "P2"] and [r[0] for r in got[1:]] == names
+
+
+@pytest.mark.parametrize("mode", ["F", "LA", "I;16"])
+def test_grey_modes_decode_without_a_colour_warning(tmp_path, mode: str) -> None:
+    """A 32-bit float TIFF with values in [0, 1] (it decoded to all zeros), grey with alpha and
+    16-bit grey: scaled to 8 bit by their maximum, and not reported as colour."""
+    import warnings
+
+    from PIL import Image
+
+    from vicreg.data import decode_image
+
+    ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
+    path = tmp_path / "x.tif"
+    if mode == "F":
+        Image.fromarray(ramp, mode="F").save(path)
+    elif mode == "LA":
+        Image.fromarray((ramp * 255).astype(np.uint8)).convert("LA").save(path.with_suffix(".png"))
+        path = path.with_suffix(".png")
+    else:
+        Image.fromarray((ramp * 4095).astype(np.uint16)).save(path.with_suffix(".png"))
+        path = path.with_suffix(".png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        arr, was_rgb = decode_image(path, 32, 1)
+    assert not was_rgb and arr.max() >= 250 and arr.min() <= 5, (arr.min(), arr.max())
+

@@ -71,10 +71,12 @@ def decode_image(path: Path, size: int, channels: int = 1) -> tuple[np.ndarray, 
     try:
         with Image.open(path) as img:
             img.load()
-            was_rgb = img.mode not in ("L", "I", "I;16", "I;16B", "P", "1")
-            if img.mode.startswith("I"):  # 16-bit PNG: scale to 8 bit
-                a = np.asarray(img, dtype=np.float32)
-                img = Image.fromarray((a / max(a.max(), 1) * 255).astype(np.uint8))
+            # grey with alpha (LA), 32-bit float (F) and 16-bit are grey too: no colour warning
+            was_rgb = img.mode not in ("L", "LA", "F", "I", "I;16", "I;16B", "I;16L", "I;16N", "P", "1")
+            if img.mode.startswith("I") or img.mode == "F":  # 16-bit or float: scale to 8 bit by the maximum
+                a = np.nan_to_num(np.asarray(img, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0).clip(0)
+                top = a.max() if img.mode == "F" else max(a.max(), 1)  # a float image in [0, 1] was all 0
+                img = Image.fromarray((a / (top if top > 0 else 1) * 255).astype(np.uint8))
             img = img.convert("L" if channels == 1 else "RGB")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)

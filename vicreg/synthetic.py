@@ -131,13 +131,19 @@ def make_synthetic(out: str | Path, count: int = 611, size: int = 1024, seed: in
 
 
 def ensure_synthetic(cfg: DataConfig) -> None:
-    """The command line's and the sweep's pre-flight step: a synthetic dataset whose folder
-    does not exist yet is made there (data.synthetic_count/size/seed); anything else is left
-    alone. (The loader never writes data: vicreg/data.py reads what is there.)"""
+    """The command line's and the sweep's pre-flight step: the synthetic dataset at its default
+    folder is made there on first use (data.synthetic_count/size/seed); anything else is left
+    alone. A data.root the user named that does not exist is an error, not a place to
+    generate into: a mistyped --data-root must not become a data set. (The loader never
+    writes data: vicreg/data.py reads what is there.)"""
     if cfg.dataset != "synthetic":
         return
+    from .config import DataError
     from .data import data_root  # here, not at the top: drawing images needs no torch
 
     root = data_root(cfg)
     if not root.exists():
+        if cfg.root:
+            raise DataError(f"data.root {root} does not exist; to make a synthetic set there, run "
+                            f"python -m vicreg make-synthetic --out {root}")
         make_synthetic(root, count=cfg.synthetic_count, size=cfg.synthetic_size, seed=cfg.synthetic_seed)
