@@ -320,3 +320,23 @@ def test_an_unreadable_labelled_image_is_one_line_or_skipped(tmp_path: Path, mon
     with pytest.warns(UserWarning, match="skipped 1 undecodable"):
         data = load_datasets(skipping)
     assert "grade0/bad" not in data.train.names and len(data.train.names) == 20
+
+
+def test_folder_links_cannot_reach_outside_the_root(tmp_path: Path) -> None:
+    """A linked image, and a class folder that is a link, leading out of the data root: each
+    a problem naming it, and never a training image."""
+    from vicreg.layouts import scan_folder
+
+    root = make_folder_set(tmp_path / "imgs", per_class=2)
+    outside = tmp_path / "outside"
+    _image(outside / "secret.png", 0, 0)
+    (root / "grade0" / "linked.png").symlink_to(outside / "secret.png")
+    (root / "grade9").symlink_to(outside, target_is_directory=True)
+    cfg = config_from_dict(folder_config(root, tmp_path / "cache",
+                                         classes=[*(f"grade{i}" for i in range(5)), "grade9"])).data
+    files = scan_folder(cfg)
+    problems = "\n".join(files.problems)
+    assert f"{root / 'grade0' / 'linked.png'}: a link that leads outside" in problems
+    assert f"{root / 'grade9' / 'secret.png'}: a link that leads outside" in problems
+    assert not any("secret" in p.name or "linked" in p.name for p in files.train)
+

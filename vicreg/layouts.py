@@ -91,6 +91,10 @@ def scan_folder(cfg: DataConfig) -> OwnFiles:
             out.problems.append(f"{d}: folder {d.name!r} is not among data.classes {list(out.classes)}")
             continue
         for p in _images_in(d):
+            if not p.resolve().is_relative_to(root.resolve()):  # a linked file or class folder
+                out.problems.append(f"{p}: a link that leads outside {root} ({p.resolve()}); refused: copy the "
+                                    f"file in instead")
+                continue
             out.train.append(p)
             out.names.append(f"{d.name}/{p.name}")
             out.labels.append(index[d.name])
