@@ -13,7 +13,8 @@ UNPARSED = "<a URL that does not parse: not shown, it may hold a password>"
 def _split_url(url: str) -> tuple[str, str, str, str] | None:
     """(scheme, user, host/path, query) of 'scheme://[user[:password]@]host/path[?query]', the
     password dropped; None when it is no such URL. The user info ends at the last '@' (a
-    password may hold '@', ':' or '/'), so nothing after it can be taken for a password."""
+    password may hold '@', ':' or '/'), so nothing after it can be taken for a password.
+    (SQLAlchemy's make_url splits at the first '@': 'u:s3@cret@db' renders as 'u:***@cret@db'.)"""
     m = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.\-]*)://(.*)", url, re.S)
     if m is None:
         return None
