@@ -198,7 +198,8 @@ def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optun
                     raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}",
                                          at_start=True) from e
                 time.sleep(0.5 * (attempt + 1))
-            except (sa_exc.SQLAlchemyError, ImportError) as e:  # before any work: one line, no traceback
+            except (sa_exc.SQLAlchemyError, ImportError, ValueError) as e:  # before any work: one line
+                # (ValueError: a URL that does not parse, e.g. a port that is not a number)
                 raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}",
                                          at_start=True) from e
     storage.wait_s = wait_s

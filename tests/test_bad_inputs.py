@@ -238,6 +238,8 @@ def test_bad_study_files(here: Path, capsys, synthetic_root: Path, change: dict,
     (["--storage", "journal:"], "--storage needs a database URL or journal:PATH"),
     (["--storage", "journal:/proc/vicreg/optuna.log"], "cannot write there"),
     (["--out", "/proc/vicreg-runs"], "--out /proc/vicreg-runs: cannot write there"),
+    (["--storage", "postgresql://u@db:notaport/optuna", "--storage-wait", "0"],
+     "cannot open the Optuna storage postgresql://u@db:notaport/optuna"),
     (["--gpus", "a,b"], "--gpus takes comma-separated GPU numbers"),
     (["--per-gpu", "2"], "--per-gpu needs --gpus"),
     (["--max-time", "0"], "--max-time must be a number of seconds > 0"),
@@ -261,4 +263,4 @@ def test_unreadable_study_files(here: Path, capsys, content, words: str) -> None
 
 def test_the_table_is_at_least_a_hundred_inputs() -> None:
     """The issue's bar: at least 100 bad inputs, beside the crafted files of other tests."""
-    assert len(SETS) + len(CONFIG_FILES) + 9 + 3 * 2 + 1 + len(STUDIES) + 13 + 3 >= 100
+    assert len(SETS) + len(CONFIG_FILES) + 9 + 3 * 2 + 1 + len(STUDIES) + 14 + 3 >= 100
