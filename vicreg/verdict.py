@@ -80,10 +80,6 @@ class TwoPart:
     estimate: float
     parts: tuple[tuple[float, float], ...]
 
-    @property
-    def se(self) -> float:
-        return math.sqrt(sum(v for v, _ in self.parts))
-
     def half(self, q: float) -> float:
         """Banerjee's half-width at one-sided quantile q: sqrt(sum of t_{q, df_i}^2 V_i)."""
         return math.sqrt(sum(stats.t.ppf(q, df) ** 2 * v for v, df in self.parts if v > 0 and df > 0))
