@@ -110,13 +110,14 @@ def test_pruned_trials_are_killed_with_their_tag(env) -> None:
 
 
 def test_a_diverging_trial_does_not_stop_the_sweep(env) -> None:
-    # An infinite invariance weight makes the very first loss non-finite: the real diverged path.
-    study = write_study(env["dir"], env["root"], search={"loss.sim_coeff": {"choice": [float("inf"), 25.0]}},
+    # An invariance weight past float32's range (finite, so the config accepts it: an infinite one
+    # is refused) makes the very first loss non-finite: the real diverged path.
+    study = write_study(env["dir"], env["root"], search={"loss.sim_coeff": {"choice": [1e300, 25.0]}},
                         sampler={"name": "grid"}, budget={"trials": 2})
     assert main(_args(env, study)) == 0
     trials = {t.params["loss.sim_coeff"]: t for t in _optuna(env).trials}
-    assert trials[float("inf")].state.name == "PRUNED"
-    assert "non-finite loss at step 0" in trials[float("inf")].user_attrs["reason"]
+    assert trials[1e300].state.name == "PRUNED"
+    assert "non-finite loss at step 0" in trials[1e300].user_attrs["reason"]
     assert trials[25.0].state.name == "COMPLETE"
     _, _, runs = _runs(env)
     assert sorted(r.data.tags["state"] for r in runs) == ["COMPLETE", "PRUNED"]
