@@ -52,22 +52,34 @@ def trial_folder(ctx: SweepContext, number: int) -> Path:
     return ctx.out_dir / "checkpoints" / f"trial{number:04d}"
 
 
-def checkpoint_dir(ctx: SweepContext, trial: optuna.Trial) -> tuple[Path, Resume | None]:
-    """The trial's checkpoint folder, and how it resumes if it retries a failed trial (ours:
-    user attr retry_of; Optuna's heartbeat retry: system attr failed_trial). A retry uses the
-    failed trial's folder (trial_folder of its number), which must be reachable here (a
-    shared --out across machines). A retried number that is not an earlier trial of this
-    study is ignored: the trial starts afresh in its own folder."""
-    own = trial_folder(ctx, trial.number)
-    trials = trial.study.get_trials(deepcopy=False)  # numbers are list positions
-    previous = trial.user_attrs.get("retry_of", trials[trial.number].system_attrs.get("failed_trial"))
+def _retried(attrs: dict, system: dict, number: int) -> int | None:
+    """The earlier trial that trial `number` retries (ours: user attr retry_of; Optuna's
+    heartbeat retry: system attr failed_trial), or None: a stored value that is not the number
+    of an earlier trial is ignored."""
+    previous = attrs.get("retry_of", system.get("failed_trial"))
+    if previous is None or isinstance(previous, bool):
+        return None
     try:
-        previous = int(previous) if previous is not None and not isinstance(previous, bool) else None
+        previous = int(previous)
     except (TypeError, ValueError):
-        previous = None
-    if previous is None or not 0 <= previous < trial.number:
-        return own, None
-    folder = trial_folder(ctx, previous)
+        return None
+    return previous if 0 <= previous < number else None
+
+
+def checkpoint_dir(ctx: SweepContext, trial: optuna.Trial) -> tuple[Path, Resume | None]:
+    """The trial's checkpoint folder, and how it resumes if it retries a failed trial. A retry
+    uses the folder of the first trial of its chain of retries (a retry of a retry goes on where
+    both checkpointed), trial_folder of that number, which must be reachable here (a shared
+    --out across machines). Each stored number must be an earlier trial's: else the trial
+    starts afresh in its own folder."""
+    trials = trial.study.get_trials(deepcopy=False)  # numbers are list positions
+    previous = _retried(trial.user_attrs, trials[trial.number].system_attrs, trial.number)
+    if previous is None:
+        return trial_folder(ctx, trial.number), None
+    first = previous
+    while (earlier := _retried(trials[first].user_attrs, trials[first].system_attrs, first)) is not None:
+        first = earlier  # numbers fall at every step: the loop ends
+    folder = trial_folder(ctx, first)
     return folder, Resume(previous, folder, None, trials[previous].user_attrs.get("mlflow_run_id"))
 
 

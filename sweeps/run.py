@@ -244,11 +244,14 @@ class Plan:
 
 
 def _writable(folder: Path, what: str) -> None:
-    """The folder exists or can be made, and a file can be written in it: else one line now,
-    not a traceback after the first trial."""
+    """The folder, or the nearest folder above it that exists, takes a file: else one line now,
+    not a traceback after the first trial. Nothing is created but a temporary file, removed at
+    once (a shared --out may be filling on another machine)."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise ConfigError(f"{what} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None

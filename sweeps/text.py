@@ -46,13 +46,13 @@ def mask_url(url: str | None) -> str | None:
 
 def describe_url(url: str | None) -> str:
     """What a stored MLflow param may hold: the dialect, host and database, no user name,
-    password or query ('postgresql on db:5432/optuna')."""
+    password or query ('postgresql://db:5432/optuna')."""
     if not url:
         return "journal (embedded)"
     parts = _split_url(url)
     if parts is None:
         return mask_url(url) or ""
-    return f"{parts[0]} on {parts[2]}"
+    return f"{parts[0]}://{parts[2]}"
 
 
 def first_line(e: BaseException, limit: int = 300, with_type: bool = False) -> str:

@@ -47,7 +47,7 @@ def test_three_workers_finish_exactly_the_target(postgres, env) -> None:
     assert len(parents) == 1 and len(runs) == 12
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     # The param holds the dialect, host and database: no user name, no password (sweeps/text.py).
-    assert parents[0].data.params["storage"] == describe_url(url) == f"postgresql on {url.split('@', 1)[1]}"
+    assert parents[0].data.params["storage"] == describe_url(url) == f"postgresql://{url.split('@', 1)[1]}"
 
 
 def test_a_killed_worker_s_trial_is_retried_by_another(postgres, env) -> None:

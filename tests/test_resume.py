@@ -72,3 +72,20 @@ def test_confirm_takes_paths_from_the_study_not_the_stored_trial(tmp_path, synth
     assert cfg.data.cache_dir == spec.config({}).data.cache_dir == str(tmp_path / "cache")
     assert cfg.data.folds_file is None and cfg.train.seed == 1000
     assert cfg.train.checkpoint_dir == str(tmp_path / "out" / "confirm" / "ckpt-trial0003-seed1000")
+
+
+def test_a_retry_of_a_retry_resumes_in_the_first_trials_folder(tmp_path) -> None:
+    """Trial 0 killed, trial 1 retries it (and checkpoints in trial0000), trial 1 terminated,
+    trial 2 retries trial 1: it resumes from trial0000 too, whatever trial 1 stored."""
+    study = optuna.create_study()
+    ctx = SimpleNamespace(out_dir=tmp_path / "out")
+    first = study.ask()
+    study.tell(first, state=optuna.trial.TrialState.FAIL)
+    second = study.ask()
+    second.set_user_attr("retry_of", 0)
+    second.set_user_attr("checkpoint_dir", str(tmp_path / "planted"))
+    study.tell(second, state=optuna.trial.TrialState.FAIL)
+    third = study.ask()
+    third.set_user_attr("retry_of", 1)
+    folder, resume = checkpoint_dir(ctx, third)
+    assert folder == trial_folder(ctx, 0) and resume.from_trial == 1

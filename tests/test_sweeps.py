@@ -370,7 +370,8 @@ def test_masking_keeps_what_is_not_secret() -> None:
     assert mask_url("postgresql:/u:s3cret@db/optuna") == UNPARSED
     for plain in ("sqlite:///mlflow.db", "journal:runs/demo.log", "/tmp/journal.log", None):
         assert mask_url(plain) == plain
-    assert describe_url("postgresql://vicreg:s3cret@db:5432/optuna") == "postgresql on db:5432/optuna"
+    assert describe_url("postgresql://vicreg:s3cret@db:5432/optuna") == "postgresql://db:5432/optuna"
+    assert describe_url("sqlite:////tmp/optuna.db") == "sqlite:////tmp/optuna.db"
     assert describe_url(None) == "journal (embedded)"
 
 
