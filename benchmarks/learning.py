@@ -120,8 +120,8 @@ def bench_data(b: Bench, cfg: Config) -> tuple[EvalData, torch.Tensor, dict]:
     data = load_datasets(cfg.data)
     folds = make_folds(data.train.names, data.train.labels, cfg.data.folds, cfg.data.fold_seed,
                        b.out / "runs" / "folds.csv", cfg.data.holdout)  # the file the sweep reuses
-    images, seen = pretrain_selection(data, folds, cfg.data)
-    return EvalData(data.train.images, data.train.labels, folds), images, seen
+    images, seen = pretrain_selection(data, folds, cfg.data)  # small sets: one tensor for both trainers
+    return EvalData(data.train.images, data.train.labels, folds), images.materialise(), seen
 
 
 def peer_pretrain(cfg: Config, images: torch.Tensor, seed: int = 0, workers: int = 2) -> tuple[torch.nn.Module, float]:

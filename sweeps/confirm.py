@@ -35,6 +35,7 @@ import optuna
 import torch
 
 from vicreg import checkpoint
+from vicreg.batches import Rows
 from vicreg.config import (
     CheckpointError,
     Config,
@@ -48,7 +49,7 @@ from vicreg.config import (
 from vicreg.data import pretrain_selection
 from vicreg.evaluate import EvalReport, mean_std
 from vicreg.io import atomic_write, file_lock
-from vicreg.train import encoder_from_state, pretrain, resolve_device
+from vicreg.train import data_placement, encoder_from_state, pretrain, resolve_device
 from vicreg.verdict import Verdict, cv_verdicts, holdout_score, holdout_verdicts, more_seeds, primary
 
 from .best import CONFIRMED_FILE, top_trials, trial_metric
@@ -113,9 +114,9 @@ def confirm_run(ctx: SweepContext, trial: optuna.trial.FrozenTrial, seed: int) -
     with tracked(run, interrupted="interrupted (Ctrl-C); resumes on the next --confirm"):
         data, folds = ctx.datasets(cfg), ctx.folds(cfg)
         images, seen = pretrain_selection(data, folds, cfg.data)
-        run.log_inputs(data, folds, seen)
+        run.log_inputs(data, folds, seen, data_placement(cfg, images, ctx.per_gpu))
         with run.monitor(ctx.spec.system_metrics_interval_s):
-            result = pretrain(cfg, images, [lambda report: check_interrupted(), run.log_epoch])
+            result = pretrain(cfg, images, [lambda report: check_interrupted(), run.log_epoch], ctx.per_gpu)
             reports = [] if result.status == "diverged" else ctx.score(cfg, result.model.encoder, data, folds,
                                                                          device, holdout=True)
         out = {"trial": trial.number, "seed": seed, "status": result.status, "run_id": run.run_id,
@@ -142,14 +143,15 @@ def _encoder_path(ctx: SweepContext, trial: int) -> Path:
 
 
 def _save_encoder(ctx: SweepContext, trial: int, cfg: Config, encoder: torch.nn.Module,
-                  images: torch.Tensor) -> None:
+                  images: torch.Tensor | Rows) -> None:
     """The first confirm seed's encoder with its run's resolved config (the registry model's
     weights file, the format of a sweep run's checkpoint/encoder.pt) and a 2-image input
     example normalised as the features are, kept until the ranking says which is best."""
     from vicreg.augment import channel_stats, normalise
+    from vicreg.batches import take
 
     mean, std = channel_stats(images)
-    example = normalise(images[:2], mean, std).cpu()
+    example = normalise(take(images, torch.arange(2)), mean, std).cpu()
     checkpoint.save(_encoder_path(ctx, trial), {"encoder": {k: v.cpu() for k, v in encoder.state_dict().items()},
                                                 "config": flatten(cfg), "example": example})
 

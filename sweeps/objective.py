@@ -39,7 +39,7 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     """Run one trial; returns the objective. Raises optuna.TrialPruned for pruned or diverged
     trials, TrialFailed/other exceptions for failures (the MLflow run is closed either way)."""
     from vicreg.data import pretrain_selection
-    from vicreg.train import pretrain, resolve_device
+    from vicreg.train import data_placement, pretrain, resolve_device
 
     values = suggest_all(trial, ctx.spec.search)
     cfg = ctx.trial_config(trial, values)
@@ -49,12 +49,12 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         with ctx.timed():  # training and evaluation time, for the per-trial timings
             data, folds = ctx.datasets(cfg), ctx.folds(cfg)
             images, seen = pretrain_selection(data, folds, cfg.data)
-            run.log_inputs(data, folds, seen)
+            run.log_inputs(data, folds, seen, data_placement(run_cfg, images, ctx.per_gpu))
             if resume is not None:
                 resume.report_history(trial)
             callbacks = [probe_pruner(trial, ctx, data, folds, device, primary_metric(cfg.data)), run.log_epoch]
             with run.monitor(ctx.spec.system_metrics_interval_s), preemptible():
-                result = pretrain(run_cfg, images, callbacks)
+                result = pretrain(run_cfg, images, callbacks, ctx.per_gpu)
                 if result.status in ("diverged", "stopped"):  # stopped: the probe pruner said so
                     ctx.drop_checkpoints(run_cfg)
                     prune(trial, result.reason, result.epochs, diverged=result.status == "diverged")

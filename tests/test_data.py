@@ -264,7 +264,7 @@ def test_pretraining_sees_no_holdout_image_by_default(root: Path, tmp_path: Path
     images, record = pretrain_selection(data, folds, cfg)
     assert record == {"pretrain.labelled_cv": 45, "pretrain.holdout": 0, "pretrain.test": 20}
     assert images.shape[0] == 65
-    seen = {bytes(x.numpy()) for x in images}
+    seen = {bytes(x.numpy()) for x in images.materialise()}
     assert not any(bytes(data.train.images[i].numpy()) in seen for i in hold)
     cfg = load_config(None, [f"data.root={root}", "data.holdout_in_pretrain=true"]).data
     images, record = pretrain_selection(data, folds, cfg)

@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 
 import kornia.augmentation as K
+import numpy as np
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
+from .batches import Rows, take
 from .config import AugmentConfig
 
 
@@ -140,10 +142,11 @@ def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x.float() / 255 - mean.view(1, -1, 1, 1).to(x.device)) / std.view(1, -1, 1, 1).to(x.device)
 
 
-def channel_stats(images: torch.Tensor, max_images: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std in [0, 1] units of uint8 images (N, C, H, W), from a subset."""
+def channel_stats(images: torch.Tensor | Rows, max_images: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std in [0, 1] units of uint8 images (N, C, H, W), from an evenly
+    strided subset of at most ~2 x `max_images` (a Rows reads only those rows)."""
     step = max(1, images.shape[0] // max_images)
-    x = images[::step].float() / 255
+    x = take(images, np.arange(0, images.shape[0], step)).float() / 255
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return mean, std

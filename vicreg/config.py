@@ -52,6 +52,7 @@ Resample = Literal["bilinear", "bicubic"]
 Normalise = Literal["dataset", "batch"]
 ScheduleEvery = Literal["step", "epoch"]
 Precision = Literal["auto", "fp32", "bf16"]
+OnDevice = Literal["auto", "always", "never"]
 
 
 def names(kind: Any) -> tuple[str, ...]:
@@ -90,6 +91,11 @@ class DataConfig:
     batch_size: int = 32
     include_test_in_pretrain: bool = False  # SSL uses no labels: the test images may join
     cache_dir: str = "data/.cache"
+    # Pretraining's images on the training device whole (always), streamed a batch ahead from
+    # the memory-mapped cache (never), or on the device when they fit (auto: in
+    # device_budget_mb, else half of the GPU memory one worker may use; the CPU streams).
+    on_device: OnDevice = "auto"
+    device_budget_mb: float | None = None
     skip_bad_images: bool = False  # undecodable images become a warning instead of an error
     folds: int = 5
     fold_seed: int = 0
@@ -409,6 +415,8 @@ def validate(cfg: Config) -> None:
         (cfg.data.image_size >= 8, "data.image_size", "must be >= 8"),
         (cfg.data.batch_size >= 2, "data.batch_size", "must be >= 2 (VICReg needs a batch)"),
         (cfg.data.folds >= 2, "data.folds", "must be >= 2"),
+        (cfg.data.device_budget_mb is None or cfg.data.device_budget_mb >= 0, "data.device_budget_mb",
+         "must be a number of MiB >= 0, or null (half the device memory one worker may use)"),
         (0 <= cfg.data.holdout <= 0.5, "data.holdout", "must be a fraction in [0, 0.5]"),
         (0 < cfg.eval.inner_val <= 0.5, "eval.inner_val", "must be a fraction in (0, 0.5]"),
         (cfg.eval.patience >= 0, "eval.patience", "must be >= 0"),

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .batches import Rows
 from .config import DataConfig, DataError  # noqa: F401 - DataError is part of this module's API
 from .drac22 import scan_drac22
 from .io import atomic_write, csv_text, digest, file_lock
@@ -118,11 +119,11 @@ def cached_images(label: str, files: list[Path], size: int, channels: int, cache
     with file_lock(cache / f"{stem}.lock"):
         loaded = _load_entry(npy, meta, size, channels) if npy.is_file() and meta.is_file() else None
         if loaded is None:
-            arr, kept, skipped = _decode_all(files, size, channels, skip_bad, names)
+            kept, skipped = _build_entry(npy, files, size, channels, skip_bad, names)
             # The manifest goes first; the .npy appearing is what marks the entry complete.
-            info = {"names": kept, "skipped": skipped, "shape": list(arr.shape), "dtype": str(arr.dtype)}
+            info = {"names": kept, "skipped": skipped, "shape": [len(kept), channels, size, size], "dtype": "uint8"}
             atomic_write(meta, lambda t: Path(t).write_text(json.dumps(info)))
-            atomic_write(npy, lambda t: _save_npy(t, arr))
+            os.replace(f"{npy}.part", npy)
             loaded = np.load(npy, mmap_mode="r"), info
     arr, info = loaded
     if info["skipped"] and not skip_bad:
@@ -145,13 +146,21 @@ def _load_entry(npy: Path, meta: Path, size: int, channels: int) -> tuple[np.nda
         return None
 
 
-def _save_npy(path: str, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:  # a file object: np.save(path) would append ".npy"
-        np.save(f, arr)
+DECODE_CHUNK = 256  # images decoded at once: peak memory is a chunk, not the set
 
 
-def _decode_all(files: list[Path], size: int, channels: int, skip_bad: bool, names: list[str]):
-    def one(p: Path):
+def _build_entry(npy: Path, files: list[Path], size: int, channels: int, skip_bad: bool,
+                 names: list[str]) -> tuple[list[str], list[str]]:
+    """Decode `files` chunk by chunk into `<npy>.part`, a .npy memory map of (N kept, channels,
+    size, size) uint8 (the caller renames it into place) -> (names kept, names skipped).
+
+    Peak memory is DECODE_CHUNK images, whatever the set's size: each chunk is written to the
+    map and dropped. Undecodable files (with skip_bad) are known only once decoded, so the map
+    is sized for every file and, when some were skipped, copied chunk-wise into one of the
+    kept count (a second write of the set on disk, never in memory)."""
+    from numpy.lib.format import open_memmap
+
+    def one(p: Path) -> tuple[np.ndarray, bool] | DataError:
         try:
             return decode_image(p, size, channels)
         except DataError as e:
@@ -159,27 +168,50 @@ def _decode_all(files: list[Path], size: int, channels: int, skip_bad: bool, nam
                 raise
             return e
 
-    # PIL releases the GIL while inflating PNGs, so threads use every core.
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        results = list(pool.map(one, files))
-    kept, skipped, arrays, rgb = [], [], [], []
-    for name, r in zip(names, results):
-        if isinstance(r, DataError):
-            skipped.append(name)
-            continue
-        arrays.append(r[0])
-        kept.append(name)
-        if r[1]:
-            rgb.append(name)
+    part = Path(f"{npy}.part")
+    kept: list[str] = []
+    skipped: list[str] = []
+    rgb: list[str] = []
+    out = open_memmap(part, mode="w+", dtype=np.uint8, shape=(len(files), channels, size, size))
+    try:
+        # PIL releases the GIL while inflating PNGs, so threads use every core.
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for start in range(0, len(files), DECODE_CHUNK):
+                chunk = slice(start, start + DECODE_CHUNK)
+                for name, r in zip(names[chunk], pool.map(one, files[chunk])):
+                    if isinstance(r, DataError):
+                        skipped.append(name)
+                        continue
+                    out[len(kept)] = r[0]
+                    kept.append(name)
+                    if r[1]:
+                        rgb.append(name)
+        if not kept:
+            raise DataError(f"{files[0].parent}: no decodable images")
+        out.flush()
+        if skipped:  # shrink to the kept rows: a new map, filled a chunk at a time
+            full, out = out, None
+            shrunk = Path(f"{npy}.shrink")
+            small = open_memmap(shrunk, mode="w+", dtype=np.uint8, shape=(len(kept), channels, size, size))
+            for start in range(0, len(kept), DECODE_CHUNK):
+                stop = min(start + DECODE_CHUNK, len(kept))
+                small[start:stop] = full[start:stop]
+            small.flush()
+            small = full = None
+            os.replace(shrunk, part)
+    except BaseException:
+        out = small = full = None  # noqa: F841 - the maps are closed before their files go
+        part.unlink(missing_ok=True)
+        Path(f"{npy}.shrink").unlink(missing_ok=True)
+        raise
+    out = None
     if rgb and channels == 1:
         warnings.warn(f"{files[0].parent}: {len(rgb)} colour image(s) converted to grayscale "
-                      f"(first: {rgb[0]})", stacklevel=3)
+                      f"(first: {rgb[0]})", stacklevel=4)
     if skipped:
         warnings.warn(f"{files[0].parent}: skipped {len(skipped)} undecodable image(s) "
-                      f"(first: {skipped[0]})", stacklevel=3)
-    if not arrays:
-        raise DataError(f"{files[0].parent}: no decodable images")
-    return np.stack(arrays), kept, skipped
+                      f"(first: {skipped[0]})", stacklevel=4)
+    return kept, skipped
 
 
 def _as_tensor(arr: np.ndarray) -> torch.Tensor:
@@ -508,28 +540,29 @@ def make_folds(names: list[str], labels: np.ndarray, k: int, seed: int,
     return folds
 
 
-def pretrain_selection(data: Datasets, folds: np.ndarray, cfg: DataConfig) -> tuple[torch.Tensor, dict]:
+def pretrain_selection(data: Datasets, folds: np.ndarray, cfg: DataConfig) -> tuple[Rows, dict]:
     """The images pretraining sees, and a record of which: labelled CV images always, the
     hold-out only with data.holdout_in_pretrain, the unlabelled/test images only with
-    data.include_test_in_pretrain. -> (uint8 images (M, C, H, W), {"pretrain.*": ...})."""
+    data.include_test_in_pretrain. -> (uint8 Rows (M, C, H, W): an index into the memory-mapped
+    caches, not a copy; {"pretrain.*": ...})."""
     keep = folds != HOLDOUT if not cfg.holdout_in_pretrain else np.ones(len(folds), dtype=bool)
 
     def source(s: ImageSet) -> torch.Tensor:  # the crop source: the larger cache when there is one
         return s.large if cfg.crop_source_size and s.large is not None else s.images
 
-    parts = [source(data.train)[torch.from_numpy(np.flatnonzero(keep))]]
+    parts: list[tuple[torch.Tensor, np.ndarray | None]] = [(source(data.train), np.flatnonzero(keep))]
     with_test = cfg.include_test_in_pretrain and data.test is not None
     if with_test:
-        parts.append(source(data.test))
+        parts.append((source(data.test), None))
     if data.unlabelled is not None:  # there only to be pretrained on
-        parts.append(source(data.unlabelled))
+        parts.append((source(data.unlabelled), None))
     n_hold = int((folds == HOLDOUT).sum())
     record = {"pretrain.labelled_cv": int((folds != HOLDOUT).sum()),
               "pretrain.holdout": n_hold if cfg.holdout_in_pretrain else 0,
               "pretrain.test": int(data.test.images.shape[0]) if with_test else 0}
     if data.unlabelled is not None:
         record["pretrain.unlabelled"] = int(data.unlabelled.images.shape[0])
-    return (torch.cat(parts) if len(parts) > 1 else parts[0]), record
+    return Rows(tuple(parts)), record
 
 
 def describe_pretrain(record: dict) -> str:

@@ -1,8 +1,9 @@
 """VICReg pretraining: `pretrain(cfg, images, callbacks) -> PretrainResult`.
 
-One loop, read top to bottom. The dataset is a uint8 tensor (N, C, H, W) already at
-the run's image size; it is moved to the training device once, and each step draws a
-batch of indices and makes both views there (see augment.py). Per-step values are
+One loop, read top to bottom. The dataset is uint8 (N, C, H, W) already at the run's image
+size: a tensor, or `Rows` of the memory-mapped cache (vicreg/batches.py). It is moved to the
+training device once when it fits (data.on_device), else streamed a batch ahead; each step
+takes a batch of indices and makes both views on the device (see augment.py). Per-step values are
 accumulated on the device and read back once per epoch, so the step loop has no host
 sync (the only exception is the optional every-N-steps report, which must read values).
 Weights and views are channels_last on every device; bf16 autocast on CUDA (and on the CPU
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .augment import TwoViews, channel_stats
+from .batches import Rows, epoch_batches, placement
 from .config import Config, ConfigError, to_dict
 from .loss import vicreg_loss
 from .model import VICRegModel, build_encoder, build_model
@@ -64,6 +66,8 @@ class PretrainResult:
     diverged_step: int | None = None
     checkpoint: Path | None = None
     device: str = "cpu"
+    placement: str = ""  # "device" or "stream": where the batches came from (vicreg/batches.py)
+    placement_reason: str = ""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -75,7 +79,7 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-def check_images(cfg: Config, images: torch.Tensor) -> None:
+def check_images(cfg: Config, images: torch.Tensor | Rows) -> None:
     """Fail before any work if the tensor cannot be what this config trains on (images at
     data.crop_source_size when set: the views are cropped from them)."""
     size = cfg.data.crop_source_size or cfg.data.image_size
@@ -172,8 +176,17 @@ def encoder_from_state(state: dict[str, Any], p: Path) -> tuple[dict[str, Any], 
     return raw, encoder.eval()
 
 
-def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = ()) -> PretrainResult:
-    """Pretrain encoder + expander with VICReg on uint8 `images` (N, C, size, size).
+def data_placement(cfg: Config, images: torch.Tensor | Rows, workers_per_device: int = 1):
+    """Where `pretrain` keeps `images`: on the device, or streamed (vicreg/batches.placement)."""
+    return placement(cfg.data.on_device, images.shape[0] * math.prod(images.shape[1:]),
+                     resolve_device(cfg.train.device), cfg.data.device_budget_mb, workers_per_device)
+
+
+def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callback] = (),
+             workers_per_device: int = 1) -> PretrainResult:
+    """Pretrain encoder + expander with VICReg on uint8 `images` (N, C, size, size): a tensor,
+    or Rows of the decode cache. `workers_per_device`: trials sharing this GPU (--per-gpu),
+    for data.on_device=auto's budget.
 
     Stops after `train.epochs`, when the epoch loss has not improved by `min_delta`
     for `patience` epochs, when the loss becomes non-finite (status "diverged", not an
@@ -196,7 +209,11 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
     opt = build_optimizer(model, cfg.optim)
     mean, std = channel_stats(images)
     views = TwoViews(cfg.augment, dc.image_size, cfg.model.in_channels, mean, std).to(device)
-    images = images.to(device, non_blocking=True)  # once; batches are indexed on the device
+    where = data_placement(cfg, images, workers_per_device)
+    if tc.progress:
+        tqdm.write(f"data: {'on the device' if where.on_device else 'streamed'} ({where.reason})")
+    if where.on_device:  # once; batches are indexed on the device
+        images = (images.materialise() if isinstance(images, Rows) else images).to(device, non_blocking=True)
     n, bs = images.shape[0], dc.batch_size
     # By default the last partial batch is dropped (VICReg's statistics are over the batch);
     # kept with train.drop_last false, unless it is a single image (no variance to take).
@@ -223,22 +240,21 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
         best, wait, history = state["best"], state["wait"], state["history"]
         if state.get("status"):  # the run had already ended; nothing more to do
             return PretrainResult(model, state["status"], state["reason"], start_epoch, step, best,
-                                  history, None, ckpt_path, str(device))
+                                  history, None, ckpt_path, str(device), where.param(), where.reason)
 
     status, reason, diverged_step = "completed", f"reached train.epochs={tc.epochs}", None
     for epoch in range(start_epoch, tc.epochs):
         # Reseeding per epoch makes a resumed run draw the same batches and views.
         torch.manual_seed(tc.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n).to(device)
+        perm = torch.randperm(n)
         sums = torch.zeros(len(METRIC_NAMES), device=device)
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
         model.train()
         t0 = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
                    disable=None if tc.progress else True, dynamic_ncols=True)  # None: off unless a TTY
-        for i in bar:
+        for x, _ in zip(epoch_batches(images, perm, bs, steps_per_epoch, device), bar):
             # --- one step: views on the device, forward both, loss in fp32, update ------
-            x = images[perm[i * bs:(i + 1) * bs]]
             view_a, view_b = views(x)
             view_a = view_a.contiguous(memory_format=torch.channels_last)
             view_b = view_b.contiguous(memory_format=torch.channels_last)
@@ -315,4 +331,5 @@ def pretrain(cfg: Config, images: torch.Tensor, callbacks: Sequence[Callback] = 
 
     return PretrainResult(model=model, status=status, reason=reason, epochs=len(history),
                           steps=step, best_loss=best, history=history,
-                          diverged_step=diverged_step, checkpoint=ckpt_path, device=str(device))
+                          diverged_step=diverged_step, checkpoint=ckpt_path, device=str(device),
+                          placement=where.param(), placement_reason=where.reason)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
     import optuna
 
+    from vicreg.batches import Placement
     from vicreg.data import Datasets
     from vicreg.evaluate import EvalReport
     from vicreg.train import PretrainResult, Report
@@ -245,14 +246,18 @@ class Run:
         if self.tracking is not None:
             self.tracking.log_metrics(self.run_id, metrics, step)
 
-    def log_inputs(self, data: Datasets, folds: np.ndarray, seen: dict[str, Any]) -> None:
-        """What pretraining saw (params) and the data as an MLflow dataset input: name, the
+    def log_inputs(self, data: Datasets, folds: np.ndarray, seen: dict[str, Any],
+                   placement: Placement | None = None) -> None:
+        """What pretraining saw and where its batches come from (params: data.placement is
+        device or stream, with its reason), and the data as an MLflow dataset input: name, the
         decode cache's digest, source folder, profile. Once per run (not again on resume)."""
         if self.tracking is None or self.logged:
             return
         from vicreg.data import profile
 
-        self.tracking.log_params(self.run_id, seen)
+        where = {} if placement is None else {"data.placement": placement.param(),
+                                              "data.placement_reason": placement.reason}
+        self.tracking.log_params(self.run_id, {**seen, **where})
         _log_dataset(self.tracking, self.run_id, data.train.name, data.train.digest, data.train.source,
                                   profile(data, folds, seen))
 
