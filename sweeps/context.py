@@ -71,6 +71,8 @@ class SweepContext:
     progress: bool = True
     dry_run: bool = False  # the sweep machinery with a stand-in for training (dry_run_objective)
     work_s: float = 0.0  # seconds the last trial spent training and evaluating (for timings)
+    # ... of which: pretraining, the pruning probe, final scoring (MLflow calls excluded)
+    phases: dict[str, float] = field(default_factory=dict)
     commit: str = field(default_factory=git_commit)
     _data: dict[tuple, Datasets] = field(default_factory=dict)
 
@@ -110,9 +112,11 @@ class SweepContext:
         from vicreg.evaluate import EvalData, evaluate
 
         scored = EvalData(data.train.images, data.train.labels, folds, metric=primary_metric(cfg.data))
-        reports = [evaluate(encoder, scored, cfg.eval, device, "vicreg", holdout)]
-        return reports + score_baselines(cfg, scored, device, cfg.eval.seed, holdout,
-                                         self.out_dir / "baselines")
+        with self.phase("score"):
+            reports = [evaluate(encoder, scored, cfg.eval, device, "vicreg", holdout)]
+        with self.phase("baselines"):  # computed by the study's first trial, read from out_dir after
+            return reports + score_baselines(cfg, scored, device, cfg.eval.seed, holdout,
+                                             self.out_dir / "baselines")
 
     def trial_run(self, trial: optuna.Trial, cfg: Config, values: dict[str, Any], device: str,
                   resume: Resume | None) -> AbstractContextManager[Run]:
@@ -145,6 +149,17 @@ class SweepContext:
             yield
         finally:
             self.work_s = time.perf_counter() - t0 - (self.mlflow_s() - mlflow0)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Adds the block's seconds, less its MLflow calls, to phases[name]. The probe runs inside
+        pretraining's block: pretraining's own time is that block's less the probe's."""
+        t0, mlflow0 = time.perf_counter(), self.mlflow_s()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - t0 - (self.mlflow_s() - mlflow0)
+            self.phases[name] = self.phases.get(name, 0.0) + spent
 
     def mlflow_s(self) -> float:
         """Seconds this process has spent in MLflow calls so far (0 without tracking)."""

@@ -54,7 +54,8 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
                 resume.report_history(trial)
             callbacks = [probe_pruner(trial, ctx, data, folds, device, primary_metric(cfg.data)), run.log_epoch]
             with run.monitor(ctx.spec.system_metrics_interval_s), preemptible():
-                result = pretrain(run_cfg, images, callbacks, ctx.per_gpu)
+                with ctx.phase("pretrain"):
+                    result = pretrain(run_cfg, images, callbacks, ctx.per_gpu)
                 if result.status in ("diverged", "stopped"):  # stopped: the probe pruner said so
                     ctx.drop_checkpoints(run_cfg)
                     prune(trial, result.reason, result.epochs, diverged=result.status == "diverged")
@@ -128,7 +129,9 @@ def probe_pruner(trial: optuna.Trial, ctx: SweepContext, data: Datasets, folds: 
         if report.kind != "epoch" or every <= 0 or (report.epoch + 1) % every:
             return None
         epoch = report.epoch + 1
-        value = probe_score(report.model.encoder, data.train.images, data.train.labels, folds, device, metric)
+        with ctx.phase("probe"):
+            value = probe_score(report.model.encoder, data.train.images, data.train.labels, folds, device, metric,
+                                ctx.spec.probe_max_images)
         trial.set_user_attr(key, value)
         report.metrics[key] = value  # the epoch logger (next callback) sends it with the rest
         trial.report(value, epoch)

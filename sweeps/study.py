@@ -155,6 +155,9 @@ class StudyFile:
     budget: Budget = field(default_factory=Budget)
     confirm: Confirm = field(default_factory=Confirm)
     probe_every: int = 1
+    # The pruning probe scores at most this many CV images, a fixed stratified subset (0: all):
+    # one encoder pass over 4,000 images per probe keeps it a small part of an epoch on large sets.
+    probe_max_images: int = 4000
     top_k: int = 5
     max_consecutive_failures: int = 3
     log_checkpoint: bool = True
@@ -361,6 +364,7 @@ def load_study(path: str | Path) -> StudySpec:
          "sampler.name", "grid needs every search entry to be a choice"),
         (f.confirm.top_k >= 0 and 0 <= f.confirm.seeds < 500, "confirm", "top_k >= 0 and 0 <= seeds < 500"),
         (f.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1 (epochs between a trial's checkpoints)"),
+        (f.probe_max_images >= 0, "probe_max_images", "must be a number of images >= 0 (0: all)"),
         (f.system_metrics_interval_s >= 0, "system_metrics_interval_s", "must be a number of seconds >= 0 (0: off)"),
         ("train.epochs" not in f.search or f.budget.epochs is None, "budget.epochs",
          "fixes train.epochs, which the search also sets: keep one"),

@@ -137,7 +137,10 @@ def _record_timing(ctx: SweepContext, frozen: optuna.trial.FrozenTrial, t0: floa
     mlflow = ctx.mlflow_s() - mlflow0
     row = {"trial": frozen.number, "state": frozen.state.name, "worker": ctx.worker, "host": socket.gethostname(),
            "total": total, "lock_wait": claimed - t0, "mlflow": mlflow, "work": ctx.work_s,
-           "storage": max(0.0, total - (claimed - t0) - mlflow - ctx.work_s)}
+           "storage": max(0.0, total - (claimed - t0) - mlflow - ctx.work_s),
+           # the work's parts: pretraining (its probe taken out), the probe, final scoring, baselines
+           **{k: ctx.phases.get(k, 0.0) - (ctx.phases.get("probe", 0.0) if k == "pretrain" else 0.0)
+              for k in ("pretrain", "probe", "score", "baselines")}}
     # One short O_APPEND write per line: lines from concurrent workers do not interleave.
     with open(ctx.out_dir / "timings.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")
@@ -179,7 +182,7 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objectiv
         if wait:  # the target is covered by running trials; stay in case one of them dies
             time.sleep(1.0)
             continue
-        ctx.work_s = 0.0
+        ctx.work_s, ctx.phases = 0.0, {}
         try:
             # Heartbeats (RDB storage only; a no-op for the journal) mark the trial alive. With
             # --per-gpu, the trial holds its GPU's slot: shared, or whole for an alone retry.
@@ -256,10 +259,29 @@ def timing_summary(path: Path, offset: int = 0) -> str | None:
     workers = len({(r["host"], r["worker"]) for r in rows})
     storage = sorted(r["storage"] for r in rows)
     p95 = 1000 * storage[min(len(storage) - 1, int(0.95 * len(storage)))]
-    return (f"time per trial (mean of {len(rows)} trials, {workers} worker{'s' * (workers > 1)}): "
+    line = (f"time per trial (mean of {len(rows)} trials, {workers} worker{'s' * (workers > 1)}): "
             f"{ms('total'):.0f} ms = training+evaluation {ms('work'):.0f} + MLflow {ms('mlflow'):.0f} + "
             f"Optuna storage+sampler {ms('storage'):.0f} (p95 {p95:.0f}) + waiting for the claim lock "
             f"{ms('lock_wait'):.0f}")
+    split = evaluation_split(rows)
+    return line if split is None else f"{line}\n{split}"
+
+
+def evaluation_split(rows: list[dict]) -> str | None:
+    """'of which: pretraining P + probe Q + final scoring S (...)': the trials that ran all three
+    (completed ones: a pruned trial has no final scoring), mean seconds per trial."""
+    done = [r for r in rows if r.get("score", 0) > 0 and r.get("pretrain", 0) > 0]
+    if not done:
+        return None
+
+    def s(key: str) -> float:
+        return sum(r.get(key, 0.0) for r in done) / len(done)
+
+    share = (s("probe") + s("score")) / (s("pretrain") + s("probe") + s("score"))
+    base = sum(r.get("baselines", 0.0) for r in rows)
+    return (f"  of which, per completed trial (mean of {len(done)}): pretraining {s('pretrain'):.1f} s + pruning probe "
+            f"{s('probe'):.1f} s + final scoring {s('score'):.1f} s: evaluation is {share:.0%} of it"
+            + (f"; the baselines took {base:.1f} s once for the study" if base > 0.05 else ""))
 
 
 # --- the worker process's entry point ------------------------------------------------

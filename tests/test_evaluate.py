@@ -442,3 +442,21 @@ def test_small_stem_with_imagenet_weights_is_a_one_line_error(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="model.small_stem=True cannot be true with model.init=imagenet"):
         tiny_config(**{"model.init": "imagenet", "model.small_stem": True})
+
+
+def test_the_curve_scores_are_scikit_learns() -> None:
+    """curve_scores (one confusion matrix, no input validation) against scikit-learn's own
+    accuracy, quadratic kappa and macro-F1, on random labels with a class never predicted and
+    one never true."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+
+    from vicreg.evaluate import curve_scores
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        y, pred = rng.integers(0, 4, 50), rng.integers(0, 3, 50)  # class 3 is never predicted
+        y[y == 2] = 1  # class 2 is never true
+        got = curve_scores(y, pred, 4)
+        assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
+        assert got["kappa"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic", labels=[0, 1, 2, 3]))
+        assert got["f1"] == pytest.approx(f1_score(y, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0))

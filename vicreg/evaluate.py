@@ -1,8 +1,8 @@
 """Downstream evaluation on the study's stored folds: probes, fine-tuning, scores, submission.
 
 Protocols (`eval.protocol`):
-  linear    frozen encoder, features extracted once per fold, a trained linear layer
-  head      frozen encoder, features extracted once per fold, MLP head with dropout
+  linear    frozen encoder, features extracted once, a trained linear layer per fold
+  head      frozen encoder, features extracted once, an MLP head with dropout per fold
   conv+head the last ResNet stage trained with the head (the seed's best transfer setting)
   full      the whole network, discriminative learning rates per stage and gradual
             unfreezing from the top (Romero et al., Med. Phys. 2020; Howard & Ruder 2018)
@@ -17,9 +17,14 @@ Three numbers, never mixed up:
                    averaged probabilities; only when asked (confirmed configurations)
 No number is selected on the data it reports: the head trains a fixed `eval.epochs`, or with
 `eval.patience` > 0 stops early on an inner split of the training fold, never on the fold
-being scored (Cawley & Talbot, JMLR 2010). Nor is anything fitted on it: each fold's images
-are normalised with its training part's per-channel statistics, which is why the frozen
-protocols extract features once per fold (k passes of the encoder, not one).
+being scored (Cawley & Talbot, JMLR 2010). Nor is anything fitted on its labels. The input
+normalisation (a mean and std per channel) is the one exception to "training part only": the
+frozen protocols normalise every image with the CV images' statistics, so that features are
+extracted once (one encoder pass, not one per fold: on a trial that is the difference between
+evaluation costing as much as pretraining and a small part of it). Those 2 x C numbers hold no
+label, and pretraining itself saw the same CV images; the hold-out's and the test images'
+pixels enter nothing. Fine-tuning (conv+head, full) normalises each fold with its training
+part, as it pays no extra pass for it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import RidgeClassifier
 from sklearn.metrics import (
     accuracy_score,
     cohen_kappa_score,
@@ -45,6 +50,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .augment import channel_stats, normalise
+from .batches import Rows, take
 from .config import EvalConfig, Protocol, names
 from .data import HOLDOUT
 from .io import csv_text
@@ -74,6 +80,23 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict:
         "recall": recall_score(y, pred, labels=labels, average=None, zero_division=0).tolist(),
         "confusion": confusion_matrix(y, pred, labels=labels),
     }
+
+
+def curve_scores(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
+    """accuracy, quadratic kappa and macro-F1 of predicted labels (N,), from one confusion
+    matrix: the per-epoch validation curve's numbers, the same as scikit-learn's
+    (tests/test_evaluate.py checks them against it) without its per-call input validation,
+    which cost more than the head's training on small folds. Kappa: Cohen (1968), weights
+    (i - j)^2 / (C - 1)^2."""
+    c = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes).astype(float)
+    n = c.sum()
+    i, j = np.indices(c.shape)
+    w = (i - j) ** 2 / max(1, n_classes - 1) ** 2
+    expected = np.outer(c.sum(1), c.sum(0)) / n
+    kappa = 1 - (w * c).sum() / (w * expected).sum() if (w * expected).sum() > 0 else float("nan")
+    tp, pred_n, true_n = np.diag(c), c.sum(0), c.sum(1)
+    f1 = np.divide(2 * tp, pred_n + true_n, out=np.zeros(n_classes), where=(pred_n + true_n) > 0)
+    return {"accuracy": float(tp.sum() / n), "kappa": float(kappa), "f1": float(f1.mean())}
 
 
 @dataclass
@@ -252,46 +275,74 @@ def scores_csv(reports: list[EvalReport]) -> str:
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                     device: torch.device, batch_size: int = 128, flip: bool = False) -> torch.Tensor:
-    """Frozen features: uint8 (N, C, H, W) -> float32 (N, F) on the CPU."""
+def extract_features(encoder: nn.Module, images: torch.Tensor | Rows, mean: torch.Tensor, std: torch.Tensor,
+                     device: torch.device, batch_size: int = 128, flip: bool = False,
+                     rows: np.ndarray | None = None) -> torch.Tensor:
+    """Frozen features: uint8 (N, C, H, W), or its `rows` (M,) -> float32 (N or M, F) on the
+    CPU. Reads a batch of images at a time (a memory map stays on disk)."""
     was_training = encoder.training
     encoder.eval().to(memory_format=torch.channels_last)
     cuda = device.type == "cuda"
+    order = np.arange(images.shape[0]) if rows is None else np.asarray(rows)
     out = []
-    for i in range(0, images.shape[0], batch_size):
-        x = normalise(images[i:i + batch_size].to(device, non_blocking=True), mean, std)
+    for i in range(0, len(order), batch_size):
+        x = normalise(take(images, order[i:i + batch_size]).to(device, non_blocking=True), mean, std)
         x = x.contiguous(memory_format=torch.channels_last)
         if flip:
             x = x.flip(-1)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             out.append(encoder(x).float().cpu())
     encoder.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros((0, 0))
+
+
+def cv_stats(images: torch.Tensor, folds: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel mean and std every frozen feature is normalised with: of the CV images
+    (labels unused), never the hold-out's or the test images'. See the module docstring."""
+    return channel_stats(Rows.of((images, np.flatnonzero(folds != HOLDOUT))))
+
+
+PROBE_RIDGE = 0.1  # the probe's ridge penalty per training image (alpha = 0.1 n on standardised features)
+
+
+def probe_rows(labels: np.ndarray, folds: np.ndarray, max_images: int | None, seed: int = 0) -> np.ndarray:
+    """The CV images the probe uses: all, or a fixed stratified subset of `max_images` (the
+    same in every trial and epoch: scikit-learn's stratified split with `seed`)."""
+    cv = np.flatnonzero(folds != HOLDOUT)
+    if not max_images or len(cv) <= max_images:
+        return cv
+    keep, _ = train_test_split(cv, train_size=max_images, stratify=labels[cv], random_state=seed)
+    return np.sort(keep)
 
 
 def probe_score(encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, folds: np.ndarray,
-                device: torch.device | str = "cpu", metric: str = "kappa") -> float:
-    """Mean validation score (`metric`: kappa or f1) of a logistic regression on frozen
-    features, over the CV folds (hold-out images are neither fitted nor scored, nor in the
-    normalisation statistics).
+                device: torch.device | str = "cpu", metric: str = "kappa", max_images: int | None = None) -> float:
+    """Mean validation score (`metric`: kappa or f1) over the CV folds of a linear probe on
+    frozen features: a ridge classifier (one-vs-all least squares, scikit-learn's
+    RidgeClassifier, balanced class weights, alpha = PROBE_RIDGE x training images) on
+    standardised features. Hold-out images are neither fitted nor scored, nor in the
+    normalisation statistics. With `max_images`, a fixed stratified subset (probe_rows).
 
-    Cheap enough to call every few pretraining epochs for monitoring and pruning.
-    """
+    Cheap enough to call every few pretraining epochs for monitoring and pruning: a direct
+    solve (Cholesky), so it always converges, in milliseconds; the logistic regression it
+    replaced needed 150-300 L-BFGS iterations per fold on these features and often stopped
+    short (a ConvergenceWarning each time)."""
     device = torch.device(device)
-    mean, std = channel_stats(images[torch.from_numpy(np.flatnonzero(folds != HOLDOUT))])  # never the hold-out's
-    feats = extract_features(encoder, images, mean, std, device).numpy()
+    use = probe_rows(labels, folds, max_images)
+    mean, std = cv_stats(images, folds)
+    feats = extract_features(encoder, images, mean, std, device, rows=use).numpy()
+    y, f = labels[use], folds[use]
     values = []
-    for k in np.unique(folds[folds != HOLDOUT]):  # the hold-out is never scored here
-        tr, va = (folds != k) & (folds != HOLDOUT), folds == k
+    for k in np.unique(f):
+        tr, va = f != k, f == k
         scaler = StandardScaler().fit(feats[tr])
-        clf = LogisticRegression(max_iter=300, class_weight="balanced")
-        clf.fit(scaler.transform(feats[tr]), labels[tr])
+        clf = RidgeClassifier(alpha=PROBE_RIDGE * int(tr.sum()), class_weight="balanced")
+        clf.fit(scaler.transform(feats[tr]), y[tr])
         pred = clf.predict(scaler.transform(feats[va]))
         if metric == "f1":
-            values.append(f1_score(labels[va], pred, labels=np.unique(labels), average="macro", zero_division=0))
+            values.append(f1_score(y[va], pred, labels=np.unique(labels), average="macro", zero_division=0))
         else:
-            values.append(cohen_kappa_score(labels[va], pred, weights="quadratic"))
+            values.append(cohen_kappa_score(y[va], pred, weights="quadratic"))
     return float(np.mean(values))
 
 
@@ -467,7 +518,7 @@ def _fit(model: _Trainable, y: np.ndarray, val: Split, spec: FitSpec, gen: torch
             total += len(idx)
         # The validation curve is drawn for the user; it chooses nothing.
         probs = predict(val.x)
-        m = scores(val.y, probs)
+        m = curve_scores(val.y, probs.argmax(1), probs.shape[1])
         log_p = torch.log(torch.as_tensor(probs).clamp_min(1e-8))
         curves.append({"epoch": epoch + 1, "train_loss": float(loss_sum) / max(total, 1),
                        "train_accuracy": float(correct) / max(total, 1),
@@ -475,7 +526,8 @@ def _fit(model: _Trainable, y: np.ndarray, val: Split, spec: FitSpec, gen: torch
                        "val_accuracy": m["accuracy"], "val_kappa": m["kappa"], "val_f1": m["f1"]})
         if select is None:
             continue
-        inner = scores(select.y, predict(select.x))[spec.metric]
+        inner_probs = predict(select.x)
+        inner = curve_scores(select.y, inner_probs.argmax(1), inner_probs.shape[1])[spec.metric]
         curves[-1][f"inner_{spec.metric}"] = inner
         if inner > best:
             best, wait, kept = inner, 0, snapshot(epoch)
@@ -520,19 +572,19 @@ def evaluate(encoder: nn.Module, data: EvalData, cfg: EvalConfig, device: torch.
     results, extra = [], {"test": [], "holdout": []}
     oof = np.zeros((len(labels), n_classes))
     n_train, n_val = [], []
+    if frozen:  # the features, extracted once for every fold (and once flipped: the frozen protocols' augmentation)
+        mean, std = cv_stats(images, folds)
+        x = extract_features(encoder.to(device), images, mean, std, device)
+        x_flip = x
+        if cfg.augment:  # only training parts' flips are used: the CV images'
+            x_flip = x.clone()
+            x_flip[torch.from_numpy(np.flatnonzero(cv))] = extract_features(encoder, images, mean, std, device,
+                                                                              flip=True, rows=np.flatnonzero(cv))
+        x_test = extract_features(encoder, test_images, mean, std, device) if test_images is not None else None
     for k in sorted(np.unique(folds[cv]).tolist()):
         tr, va = fold_split(folds, k)
-        # Normalised with the training part's statistics only: the scored fold, the hold-out
-        # and the test images contribute nothing the model is fitted with.
-        mean, std = channel_stats(images[torch.from_numpy(tr)])
-        if frozen:  # this fold's features, extracted once (and once flipped: the frozen protocols' augmentation)
-            x = extract_features(encoder.to(device), images, mean, std, device)
-            x_flip = x
-            if cfg.augment:  # only the training part's flips are used
-                x_flip = x.clone()
-                x_flip[tr] = extract_features(encoder, images[torch.from_numpy(tr)], mean, std, device, flip=True)
-            x_test = extract_features(encoder, test_images, mean, std, device) if test_images is not None else None
-        else:
+        if not frozen:  # fine-tuning: normalised with the training part's statistics only
+            mean, std = channel_stats(Rows.of((images, tr)))
             x, x_flip, x_test = images, images, test_images
         sets = {}
         if x_test is not None:
