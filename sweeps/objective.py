@@ -144,9 +144,17 @@ def probe_pruner(trial: optuna.Trial, ctx: SweepContext, data: Datasets, folds: 
 
 
 def prune(trial: optuna.Trial, reason: str, epoch: int, diverged: bool = False) -> None:
-    """Stop the trial as PRUNED (Diverged for a non-finite loss: pruned too, sweeps/outcome.py)."""
+    """Stop the trial as PRUNED (Diverged for a non-finite loss: pruned too, sweeps/outcome.py).
+
+    A diverged trial is also marked infeasible (Optuna's constraint "diverged" = 1): TPE then
+    counts it among the bad trials even when it reported a good probe before its loss blew up
+    and too few trials have completed to fill TPE's good group (early in a study, where a
+    pruned trial's last report could otherwise rank it good). benchmarks/divergence.py
+    measures how many trials a sweep spends in a divergent region."""
     if "pruned_epoch" not in trial.user_attrs:
         trial.set_user_attr("pruned_epoch", epoch)
+    if diverged:
+        trial.set_constraint("diverged", 1.0)
     raise (Diverged if diverged else optuna.TrialPruned)(reason)
 
 

@@ -56,7 +56,7 @@ def test_an_out_of_memory_trial_packed_is_retried_alone(env, monkeypatch, capsys
 
     real, calls = vicreg.train.pretrain, []
 
-    def pretrain(cfg, images, callbacks=()):
+    def pretrain(cfg, images, callbacks=(), workers_per_device=1):
         calls.append(cfg.data.batch_size)
         if len(calls) == 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -118,7 +118,8 @@ def test_a_diverging_trial_does_not_stop_the_sweep(env) -> None:
     trials = {t.params["loss.sim_coeff"]: t for t in _optuna(env).trials}
     assert trials[1e300].state.name == "PRUNED"
     assert "non-finite loss at step 0" in trials[1e300].user_attrs["reason"]
-    assert trials[25.0].state.name == "COMPLETE"
+    assert trials[1e300].constraints == {"diverged": 1.0}  # infeasible: TPE counts it as bad
+    assert trials[25.0].state.name == "COMPLETE" and trials[25.0].constraints == {}
     _, _, runs = _runs(env)
     assert sorted(r.data.tags["state"] for r in runs) == ["COMPLETE", "PRUNED"]
 

@@ -195,3 +195,18 @@ def test_crops_from_a_larger_cache(synthetic_images) -> None:
     assert r.status == "completed"
     with pytest.raises(ValueError, match="data.crop_source_size=32"):
         pretrain(cfg, synthetic_images.train.images[:, :, :16, :16].contiguous())
+
+
+def test_a_step_report_can_stop_training_mid_epoch(synthetic_images) -> None:
+    """A step callback's answer stops at once: the cut epoch is neither in the history nor
+    counted (what benchmarks use to time a few steps of a large set)."""
+    seen = []
+
+    def stop_at_3(report):
+        seen.append(report.step)
+        return "enough" if report.step == 3 else None
+
+    r = pretrain(tiny_config(**{"train.log_every_steps": 1, "train.epochs": 2}), synthetic_images.train.images,
+                 [stop_at_3])
+    assert (r.status, r.reason, r.steps, r.epochs, r.history) == ("stopped", "enough", 3, 0, [])
+    assert seen == [1, 2, 3]

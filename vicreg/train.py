@@ -50,7 +50,8 @@ class Report:
     model: VICRegModel
 
 
-# A callback returns None/False to go on, or True / a reason string to stop training.
+# A callback returns None/False to go on, or True / a reason string to stop training: after the
+# epoch (an epoch report), or at once with the epoch cut short and not recorded (a step report).
 Callback = Callable[[Report], "bool | str | None"]
 
 
@@ -250,6 +251,7 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
         sums = torch.zeros(len(METRIC_NAMES), device=device)
         first_bad = torch.full((), -1, dtype=torch.long, device=device)
         model.train()
+        stop_mid = None
         t0 = time.perf_counter()
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
                    disable=None if tc.progress else True, dynamic_ncols=True)  # None: off unless a TTY
@@ -280,9 +282,15 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
             if tc.log_every_steps and step % tc.log_every_steps == 0:
                 # Deliberate sync, only when the user asked for per-step reports.
                 m = dict(zip(METRIC_NAMES, vals.tolist())) | {"lr": lr}
-                for cb in callbacks:
-                    cb(Report("step", epoch, step, m, model))
+                answers = [cb(Report("step", epoch, step, m, model)) for cb in callbacks]
+                stop_mid = next((a if isinstance(a, str) else "stopped by a callback" for a in answers if a), None)
+                if stop_mid:  # the epoch is cut short: it is neither recorded nor checkpointed
+                    break
 
+        if stop_mid:
+            bar.close()
+            status, reason = "stopped", stop_mid
+            break
         # --- end of epoch: one sync to read the sums ----------------------------------
         values = (sums / steps_per_epoch).tolist()
         bad_step = int(first_bad)
