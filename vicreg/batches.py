@@ -29,9 +29,9 @@ DEVICE_SHARE = 0.5
 
 @dataclass(frozen=True)
 class Rows:
-    """uint8 images (N, C, H, W): the rows `index` (or all, None) of each tensor in `parts`,
-    concatenated in order. The tensors are usually memory maps (torch.from_numpy of np.load
-    with mmap_mode), so holding a Rows costs the index arrays only."""
+    """Images (N, C, H, W), uint8 (or any rows: features (N, F) too): the rows `index` (or all,
+    None) of each tensor in `parts`, concatenated in order. The tensors are usually memory maps
+    (torch.from_numpy of np.load with mmap_mode), so holding a Rows costs the index arrays only."""
 
     parts: tuple[tuple[torch.Tensor, np.ndarray | None], ...]
 
@@ -81,6 +81,12 @@ class Rows:
                 out[where] = t[rows]
             start += n
         return out
+
+    def __getitem__(self, key: slice | torch.Tensor | np.ndarray) -> torch.Tensor:
+        """rows[a:b] or rows[idx]: those images as a tensor (what indexing a tensor gives)."""
+        if isinstance(key, slice):
+            return self.gather(torch.arange(*key.indices(len(self))))
+        return self.gather(key)
 
     def chunks(self, size: int = 1024) -> Iterator[torch.Tensor]:
         """The images in order, `size` at a time (uint8 (<=size, C, H, W)): memory is one chunk."""

@@ -30,8 +30,10 @@ part, as it pays no extra pass for it.
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -104,9 +106,9 @@ class FeatureSplit:
     """One side of a fold for the frozen protocols: features `x` (N, F) and labels `y` (N,);
     a training side also carries `x_flip`, the flipped images' features (their augmentation)."""
 
-    x: torch.Tensor
+    x: torch.Tensor | Rows
     y: np.ndarray
-    x_flip: torch.Tensor | None = None
+    x_flip: torch.Tensor | Rows | None = None
 
 
 @dataclass
@@ -115,7 +117,7 @@ class ImageSplit:
     labels `y` (N,); a training side also carries its per-channel `mean`/`std` (C,), which
     normalise every image the fold's model sees."""
 
-    x: torch.Tensor
+    x: torch.Tensor | Rows
     y: np.ndarray
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
@@ -394,6 +396,18 @@ def _light_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x[:, :, dy:dy + h, dx:dx + w]
 
 
+def _column_stats(x: torch.Tensor | Rows, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-column mean and sample std (ddof 1) of (N, F), read a chunk at a time (float64 sums)."""
+    n, total, squares = len(x), 0.0, 0.0
+    for i in range(0, n, chunk):
+        part = x[i:i + chunk].double()
+        total = total + part.sum(0)
+        squares = squares + (part * part).sum(0)
+    mean = total / n
+    var = (squares - n * mean * mean) / max(1, n - 1)
+    return mean.float(), var.clamp_min(0).sqrt().float()
+
+
 def fit_head(train: FeatureSplit, val: FeatureSplit, spec: FitSpec) -> FoldResult:
     """The frozen protocols (linear, head): a classifier on features extracted once, scored on `val`.
 
@@ -404,8 +418,8 @@ def fit_head(train: FeatureSplit, val: FeatureSplit, spec: FitSpec) -> FoldResul
     cfg, device = spec.cfg, spec.device
     gen = torch.Generator().manual_seed(cfg.seed * 1000 + spec.fold)
     torch.manual_seed(cfg.seed * 1000 + spec.fold)
-    feat_mean = train.x.mean(0).to(device)
-    std = train.x.std(0)
+    feat_mean, std = _column_stats(train.x)
+    feat_mean = feat_mean.to(device)
     feat_std = torch.where(std > 0, std, torch.ones_like(std)).to(device)  # constant dims -> 0
     head = make_head(train.x.shape[1], spec.n_classes, cfg, spec.protocol).to(device)
     opt = torch.optim.AdamW([{"params": head.parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
@@ -550,6 +564,56 @@ def fold_split(folds: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero((folds != HOLDOUT) & (folds != k)), np.flatnonzero(folds == k)
 
 
+def features_on_disk(encoder: nn.Module, images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                     device: torch.device, path: Path, flip: bool = False, rows: np.ndarray | None = None
+                     ) -> torch.Tensor:
+    """extract_features written a batch at a time into a .npy memory map at `path` -> float32
+    (N, F) backed by it: the features of a large set cost disk, not memory. With `rows`, only
+    those rows are extracted (the others stay 0)."""
+    from numpy.lib.format import open_memmap
+
+    order = np.arange(images.shape[0]) if rows is None else np.asarray(rows)
+    first = extract_features(encoder, images, mean, std, device, flip=flip, rows=order[:1])
+    out = torch.from_numpy(open_memmap(path, mode="w+", dtype=np.float32, shape=(images.shape[0], first.shape[1])))
+    for i in range(0, len(order), 1024):
+        part = order[i:i + 1024]
+        out[torch.from_numpy(part)] = extract_features(encoder, images, mean, std, device, flip=flip, rows=part)
+    return out
+
+
+def _fold(encoder: nn.Module, k: int, inputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+          data: EvalData, cfg: EvalConfig, device: torch.device, score_holdout: bool
+          ) -> tuple[FoldResult, np.ndarray, int]:
+    """Fold k's model, fitted and scored -> (its result, its validation rows, its training count).
+    `inputs`: (x, x_flip, x_test), features for the frozen protocols, else the images. Every side
+    is Rows of x: an index, not a copy."""
+    (x, x_flip, x_test), labels, folds = inputs, data.labels, data.folds
+    frozen = cfg.protocol in ("linear", "head")
+    tr, va = fold_split(folds, k)
+    mean = std = None
+    if not frozen:  # fine-tuning: normalised with the training part's statistics only
+        mean, std = channel_stats(Rows.of((x, tr)))
+    sets: dict[str, torch.Tensor | Rows] = {}
+    if x_test is not None:
+        sets["test"] = x_test
+    hold = np.flatnonzero(folds == HOLDOUT)
+    if score_holdout and len(hold):
+        sets["holdout"] = Rows.of((x, hold))
+    side = FeatureSplit if frozen else ImageSplit
+    spec = FitSpec(int(labels.max()) + 1, cfg, cfg.protocol, device, k, predict_sets=sets, metric=data.metric)
+    if cfg.patience > 0:  # early stopping on an inner split of the training fold only
+        tr, inner = train_test_split(tr, test_size=cfg.inner_val, stratify=labels[tr],
+                                     random_state=cfg.seed * 1000 + k)
+        spec.select = side(Rows.of((x, inner)), labels[inner])
+    val = side(Rows.of((x, va)), labels[va])
+    if frozen:
+        res = fit_head(FeatureSplit(Rows.of((x, tr)), labels[tr], Rows.of((x_flip, tr))), val, spec)
+    else:
+        res = finetune(encoder, ImageSplit(Rows.of((x, tr)), labels[tr], mean=mean, std=std), val, spec)
+        res.encoder = None  # the report keeps scores, not k copies of the network
+    return res, va, len(tr)
+
+
 def evaluate(encoder: nn.Module, data: EvalData, cfg: EvalConfig, device: torch.device | str = "cpu",
              label: str = "vicreg", score_holdout: bool = False) -> EvalReport:
     """k-fold downstream evaluation of `encoder` on `data` (EvalData) -> EvalReport.
@@ -572,43 +636,26 @@ def evaluate(encoder: nn.Module, data: EvalData, cfg: EvalConfig, device: torch.
     results, extra = [], {"test": [], "holdout": []}
     oof = np.zeros((len(labels), n_classes))
     n_train, n_val = [], []
-    if frozen:  # the features, extracted once for every fold (and once flipped: the frozen protocols' augmentation)
-        mean, std = cv_stats(images, folds)
-        x = extract_features(encoder.to(device), images, mean, std, device)
-        x_flip = x
-        if cfg.augment:  # only training parts' flips are used: the CV images'
-            x_flip = x.clone()
-            x_flip[torch.from_numpy(np.flatnonzero(cv))] = extract_features(encoder, images, mean, std, device,
-                                                                              flip=True, rows=np.flatnonzero(cv))
-        x_test = extract_features(encoder, test_images, mean, std, device) if test_images is not None else None
-    for k in sorted(np.unique(folds[cv]).tolist()):
-        tr, va = fold_split(folds, k)
-        if not frozen:  # fine-tuning: normalised with the training part's statistics only
-            mean, std = channel_stats(Rows.of((images, tr)))
-            x, x_flip, x_test = images, images, test_images
-        sets = {}
-        if x_test is not None:
-            sets["test"] = x_test
-        if score_holdout and len(hold):
-            sets["holdout"] = x[hold]
-        side = FeatureSplit if frozen else ImageSplit
-        spec = FitSpec(n_classes, cfg, protocol, device, k, predict_sets=sets, metric=data.metric)
-        if cfg.patience > 0:  # early stopping on an inner split of the training fold only
-            tr, inner = train_test_split(tr, test_size=cfg.inner_val, stratify=labels[tr],
-                                         random_state=cfg.seed * 1000 + k)
-            spec.select = side(x[inner], labels[inner])
-        val = side(x[va], labels[va])
-        if frozen:
-            res = fit_head(FeatureSplit(x[tr], labels[tr], x_flip[tr]), val, spec)
+    with tempfile.TemporaryDirectory(prefix="vicreg-features-") as tmp:
+        if frozen:  # the features, extracted once for every fold (and once flipped: the frozen protocols' augmentation)
+            mean, std = cv_stats(images, folds)
+            x = features_on_disk(encoder.to(device), images, mean, std, device, Path(tmp) / "x.npy")
+            x_flip = x
+            if cfg.augment:  # only the training parts' flips are used: the CV images' (other rows stay 0)
+                x_flip = features_on_disk(encoder, images, mean, std, device, Path(tmp) / "flip.npy",
+                                          flip=True, rows=np.flatnonzero(cv))
+            x_test = (features_on_disk(encoder, test_images, mean, std, device, Path(tmp) / "test.npy")
+                      if test_images is not None else None)
         else:
-            res = finetune(encoder, ImageSplit(x[tr], labels[tr], mean=mean, std=std), val, spec)
-            res.encoder = None  # the report keeps scores, not k copies of the network
-        results.append(res)
-        oof[va] = res.probs
-        n_train.append(len(tr))
-        n_val.append(len(va))
-        for name, p in res.predictions.items():
-            extra[name].append(p)
+            x, x_flip, x_test = images, images, test_images
+        for k in sorted(np.unique(folds[cv]).tolist()):
+            res, va, n_tr = _fold(encoder, k, (x, x_flip, x_test), data, cfg, device, score_holdout)
+            results.append(res)
+            oof[va] = res.probs
+            n_train.append(n_tr)
+            n_val.append(len(va))
+            for name, p in res.predictions.items():
+                extra[name].append(p)
     report = EvalReport(label, protocol, results, pooled=scores(labels[cv], oof[cv]),
                         n_train_per_fold=float(np.mean(n_train)), n_val_per_fold=float(np.mean(n_val)))
     if extra.get("test"):
