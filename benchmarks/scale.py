@@ -131,7 +131,7 @@ def _rate(cfg, images, steps: int) -> float:
         marks[report.step] = time.perf_counter()
         return "timed" if report.step == 3 + steps else None
 
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, log_every_steps=1, epochs=1))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, log_every_steps=1, epochs=3 + steps))
     pretrain(cfg, images, [clock])
     return steps * cfg.data.batch_size / (marks[3 + steps] - marks[3])
 
