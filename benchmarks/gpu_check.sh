@@ -6,6 +6,8 @@
 #   3. the packing table: 1, 2, 4, 8 workers on GPU 0 (benchmarks/gpu_packing.py)
 #   4. a 2-trial demo study with --gpus 0, tracked in MLflow: its trial runs must carry GPU
 #      system metrics (system/gpu_0_utilization_percentage)
+#   5. the scale table on the GPU (benchmarks/scale.py --device cuda, 1k and 16k images):
+#      streamed vs on-device images/s where the copy runs beside the step (not measured yet)
 #
 #   bash benchmarks/gpu_check.sh                 # or: make gpu-check; OUT=DIR to choose the folder
 set -euo pipefail
@@ -62,12 +64,17 @@ print(f"demo on --gpus 0: {len(runs)} trial runs; GPU system metrics on each: {'
 sys.exit(0 if ok else 1)
 EOF
 
+step "5. scale on the GPU (1k and 16k images, streamed vs on-device)"
+"$PY" benchmarks/scale.py --device cuda --sizes 1000 16000 --steps 30 --json "$OUT/scale.json" \
+    2>&1 | tee "$OUT/scale.txt" | tail -8
+
 step "summary (paste into the note)"
 {
   echo "GPU check, $(cat "$OUT/device.txt"), $(date -u +%Y-%m-%d), folder $OUT"
   echo "CUDA tests: $(tail -1 "$OUT/cuda-tests.txt")"
   echo; echo "Throughput:"; grep -E '^\|' "$OUT/throughput.txt" || true
   echo; echo "Packing:"; grep -E '^\||best packing' "$OUT/packing.txt" || true
+  echo; echo "Scale:"; grep -E '^\||^goal' "$OUT/scale.txt" || true
   echo; cat "$OUT/demo-gpu-metrics.txt"
   grep -E '^  pretraining vs|^quote' "$OUT/demo.txt" || true
 } | tee "$OUT/summary.md"

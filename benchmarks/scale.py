@@ -64,13 +64,16 @@ def make_set(n: int, px: int) -> Path:
     return root
 
 
+DEVICE = os.environ.get("VICREG_SCALE_DEVICE", "cpu")  # set by --device for the child processes
+
+
 def _config(root: Path, px: int, cache: Path, extra: list[str] | None = None):
     from vicreg.config import load_config
 
     return load_config(None, [
         "data.dataset=folder", f"data.root={root}", "data.ordinal=false", f"data.image_size={px}",
         f"data.cache_dir={cache}", "data.batch_size=64", "model.in_channels=3", "model.small_stem=false",
-        "train.progress=false", "train.device=cpu", "eval.epochs=10", "eval.protocol=linear", *(extra or [])])
+        "train.progress=false", f"train.device={DEVICE}", "eval.epochs=10", "eval.protocol=linear", *(extra or [])])
 
 
 class AnonPeak:
@@ -153,10 +156,10 @@ def child_trial(root: Path, px: int, cache: Path, steps: int, epochs: int) -> di
         rows, _ = pretrain_selection(data, folds, cfg.data)
         streamed = _rate(cfg, rows, steps)
         t = time.perf_counter()
-        probe_score(_encoder(cfg), data.train.images, data.train.labels, folds, "cpu", "f1", 4000)
+        probe_score(_encoder(cfg), data.train.images, data.train.labels, folds, DEVICE, "f1", 4000)
         probe_s = time.perf_counter() - t
         t = time.perf_counter()
-        evaluate(_encoder(cfg), EvalData(data.train.images, data.train.labels, folds, metric="f1"), cfg.eval)
+        evaluate(_encoder(cfg), EvalData(data.train.images, data.train.labels, folds, metric="f1"), cfg.eval, DEVICE)
         score_s = time.perf_counter() - t
     trial_anon = anon.peak
     # Side by side, alternating, best of two rounds each: the first timed run of a process also
@@ -187,7 +190,8 @@ def _encoder(cfg):
 def _child(kind: str, root: Path, px: int, cache: Path, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--root", str(root), "--px", str(px), "--cache", str(cache),
            "--steps", str(args.steps), "--epochs", str(args.epochs)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "VICREG_SCALE_DEVICE": args.device}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"{kind} for {root} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -200,6 +204,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12, help="timed pretraining steps per path")
     ap.add_argument("--epochs", type=int, default=10, help="pretraining epochs of the trial the share assumes")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (the GPU check: benchmarks/gpu_check.sh)")
     ap.add_argument("--child", choices=["cache", "trial"], help=argparse.SUPPRESS)
     ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cache", type=Path, help=argparse.SUPPRESS)
@@ -213,7 +218,8 @@ def main() -> None:
 
     import torch
 
-    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    gpu = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None
+    machine = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": gpu,
                "torch": torch.__version__, "python": platform.python_version(), "px": args.px,
                "date": time.strftime("%Y-%m-%d")}
     rows = []
@@ -232,7 +238,7 @@ def main() -> None:
 
     mb = 2**20
     print(f"\nscale: {machine['cores']} cores, torch {machine['torch']}, {args.px} px RGB, ResNet-18 (ImageNet stem), "
-          f"batch 64, CPU; {machine['date']}")
+          f"batch 64, {gpu or 'CPU'}; {machine['date']}")
     print("| images | cache build s | cache peak RSS MB | trial peak RSS beyond the map MB | streamed img/s | "
           "on-device img/s | streamed / on-device | probe s | final scoring s | evaluation share of a "
           f"{args.epochs}-epoch trial |")

@@ -188,5 +188,5 @@ def verdict(study: str, experiments: str | Path = "experiments") -> list[str]:
     folds, optimistic), what pretraining saw, and the number to quote (as --best prints them)."""
     doc = _best_doc(study, experiments)
     if not doc.get("confirmed"):
-        return [f"not confirmed yet: python sweeps/run.py --study {study} --confirm"]
+        return [f"not confirmed yet: vicreg-sweep --study {study} --confirm"]
     return verdict_lines(doc)

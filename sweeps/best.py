@@ -19,8 +19,8 @@ import yaml
 from optuna.trial import TrialState
 
 from vicreg.config import ConfigError, DataConfig, primary_metric, unflatten
-from vicreg.data import pretrain_note
 from vicreg.io import atomic_write, csv_text
+from vicreg.seen import pretrain_note
 
 from .study import config_values
 from .tracking import log_best
@@ -152,7 +152,7 @@ def rerun_command(spec: StudySpec) -> str:
         config = config.relative_to(Path.cwd())
     except ValueError:
         pass
-    return f"python -m vicreg pretrain --config {config} --set train.checkpoint_dir=runs/{spec.name}-best"
+    return f"vicreg pretrain --config {config} --set train.checkpoint_dir=runs/{spec.name}-best"
 
 
 def print_best(spec: StudySpec) -> int:
@@ -180,7 +180,7 @@ def print_best(spec: StudySpec) -> int:
         print()
         print("\n".join(verdict_lines(doc)))
     else:
-        print(f"not confirmed yet: python sweeps/run.py --config {spec.path} --confirm")
+        print(f"not confirmed yet: vicreg-sweep --config {spec.path} --confirm")
     return 0
 
 

@@ -4,7 +4,8 @@ of the GPU's memory, the lock that gives a trial the whole GPU, and CUDA MPS.
 One process per GPU slot, pinned with CUDA_VISIBLE_DEVICES (Optuna's FAQ: threads share one
 GIL). Ray Tune's fractional GPUs are bookkeeping only, and packed trials that outgrow the
 device run out of memory (ray issues 23971, 44256); here each packed worker caps what its
-caching allocator may take with torch.cuda.set_per_process_memory_fraction (REFERENCE 13),
+caching allocator may take with torch.cuda.set_per_process_memory_fraction (over the cap:
+torch.OutOfMemoryError in that process only),
 so one trial cannot starve the others, and a trial that still runs out of memory is retried
 once alone on its GPU (worker.py), so a large image size or batch is not lost because it was
 packed. Packed workers hold their GPU's lock shared while a trial runs; an alone trial takes

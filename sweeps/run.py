@@ -1,10 +1,11 @@
-"""Run an Optuna study over the VICReg trainer, tracked in MLflow.
+"""Run an Optuna study over the VICReg trainer, tracked in MLflow (installed as `vicreg-sweep`;
+`python sweeps/run.py` is the same command).
 
-    python sweeps/run.py --study demo                  # experiments/demo.yaml
-    python sweeps/run.py --study drac22 --data-root /data/DRAC22 --trials 50 --workers 2
-    python sweeps/run.py --config my_study.yaml --storage postgresql://user@db/optuna \\
+    vicreg-sweep --study demo                  # experiments/demo.yaml
+    vicreg-sweep --study drac22 --data-root /data/DRAC22 --trials 50 --workers 2
+    vicreg-sweep --config my_study.yaml --storage postgresql://user@db/optuna \\
         --tracking-uri http://mlflow:5000 --gpus 0,1,2,3
-    python sweeps/run.py --study demo --best            # print the best configurations
+    vicreg-sweep --study demo --best            # print the best configurations
 
 Rerunning the same command resumes the study: --trials is the total wanted.
 
@@ -37,7 +38,7 @@ from sweeps.objective import dry_run_objective, objective
 from sweeps.outcome import SweepStopped, outcome_of
 from sweeps.signals import Preempted, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
-from sweeps.study import StudySpec, check_init, study_path
+from sweeps.study import EXPERIMENTS_DIR, StudySpec, check_init, study_path
 from sweeps.text import describe_url, first_line, mask_url
 from sweeps.tracking import (
     PARENT_ATTR,
@@ -62,9 +63,11 @@ from vicreg.weights import ENV as IMAGENET_ENV
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="vicreg-sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--study", help="a study in experiments/ (demo, drac22, cifar10)")
+    known = ", ".join(sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml") if p.stem != "pretrain_synthetic"))
+    src.add_argument("--study", help=f"a study in experiments/ ({known})")
     src.add_argument("--config", help="a study file anywhere")
     p.add_argument("--trials", type=int, help="total finished trials wanted (default: the study's budget)")
     p.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
@@ -102,7 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "then exit (also done when a study ends; stored runs are reused)")
     p.add_argument("--seeds", type=int, help="seeds per confirmed configuration (default: the study's confirm.seeds)")
     p.add_argument("--predict", action="store_true",
-                   help="write the DRAC22 submission from a registered encoder (--model) and exit")
+                   help="write the test images' predictions from a registered encoder (--model) and exit: the "
+                        "DRAC22 submission file, or image,class,P0..Pk for a folder/CSV set's test images")
     p.add_argument("--model", metavar="URI", help="for --predict: models:/NAME@ALIAS, models:/NAME/VERSION or "
                                                   "runs:/RUN/encoder (default: models:/vicreg-<study>@best)")
     p.add_argument("--submission", metavar="CSV", help="for --predict: the file to write "
@@ -141,7 +145,7 @@ def preflight(spec: StudySpec, overrides: dict) -> None:
     if cfg.data.dataset == "drac22" and not cfg.data.root and not os.environ.get("DRAC22_ROOT"):
         raise DataError(f"study '{spec.name}' needs the DRAC22 data: pass --data-root DIR (or set "
                         f"DRAC22_ROOT) pointing at the download from drac22.grand-challenge.org; "
-                        f"to try the tool without it: python sweeps/run.py --study demo")
+                        f"to try the tool without it: vicreg-sweep --study demo")
     check_init(spec, overrides)
     from vicreg.data import load_datasets
     from vicreg.synthetic import ensure_synthetic

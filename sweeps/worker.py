@@ -4,7 +4,7 @@ Several workers (processes, or machines with --storage) share one Optuna study. 
 claims its next trial under a lock so that the study stops at exactly `--trials`
 finished trials (COMPLETE or PRUNED); failed trials do not count and are retried.
 
-`python sweeps/run.py --workers N` (or --gpus) starts N of these:
+`vicreg-sweep --workers N` (or --gpus) starts N of these:
 
     python -m sweeps.worker --config STUDY.yaml --trials 20 --out runs/STUDY --index 0 --workers 2
 

@@ -17,7 +17,7 @@ from sweeps.run import main as sweep_main
 from tests.helpers import write_study
 from vicreg.__main__ import main as cli_main
 
-# --set KEY=VALUE for `python -m vicreg pretrain`: (value, what the line must say)
+# --set KEY=VALUE for `vicreg pretrain`: (value, what the line must say)
 SETS = [
     ("data.image_size=4", "data.image_size=4 must be >= 8"),
     ("data.batch_size=1", "data.batch_size=1 must be >= 2"),
@@ -155,7 +155,7 @@ def test_bad_config_files(here: Path, capsys, content, words: str) -> None:
     (["predict", "--checkpoint", "missing.pt", "--out", "s.csv"], "missing.pt does not exist"),
     (["convert-checkpoint", "missing.pt", "--trust"], "missing.pt"),
     (["pretrain", "--set", "data.dataset=synthetic", "--set", "data.root=s"],
-     "data.root s does not exist; to make a synthetic set there, run python -m vicreg make-synthetic --out s"),
+     "data.root s does not exist; to make a synthetic set there, run vicreg make-synthetic --out s"),
 ], ids=lambda v: "-".join(v) if isinstance(v, list) else None)
 def test_bad_command_lines(here: Path, capsys, argv: list[str], words: str) -> None:
     _one_line(capsys, cli_main, argv, words)

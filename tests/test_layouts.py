@@ -340,3 +340,21 @@ def test_folder_links_cannot_reach_outside_the_root(tmp_path: Path) -> None:
     assert f"{root / 'grade9' / 'secret.png'}: a link that leads outside" in problems
     assert not any("secret" in p.name or "linked" in p.name for p in files.train)
 
+
+
+def test_check_data_takes_a_copy_of_the_folder_study(tmp_path: Path) -> None:
+    """The documented line: `vicreg check-data --config my-set.yaml --data-root DIR` on a copy of
+    experiments/folder.yaml (a study file: its base is read)."""
+    import shutil
+
+    root = tmp_path / "set"
+    for c, n in (("a", 7), ("b", 6)):
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (20, 20), (40 * i, 90, 9)).save(root / c / f"{i}.png")
+    study = tmp_path / "my-set.yaml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "experiments" / "folder.yaml", study)
+    r = subprocess.run([sys.executable, "-m", "vicreg", "check-data", "--config", str(study), "--data-root", str(root)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "labelled images: 13 (a: 7, b: 6)" in r.stdout

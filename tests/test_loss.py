@@ -15,7 +15,8 @@ from vicreg.loss import vicreg_loss
 
 
 def reference(a: np.ndarray, b: np.ndarray, eps: float = 1e-4) -> tuple[float, float, float, float]:
-    """The formulas of REFERENCE.md section 2, written out with explicit loops in float64."""
+    """The formulas of facebookresearch/vicreg's main_vicreg.py (commit 4e12602), written out with
+    explicit loops in float64."""
     n, d = a.shape
     inv = sum((a[i, j] - b[i, j]) ** 2 for i in range(n) for j in range(d)) / (n * d)
 

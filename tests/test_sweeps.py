@@ -94,7 +94,7 @@ def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
     capsys.readouterr()
     assert main(["--config", str(study), "--best"]) == 0
     out = capsys.readouterr().out
-    assert "rank trial" in out and "rerun the best: python -m vicreg pretrain --config" in out
+    assert "rank trial" in out and "rerun the best: vicreg pretrain --config" in out
 
 
 def test_pruned_trials_are_killed_with_their_tag(env) -> None:
@@ -712,3 +712,16 @@ def test_worker_entry_takes_explicit_arguments_and_the_storage_from_the_environm
     assert worker_main(["--config", str(bad), "--trials", "1", "--out", str(env["dir"] / "w")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown key 'colour'" in err[0], err
+
+
+def test_a_dry_run_worker_never_imports_torch(env) -> None:
+    """A --dry-run worker checks a many-machine set-up: it must start in seconds, so it loads no
+    torch (before, sweeps/best.py pulled it in through vicreg.data for one sentence)."""
+    study = write_study(env["dir"], env["root"])
+    code = ("import sys\nfrom sweeps.worker import main\n"
+            f"rc = main(['--config', {str(study)!r}, '--trials', '2', '--out', {str(env['dir'] / 'w')!r}, "
+            f"'--no-tracking', '--dry-run'])\n"
+            "print(rc, sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=env["dir"],
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr

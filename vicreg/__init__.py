@@ -4,7 +4,10 @@ Modules, in the order data flows through them:
   config     - the typed config tree (YAML in, unknown keys rejected; allowed names declared once)
   io         - file lock, atomic write, content digests
   drac22     - the DRAC22 Task 3 folder layout: scan and check
-  data       - DRAC22 / CIFAR-10 / digits / synthetic images as cached uint8 tensors; folds, hold-out
+  layouts    - your own set: a folder of class folders, or a CSV of names and labels: scan and check
+  data       - every source as uint8 memory maps of the decode cache; folds, hold-out, the pretraining selection
+  seen       - what pretraining saw, in words (the record beside every verdict)
+  batches    - Rows (a selection as an index, not a copy); on the device or streamed, a batch ahead
   synthetic  - the synthetic DRAC22-format generator
   augment    - VICReg's two views, batch-wise on the device (kornia)
   weights    - where the encoder starts: which local ImageNet file, if any

@@ -1,4 +1,5 @@
-"""Command line: `python -m vicreg {pretrain,evaluate,predict,make-synthetic,check-data,convert-checkpoint}`.
+"""Command line: `vicreg {pretrain,evaluate,predict,make-synthetic,check-data,convert-checkpoint}`
+(installed by pip; `python -m vicreg` is the same command).
 
 Each subcommand turns its arguments into explicit values and calls one plain function;
 user errors (bad config, bad dataset, missing checkpoint) print one line and exit 2.
@@ -211,11 +212,12 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m vicreg", description=__doc__)
+    p = argparse.ArgumentParser(prog="vicreg", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", help="YAML config (default: the checkpoint's own, or the defaults)")
+        sp.add_argument("--config", help="YAML config, or a study file (its base) (default: the checkpoint's own, "
+                        "or the defaults)")
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable)")
         sp.add_argument("--data-root", help="dataset folder (sets data.root)")

@@ -4,7 +4,7 @@ head seed as it, and cached: a baseline's scores depend only on what `baseline_k
   random-init  the architecture as its torchvision constructor initialises it (Kaiming-normal
                convs, BatchNorm weight 1, bias 0), NOT with zero-init residuals: those make
                every residual branch output 0 in an untrained network, which then is its stem
-               plus three 1x1 downsampling convs (REFERENCE.md section 7).
+               plus three 1x1 downsampling convs (zero_init_residual: Goyal et al. 2017).
   raw-pixels   the images themselves, average-pooled to at most 32x32 and flattened: the
                floor on small images. No conv stage exists to fine-tune, so the fine-tuning
                protocols score it with the `head` MLP (linear stays linear).

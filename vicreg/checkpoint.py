@@ -4,7 +4,7 @@ Every weights file of the project (pretraining and trial checkpoints, confirm-st
 a sweep run's `checkpoint/encoder.pt`, the registry model's weights) is `torch.save` of plain
 data: tensors, dicts, lists, tuples, strings, numbers, booleans and None. It is read with
 `torch.load(weights_only=True)`, whose unpickler rebuilds only those and refuses any class or
-function named in the file (REFERENCE 11; torch's default since 2.6), so a crafted file
+function named in the file (torch's default since 2.6; torch.serialization docs), so a crafted file
 cannot run code, whoever wrote it. We chose this over safetensors because a checkpoint also
 holds the optimizer state, the epoch history and the resolved config, which are plain data
 too: one file, one reader, and no further dependency.
@@ -41,7 +41,7 @@ from . import config
 from .config import CheckpointError, UnsafeCheckpoint
 from .io import atomic_write
 
-CONVERT = "python -m vicreg convert-checkpoint --trust"
+CONVERT = "vicreg convert-checkpoint --trust"
 # What `convert --trust` may rebuild beyond torch's own weights-only set: objects whose
 # construction runs no code taken from the file.
 ALLOWED = frozenset({

@@ -8,6 +8,7 @@ naming the file and the key instead of after an hour of training.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -550,8 +551,15 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] = ()) -> Config:
-    """Read YAML `path` (or defaults when None), apply `section.key=value` overrides, check."""
+    """Read YAML `path` (or defaults when None), apply `section.key=value` overrides, check.
+    A study file (sweeps/, recognised by its top-level `base:`) gives its base config, so that
+    `check-data` or `pretrain` take the file a sweep runs on."""
     raw = read_yaml(path) if path is not None else {}
+    if "base" in raw and not set(raw) & {f.name for f in dataclasses.fields(Config)}:
+        base = raw["base"] if raw["base"] is not None else {}
+        if not isinstance(base, dict):
+            raise ConfigError(f"{path}: 'base' must be a mapping of config sections, not {type(base).__name__}")
+        raw = copy.deepcopy(base)
     for key, value in parse_overrides(list(overrides)):
         set_key(raw, key, value)
     return config_from_dict(raw, source=str(path) if path is not None else "--set")

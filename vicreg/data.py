@@ -31,6 +31,7 @@ from .batches import Rows
 from .config import DataConfig, DataError  # noqa: F401 - DataError is part of this module's API
 from .drac22 import scan_drac22
 from .io import atomic_write, csv_text, digest, file_lock
+from .seen import describe_pretrain, pretrain_note  # noqa: F401 - part of this module's API
 
 CACHE_VERSION = 1
 DEFAULT_SYNTHETIC_ROOT = "data/synthetic-drac22"
@@ -245,7 +246,7 @@ def data_root(cfg: DataConfig) -> Path:
 def load_drac22(cfg: DataConfig, synthetic: bool = False) -> Datasets:
     root = data_root(cfg)
     if synthetic and not root.exists():
-        raise DataError(f"{root}: no synthetic DRAC22-format set here; make it with python -m vicreg make-synthetic "
+        raise DataError(f"{root}: no synthetic DRAC22-format set here; make it with vicreg make-synthetic "
                         f"--out {root} (vicreg pretrain and the sweeps make the default one themselves)")
     files = scan_drac22(root, cfg.test_root)
     files.raise_first()
@@ -286,9 +287,10 @@ def _numpy_reconstruct() -> Any:
 
 
 class CifarUnpickler(pickle.Unpickler):
-    """Reads a CIFAR-10 python batch, a pickle by format, with only what the format holds
-    (REFERENCE 11): dicts, lists, strings, bytes, numbers and numpy arrays. Any other class or
-    function the file names is refused before it is called, so a crafted batch runs no code."""
+    """Reads a CIFAR-10 python batch, a pickle by format, with only what the format holds (as
+    torch.load(weights_only=True) does for checkpoints): dicts, lists, strings, bytes, numbers and
+    numpy arrays. Any other class or function the file names is refused before it is called, so
+    a crafted batch runs no code."""
 
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
@@ -563,25 +565,3 @@ def pretrain_selection(data: Datasets, folds: np.ndarray, cfg: DataConfig) -> tu
     if data.unlabelled is not None:
         record["pretrain.unlabelled"] = int(data.unlabelled.images.shape[0])
     return Rows(tuple(parts)), record
-
-
-def describe_pretrain(record: dict) -> str:
-    """'CV-labelled 96 + hold-out 0 of 24 + test 20 images' style line for reports."""
-    extra = f", {record['pretrain.unlabelled']} unlabelled images" if record.get("pretrain.unlabelled") else ""
-    return (f"pretraining saw {record['pretrain.labelled_cv']} labelled CV images, "
-            f"{record['pretrain.holdout']} hold-out images, {record['pretrain.test']} unlabelled test images{extra}")
-
-
-def pretrain_note(record: dict) -> str:
-    """The sentence beside the verdicts: what pretraining saw, and so which verdict is free of it."""
-    if not record:
-        return ""
-    if record.get("pretrain.holdout"):
-        return (f"pretraining saw the hold-out images too (data.holdout_in_pretrain; {record['pretrain.holdout']} "
-                f"images, unlabelled): neither verdict is free of that advantage")
-    test = f" and {record['pretrain.test']} unlabelled test images" if record.get("pretrain.test") else ""
-    if record.get("pretrain.unlabelled"):
-        test += f" and {record['pretrain.unlabelled']} unlabelled images (data.unlabelled)"
-    return (f"pretraining saw the {record['pretrain.labelled_cv']} CV images, the validation folds' included "
-            f"(unlabelled){test}, but not the hold-out's: the CV verdict includes that advantage, the hold-out "
-            f"verdict does not")

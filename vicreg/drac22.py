@@ -76,7 +76,7 @@ class Drac22Files:
     def raise_first(self) -> None:
         if self.problems:
             more = len(self.problems) - 1
-            tail = f" (and {more} more; see python -m vicreg check-data)" if more else ""
+            tail = f" (and {more} more; see vicreg check-data)" if more else ""
             raise DataError(self.problems[0] + tail)
 
 

@@ -1,6 +1,6 @@
 """Your own images: a folder per class, or a folder plus a labels CSV, read and checked
 (every problem one line naming the file, row or class). vicreg/data.py decodes what this
-finds; `python -m vicreg check-data` prints all of it.
+finds; `vicreg check-data` prints all of it.
 
     data.dataset: folder      root/<class>/<image>          (torchvision's ImageFolder layout)
     data.dataset: csv         root/<data.labels>            columns data.image_column, data.label_column
@@ -48,7 +48,7 @@ class OwnFiles:
     def raise_first(self) -> None:
         if self.problems:
             more = len(self.problems) - 1
-            tail = f" (and {more} more; see python -m vicreg check-data)" if more else ""
+            tail = f" (and {more} more; see vicreg check-data)" if more else ""
             raise DataError(self.problems[0] + tail)
 
 

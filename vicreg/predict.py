@@ -4,8 +4,8 @@ A head is trained per labelled CV fold (cfg.eval's protocol, the study's folds),
 model predicts the test images, and their mean probabilities are written in name order:
 DRAC22 Task 3's submission `case,class,P0,P1,P2`, or for a folder/csv set
 `image,class,P0,...,Pk` (class: its name; P<i>: the i-th class of data.classes' order).
-The encoder may come from a `pretrain` checkpoint (`python -m vicreg predict`) or from the
-Model Registry (`python sweeps/run.py --predict --model models:/...`, which fetches it
+The encoder may come from a `pretrain` checkpoint (`vicreg predict`) or from the
+Model Registry (`vicreg-sweep --predict --model models:/...`, which fetches it
 through MLflow: this package never imports mlflow).
 """
 

@@ -145,5 +145,5 @@ def ensure_synthetic(cfg: DataConfig) -> None:
     if not root.exists():
         if cfg.root:
             raise DataError(f"data.root {root} does not exist; to make a synthetic set there, run "
-                            f"python -m vicreg make-synthetic --out {root}")
+                            f"vicreg make-synthetic --out {root}")
         make_synthetic(root, count=cfg.synthetic_count, size=cfg.synthetic_size, seed=cfg.synthetic_seed)

@@ -28,7 +28,7 @@ def find_parent_run(study: str, tracking_uri: str | None = None):
     exp = client.get_experiment_by_name(study)
     if exp is None:
         raise ValueError(f"no MLflow experiment '{study}' in {tracking_uri or 'the default store'}: "
-                         f"run python sweeps/run.py --study {study} first")
+                         f"run vicreg-sweep --study {study} first")
     runs = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'parent'", max_results=1)
     return runs[0] if runs else None
 
