@@ -4,6 +4,7 @@ nothing here trains."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .best import best_path, read_best, verdict_lines
+from .study import load_study
 from .tracking import download_artifact, find_parent_run, metric_histories, trial_runs
 
 TERMS = ("loss", "invariance", "variance", "covariance")
@@ -28,14 +30,43 @@ def default_tracking_uri() -> str:
     return f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
-def load_optuna(study: str, storage: str | None = None):
-    """The Optuna study (for importances and parallel coordinates); default: the embedded journal."""
+@dataclass(frozen=True)
+class StudyFiles:
+    """Where a study's results are, from its study file, wherever it lives: its name, the folder
+    of its best file (`<study file's folder>/best/`) and its output folder (`<out>/<name>`: the
+    embedded journal, folds, timings)."""
+
+    name: str
+    folder: Path
+    out_dir: Path
+    searched: tuple[str, ...]
+
+
+def study_files(study_file: str | Path, out: str | Path = "runs") -> StudyFiles:
+    """The study file (a path, or a study name in experiments/) and the sweep's --out folder;
+    relative paths are taken from the project folder (notebooks/ or the project itself)."""
+    path = Path(study_file)
+    if not path.suffix:
+        path = project_root() / "experiments" / f"{path}.yaml"
+    elif not path.is_absolute():
+        path = project_root() / path
+    spec = load_study(path)
+    out = Path(out) if Path(out).is_absolute() else project_root() / out
+    return StudyFiles(spec.name, path.parent, out / spec.name, tuple(d.key for d in spec.search))
+
+
+def load_optuna(study: str | StudyFiles, storage: str | None = None):
+    """The Optuna study (for importances and parallel coordinates): `storage` a database URL, or
+    journal:PATH / a .journal file; default: the embedded journal in the study's output folder."""
     import optuna
 
-    if storage is None:
-        path = project_root() / "runs" / study / "optuna.journal"
+    files = study if isinstance(study, StudyFiles) else None
+    name = files.name if files else study
+    if storage is None or storage.startswith("journal:") or storage.endswith(".journal"):
+        path = (Path(storage.removeprefix("journal:")) if storage else
+                (files.out_dir if files else project_root() / "runs" / name) / "optuna.journal")
         storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return optuna.load_study(study_name=study, storage=storage)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def trials_frame(study: str, tracking_uri: str | None = None) -> pd.DataFrame:
@@ -139,8 +170,12 @@ def plot_vs_baseline(df: pd.DataFrame, metric: str = "kappa"):
 
 
 def show_artifact_png(run_id: str, path: str, tracking_uri: str | None = None, title: str = ""):
-    """Download a PNG artifact of a run and draw it as a figure."""
+    """Download a PNG artifact of a run and draw it as a figure; None (and one line saying so)
+    when the run has no such artifact (a study with log_plots: false)."""
     local = download_artifact(run_id, path, tracking_uri)
+    if local is None:
+        print(f"{title or path}: not logged for this run (the study sets log_plots: false)")
+        return None
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.imshow(plt.imread(local))
     ax.axis("off")

@@ -5,8 +5,8 @@ MLflow run's status and state tag (tracking.tracked), the trial's Optuna state, 
 enqueued again and whether it counts towards max_consecutive_failures (worker.run_worker),
 the sweep's exit code and parent-run status (run.py), and the confirm stage. What happened is
 told by type: an exception class below (or optuna.TrialPruned, KeyboardInterrupt and
-signals.Preempted), or a block that returned. The README's fault table is generated from
-this table (`markdown_table`), and a test checks each row and that the README holds it.
+signals.Preempted), or a block that returned. The fault table of docs/sweeps.md is generated from
+this table (`markdown_table`), and a test checks each row and that the page holds it.
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def outcome_of(e: BaseException | None, packed: bool = False, confirm: bool = Fa
 
 
 def markdown_table() -> str:
-    """The README's table of how a trial ends (checked by tests/test_outcome.py)."""
+    """docs/sweeps.md's table of how a trial ends (checked by tests/test_outcome.py)."""
     rows = ["| what happened | Optuna state | MLflow status / `state` | enqueued again | sweep exit code | "
             "what it means |", "|---|---|---|---|---|---|"]
     for o in OUTCOMES.values():

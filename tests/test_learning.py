@@ -3,7 +3,7 @@
 A few epochs of pretraining on the textures (tiles of photographs bundled with scikit-image)
 at 8 px must beat the untrained encoder's linear probe by MARGIN, which is derived from the
 gain's spread over seeds, not picked by hand (benchmarks/learning.py --quick). The full
-comparison with the peer and the floors is the learning benchmark's (README, Benchmarks).
+comparison with the peer and the floors is the learning benchmark's (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -22,10 +22,11 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 @pytest.fixture(scope="module")
 def tiny_store(tmp_path_factory, synthetic_root):
-    """A 3-trial study that varied the optimiser, in its own project-like folder."""
+    """A 3-trial study that varied the optimiser, in its own project-like folder, its study file
+    outside experiments/ (as a user's copy is) and without plots (log_plots: false)."""
     tmp = tmp_path_factory.mktemp("project")
-    (tmp / "experiments").mkdir()
-    study = write_study(tmp / "experiments", synthetic_root, log_plots=True, log_checkpoint=True,
+    (tmp / "my-studies").mkdir()
+    study = write_study(tmp / "my-studies", synthetic_root, log_plots=False, log_checkpoint=True,
                         system_metrics_interval_s=0.5,
                         search={"optim.name": {"choice": ["adam", "sgd"]},
                                 "optim.lr": {"float": [1e-4, 1e-2], "log": True}})
@@ -56,12 +57,12 @@ def _images(nb: nbformat.NotebookNode) -> int:
 
 @pytest.mark.parametrize("name,params,min_images", [
     ("compare_optimizers.ipynb", 'study = "tiny"\ntracking_uri = "{uri}"', 1),
-    ("sweep_report.ipynb", 'study = "tiny"\ntracking_uri = "{uri}"\nstorage = None', 7),
-    ("compare_studies.ipynb", 'study_a = "tiny"\nstudy_b = "tiny"\ntracking_uri = "{uri}"', 1),
+    ("sweep_report.ipynb", 'study_file = "{study}"\nout = "runs"\ntracking_uri = "{uri}"\nstorage = None', 5),
+    ("compare_studies.ipynb", 'study_a = "{study}"\nstudy_b = "{study}"\ntracking_uri = "{uri}"', 1),
 ])
 def test_notebooks_run_and_draw(tiny_store, name: str, params: str, min_images: int) -> None:
     folder, uri = tiny_store
-    nb = _run_notebook(name, folder, params.format(uri=uri))
+    nb = _run_notebook(name, folder, params.format(uri=uri, study=folder / "my-studies" / "tiny.yaml"))
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     assert _images(nb) >= min_images
@@ -72,6 +73,7 @@ def test_notebooks_run_and_draw(tiny_store, name: str, params: str, min_images: 
             assert f"pretraining vs {baseline} on the hold-out:" in text
             assert f"pretraining vs {baseline} on the selection folds (optimistic):" in text
         assert "quote: hold-out kappa" in text and "vicreg holdout_kappa" in text
+        assert "vicreg_confusion.png: not logged for this run (the study sets log_plots: false)" in text
 
 
 def test_committed_notebooks_carry_no_outputs() -> None:
@@ -154,11 +156,11 @@ def test_predict_from_the_registry_reproduces_the_checkpoint(tiny_store, synthet
     cwd = os.getcwd()
     os.chdir(folder)
     try:
-        assert main(["--config", str(folder / "experiments" / "tiny.yaml"), "--tracking-uri", uri, "--predict",
+        assert main(["--config", str(folder / "my-studies" / "tiny.yaml"), "--tracking-uri", uri, "--predict",
                      "--submission", str(folder / "from-registry.csv")]) == 0
         assert vicreg_main(["predict", "--checkpoint", ckpt, "--data-root", str(synthetic_root),
                             "--out", str(folder / "from-checkpoint.csv")]) == 0
-        assert main(["--config", str(folder / "experiments" / "tiny.yaml"), "--tracking-uri", uri, "--predict",
+        assert main(["--config", str(folder / "my-studies" / "tiny.yaml"), "--tracking-uri", uri, "--predict",
                      "--model", "models:/vicreg-tiny@nope"]) == 2
     finally:
         os.chdir(cwd)

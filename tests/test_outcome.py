@@ -1,5 +1,5 @@
 """How a trial ends, row by row: sweeps/outcome.py's table against an expected table written
-out here, `tracked` turning each ending into the MLflow status the table says, the README
+out here, `tracked` turning each ending into the MLflow status the table says, docs/sweeps.md
 holding the table, and two helpers the sweep leans on (with_retry, record_best)."""
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ def test_tracked_ends_each_run_as_the_table_says(event, where, row: str, expecte
         assert tags["reason"] == f"why: {event}"
 
 
-def test_the_readme_holds_the_table() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert markdown_table() in readme, "README.md's fault table differs from sweeps/outcome.py: paste markdown_table()"
+def test_the_sweeps_page_holds_the_table() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    assert markdown_table() in page, "docs/sweeps.md's fault table differs from sweeps/outcome.py: paste it"
 
 
 def test_with_retry_waits_out_an_outage_and_then_gives_up(capsys) -> None:

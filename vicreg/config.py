@@ -77,29 +77,24 @@ class DataConfig:
     labels: str | None = None  # csv: the labels file
     images: str | None = None  # csv: the folder the CSV's image names are in (default: root)
     image_column: str = "image"  # csv: matched case-insensitively
-    label_column: str = "label"
+    label_column: str = "label"  # csv: the labels' column, matched case-insensitively
     split_column: str | None = None  # csv: rows whose value here is "test" are unlabelled test images
     image_size: int = 64  # images are resized once to this and cached as uint8
-    # Pretraining's views are cropped from the images cached at this larger size and then
-    # resized down to image_size (antialiased), as the reference crops the full-resolution
-    # image: a 0.08-scale crop of a 224 px cache is a 63 px patch blown up 3.5x, of a 512 px
-    # cache a 145 px patch shrunk. None: crop the image_size cache (the probe always uses it).
-    # Default None: the ablation (README) found no gain on digits (+0.001, -0.015..+0.017; a
-    # 2x cache of 8 px scans holds no extra detail) and +0.025 (-0.001..+0.051) on the
-    # textures' 32 px tiles, not shown (CV moved -0.009); it costs (crop_source_size /
-    # image_size)^2 times the cache memory. The first knob to try on images larger than image_size.
+    # Crop the views from a cache at this larger size, as the reference crops full-resolution
+    # images (null: from the image_size cache); no measured gain on small images, (size ratio)^2
+    # the cache memory: the first knob on large images (ablation: docs/benchmarks.md).
     crop_source_size: int | None = None
-    batch_size: int = 32
+    batch_size: int = 32  # pretraining's batch: VICReg's variance and covariance are over it
     include_test_in_pretrain: bool = False  # SSL uses no labels: the test images may join
-    cache_dir: str = "data/.cache"
+    cache_dir: str = "data/.cache"  # the decode cache (uint8 .npy memory maps): a fast local disk
     # Pretraining's images on the training device whole (always), streamed a batch ahead from
     # the memory-mapped cache (never), or on the device when they fit (auto: in
     # device_budget_mb, else half of the GPU memory one worker may use; the CPU streams).
     on_device: OnDevice = "auto"
-    device_budget_mb: float | None = None
+    device_budget_mb: float | None = None  # auto's limit in MiB; null: half the device memory per worker
     skip_bad_images: bool = False  # undecodable images become a warning instead of an error
-    folds: int = 5
-    fold_seed: int = 0
+    folds: int = 5  # stratified k of the CV folds every trial is scored on
+    fold_seed: int = 0  # seeds the hold-out and the folds (stored in folds.csv and reused)
     folds_file: str | None = None  # CSV of the image->fold assignment, reused when present
     # A stratified part of the labelled set that no selection sees (epochs, pruning, TPE,
     # ranking): scored only for confirmed configurations. 0 disables it.
@@ -108,13 +103,13 @@ class DataConfig:
     shuffle_labels: bool = False  # the null test: labels permuted (fold_seed), so scores must be ~0
     # Only for dataset=synthetic when `root` does not exist yet: what to generate there.
     synthetic_count: int = 611
-    synthetic_size: int = 256
-    synthetic_seed: int = 0
+    synthetic_size: int = 256  # its images' side in pixels
+    synthetic_seed: int = 0  # its generator's seed
 
 
 @dataclass
 class ModelConfig:
-    arch: Arch = "resnet18"
+    arch: Arch = "resnet18"  # torchvision's ResNet; 18 suits hundreds of images
     # Where the encoder starts: random (torchvision's init), imagenet (a local torchvision
     # weights file, else an error) or auto (imagenet when a file is found, else random).
     # The file: `weights`, else $VICREG_IMAGENET_WEIGHTS, else torch's hub cache
@@ -126,22 +121,15 @@ class ModelConfig:
     # 1 (grey) or 3 (RGB); null: the data's (3 when any image is in colour), pinned in the
     # resolved config. Grey images given to a 3-channel model are repeated; colour ones made grey.
     in_channels: int | None = None
-    # Zero-init of each residual branch's last BN (Goyal et al. 2017), as the reference VICReg
-    # backbone does. Off by default: in the README's ablation (benchmarks/learning.py
-    # --ablate; digits, 10 epochs, 3 seeds) turning it off alone closed the gap to lightly,
-    # which builds torchvision's default (off): hold-out accuracy 0.939 -> 0.977, +0.038
-    # (95% CI +0.005..+0.071), level with lightly's 0.975. With it on, every block starts as
-    # the identity and a short run leaves the branches little trained. The untrained-encoder
-    # baseline is built the same way, so the trainer starts from the network it is judged against.
-    # On the textures (which did not choose it) off is level on the hold-out (+0.002,
-    # -0.037..+0.041; CV accuracy 0.813 -> 0.862): not worse anywhere.
+    # Zero-init of each residual branch's last BN (Goyal et al. 2017; the reference's). Off: on
+    # short runs it left the branches untrained, and off alone closed the gap to lightly (the
+    # ablation, docs/benchmarks.md); the random-init baseline is built the same way.
     zero_init_residual: bool = False
-    expander_hidden: int = 2048
+    expander_hidden: int = 2048  # the expander MLP's width (the reference: 8192 on ImageNet)
     expander_layers: int = 3  # number of Linear layers in the expander
-    expander_out: int = 2048
-    # The expander's last Linear with a bias (lightly's VICRegProjectionHead) or without (the
-    # reference's Projector, default). Its hidden Linears feed a BatchNorm, so their bias is
-    # moot either way. Ablation: the bias +0.005 (-0.027..+0.037), not measurable: kept off.
+    expander_out: int = 2048  # the embedding the loss sees (its covariance is expander_out^2)
+    # The expander's last Linear with a bias (lightly's) or without (the reference's); no
+    # measurable difference (ablation, docs/benchmarks.md): kept off.
     expander_last_bias: bool = False
 
 
@@ -152,49 +140,47 @@ class AugmentConfig:
     are the two asymmetric views); 0 (or crop_min_scale 1) turns a transform off.
 
     The defaults below the recipe (views, resample, antialias, normalise) are kept as they
-    were: the learning ablation (README, Benchmarks) found no gap they explain; its rows say
-    what each was measured to change, or that it has not been measured yet."""
+    were: the learning ablation (docs/benchmarks.md) found no gap they explain."""
 
     crop_min_scale: float = 0.08  # RandomResizedCrop area in [crop_min_scale, crop_max_scale]
-    crop_max_scale: float = 1.0
-    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
+    crop_max_scale: float = 1.0  # the crop's largest area fraction (the recipe: the whole image)
+    crop_ratio: tuple[float, float] = (0.75, 4.0 / 3.0)  # the crop's aspect-ratio range (the recipe's)
+    flip_p: float = 0.5  # horizontal flip probability
+    jitter_p: float = 0.8  # colour-jitter probability
     jitter_strength: float = 1.0  # multiplies brightness, contrast, saturation and hue
-    brightness: float = 0.4
-    contrast: float = 0.4
+    brightness: float = 0.4  # jitter range, x jitter_strength
+    contrast: float = 0.4  # jitter range, x jitter_strength
     saturation: float = 0.2  # ignored for 1-channel images
     hue: float = 0.1  # ignored for 1-channel images
     grayscale_p: float = 0.2  # ignored for 1-channel images
-    # Asymmetric blur and solarisation (the reference's); lightly's symmetric form measured
-    # -0.003 (-0.036..+0.030) in the ablation: kept.
+    # Asymmetric blur and solarisation, view a / view b (the reference's; lightly's symmetric
+    # form was no better in the ablation, docs/benchmarks.md).
     blur_p_a: float = 1.0
-    blur_p_b: float = 0.1
+    blur_p_b: float = 0.1  # view b's blur probability
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # in pixels of a 224 px crop
-    solarize_p_a: float = 0.0
-    solarize_p_b: float = 0.2
+    solarize_p_a: float = 0.0  # view a's solarisation probability
+    solarize_p_b: float = 0.2  # view b's solarisation probability
     # How the views are made: kornia, batch-wise on the training device (default), or
-    # torchvision's per-image transforms (v2, on uint8 tensors, CPU, one image at a time), as a
-    # DataLoader pipeline would; the same recipe either way. Ablation (digits, 3 seeds): per-image
-    # torchvision views +0.008 hold-out accuracy (-0.018..+0.034), no measurable difference.
+    # torchvision's per-image transforms on the CPU, as a DataLoader would; the same recipe, no
+    # measurable difference (ablation, docs/benchmarks.md).
     views: Views = "kornia"
-    # The crop's interpolation. Ablation: bicubic -0.003 (-0.018..+0.013): bilinear kept.
+    # The crop's interpolation; bicubic was no better (ablation, docs/benchmarks.md).
     resample: Resample = "bilinear"
-    # Area-average when a crop is shrunk (torchvision/PIL do; kornia's crop does not). Only
-    # matters when the crop source is larger than the output (data.crop_source_size); from an
-    # image_size cache (no crop shrunk) the ablation found -0.006 (-0.028..+0.015): kept off.
+    # Area-average when a crop is shrunk (torchvision/PIL do; kornia's crop does not): matters
+    # only with data.crop_source_size; no measured difference otherwise (docs/benchmarks.md).
     antialias: bool = False
-    # Normalise the views by the pretraining set's per-channel statistics (default) or by each
-    # view batch's own (lightly normalises each image by the set's statistics too). Ablation:
-    # per batch -0.003 (-0.012..+0.006): the set's kept.
+    # Normalise the views by the pretraining set's per-channel statistics (as lightly) or by
+    # each view batch's own; no measured difference (docs/benchmarks.md).
     normalise: Normalise = "dataset"
 
 
 @dataclass
 class LossConfig:
-    sim_coeff: float = 25.0
-    std_coeff: float = 25.0
-    cov_coeff: float = 1.0
+    """The weights of VICReg's three terms (Bardes et al., ICLR 2022; the reference's defaults)."""
+
+    sim_coeff: float = 25.0  # invariance: the two views' embeddings agree
+    std_coeff: float = 25.0  # variance: each dimension keeps a standard deviation of 1
+    cov_coeff: float = 1.0  # covariance: dimensions decorrelate
 
 
 @dataclass
@@ -202,69 +188,67 @@ class OptimConfig:
     """LARS defaults are facebookresearch/vicreg's, whole: base lr 0.2 scaled by batch/256,
     trust coefficient 0.001, weight decay 1e-6 (main_vicreg.py)."""
 
-    name: Optimizer = "lars"
-    lr: float = 0.2
-    weight_decay: float = 1e-6
+    name: Optimizer = "lars"  # the reference's; adam suits small sets and batches
+    lr: float = 0.2  # the peak (LARS: base lr, x batch/256)
+    weight_decay: float = 1e-6  # L2 through the optimiser (LARS excludes biases and norms)
     momentum: float = 0.9  # sgd and lars
     eta: float = 0.001  # LARS trust coefficient
     betas: tuple[float, float] = (0.9, 0.999)  # adam and adamw
     scale_lr_by_batch: bool | None = None  # peak lr = lr * batch_size / 256; None: true for lars only
-    warmup_epochs: float = 10.0
+    warmup_epochs: float = 10.0  # linear warm-up from 0 to the peak lr
     # When set, the warm-up is this fraction of train.epochs instead (so a study can search
     # train.epochs and keep the warm-up in proportion).
     warmup_fraction: float | None = None
     final_lr_ratio: float = 0.001  # cosine decays to peak * this
-    # The lr moves every step (the reference's and lightly's, default) or every epoch. Ablation:
-    # per epoch -0.009 (-0.018..-0.000), the largest move after zero-init, towards worse: kept.
+    # The lr moves every step (the reference's and lightly's) or every epoch; per epoch was
+    # worse in the ablation (docs/benchmarks.md).
     schedule_every: ScheduleEvery = "step"
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
+    epochs: int = 100  # the cosine schedule spans them
     # Early stopping on the epoch's mean VICReg loss; 0 (default) disables. The cosine schedule
     # spans train.epochs, so a run stopped early is scored at a near-peak learning rate.
     patience: int = 0
-    min_delta: float = 0.0
-    seed: int = 0
+    min_delta: float = 0.0  # early stopping's least improvement of the loss
+    seed: int = 0  # the model's init, batches and views (a resumed run draws the same)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model (CUDA only)
     # The forward passes' precision: bf16 autocast or float32 (the loss is float32 either way).
-    # auto: bf16 on CUDA, float32 on the CPU: bf16 autocast on the CPU cost no measurable
-    # learning in the ablation (-0.003, -0.028..+0.022) and halves the time where the CPU has
-    # native bf16 (README, timing), but a CPU without it emulates bf16 and is slower.
+    # auto: bf16 on CUDA, float32 on the CPU (bf16 learns as well but is emulated, so slower,
+    # on CPUs without it: docs/benchmarks.md).
     precision: Precision = "auto"
     log_every_steps: int = 0  # also report every N steps (0: per epoch only)
     checkpoint_dir: str | None = None  # a checkpoint per epoch; resumed from when present
     checkpoint_every: int = 1  # epochs between checkpoints (the last epoch is always written)
-    # Drop each epoch's last partial batch (default: VICReg's variance and covariance are batch
-    # statistics); when false it is trained on too unless it holds a single image. Ablation:
-    # off +0.001 (-0.009..+0.011): kept on.
+    # Drop each epoch's last partial batch: VICReg's variance and covariance are batch
+    # statistics (when false it is trained on unless it holds a single image).
     drop_last: bool = True
-    progress: bool = True
+    progress: bool = True  # a progress bar on a terminal, and one line per epoch
 
 
 @dataclass
 class EvalConfig:
-    protocol: Protocol = "linear"
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    dropout: float = 0.5
-    head_hidden: int = 256
+    protocol: Protocol = "linear"  # linear probe; head, conv+head, full: see docs/training.md
+    epochs: int = 30  # the head's (or fine-tuning's) epochs on each fold
+    lr: float = 1e-3  # the head's AdamW learning rate
+    weight_decay: float = 1e-4  # the head's AdamW weight decay
+    dropout: float = 0.5  # the MLP head's dropout (head, conv+head, full)
+    head_hidden: int = 256  # the MLP head's width
     # 0: the head trains exactly `epochs` and the last epoch is scored. N > 0: early stopping
     # with patience N on an inner split of the training fold (`inner_val`), never on the
     # fold being scored, which would inflate the score (Cawley & Talbot, JMLR 2010).
     patience: int = 0
-    inner_val: float = 0.2
-    batch_size: int = 32
+    inner_val: float = 0.2  # the inner split's fraction of each training fold (with patience)
+    batch_size: int = 32  # the head's batch
     oversample: bool = True  # class-balanced sampling of the minority grades
     augment: bool = True  # light flips and crops while training the head
     lr_decay: float = 0.5  # `full`: each earlier stage gets lr * lr_decay**depth
     unfreeze_every: int = 2  # `full`: one more stage is unfrozen every N epochs
     baselines: bool = True  # also score random-init and raw pixels (and ImageNet, if given)
     imagenet_weights: str | None = None  # local torchvision ResNet weights for that baseline
-    seed: int = 0
+    seed: int = 0  # the head's init and batches (each fold: seed x 1000 + fold)
 
 
 @dataclass

@@ -40,6 +40,11 @@ def metric_histories(run_ids: list[str], keys: Iterable[str], tracking_uri: str 
             for m in client.get_metric_history(rid, key)]
 
 
-def download_artifact(run_id: str, path: str, tracking_uri: str | None = None) -> str:
-    """A run's artifact as a local file path."""
-    return MlflowClient(tracking_uri).download_artifacts(run_id, path)
+def download_artifact(run_id: str, path: str, tracking_uri: str | None = None) -> str | None:
+    """A run's artifact as a local file path; None when the run has no artifact there."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient(tracking_uri).download_artifacts(run_id, path)
+    except MlflowException:
+        return None
