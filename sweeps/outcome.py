@@ -63,7 +63,8 @@ OUTCOMES: dict[str, Outcome] = {o.event: o for o in (
     Outcome("pruned", "PRUNED", "KILLED", "PRUNED", "no", False, None,
             "the pruner stopped it (reason and pruned_epoch on the run); counts towards --trials"),
     Outcome("diverged (trial)", "PRUNED", "KILLED", "PRUNED", "no", False, None,
-            "pruned, with the step in its reason: the sampler learns from it; counts towards --trials"),
+            "pruned, with the step in its reason, and infeasible (constraint `diverged`): TPE counts it bad; "
+            "counts towards --trials"),
     Outcome("diverged (confirm run)", "-", "FAILED", "DIVERGED", "no", False, None,
             "not an Optuna trial, so not pruned: the seed counts as diverged and the configuration ranks "
             "after those whose seeds all finished"),

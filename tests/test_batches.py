@@ -92,3 +92,17 @@ def test_a_set_over_the_device_budget_streams_with_the_on_device_losses(syntheti
     assert [h["loss"] for h in streamed.history] == [h["loss"] for h in on_device.history]
     for (name, a), b in zip(streamed.model.state_dict().items(), on_device.model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_the_background_reader_gives_the_same_batches_in_order() -> None:
+    """The GPU path's reader (a thread one batch ahead), run here on plain memory: the batches
+    of the in-loop path, in order, and a read error raised in the loop."""
+    from vicreg.batches import _streamed
+
+    rows, reference = _parts()
+    perm = torch.randperm(12, generator=torch.Generator().manual_seed(2))
+    got = list(_streamed(rows, perm, 5, 3, torch.device("cpu")))
+    assert [torch.equal(g, reference[perm[i * 5:(i + 1) * 5]]) for i, g in enumerate(got)] == [True] * 3
+    bad = Rows(((rows.parts[0][0], np.array([0, 99])),))
+    with pytest.raises(IndexError):
+        list(_streamed(bad, torch.tensor([0, 1]), 2, 1, torch.device("cpu")))

@@ -7,8 +7,9 @@ index, never a copy. `placement` decides, from `data.on_device`, whether the set
 device; `epoch_batches` yields one epoch's batches either way, in the same order, so the two
 paths train on the same pixels for the same seed (bit-identical losses on the CPU).
 
-Streaming gathers batch i+1 into pinned host memory on a background thread while step i runs,
-and copies it with non_blocking, so the step does not wait on the host.
+Streaming to a GPU gathers batch i+1 into pinned host memory on a background thread while step
+i runs, and copies it with non_blocking, so the step does not wait on the host. On the CPU the
+batch is gathered in the loop: there is no copy to overlap, and the step uses every core.
 """
 
 from __future__ import annotations
@@ -155,15 +156,22 @@ def _size(nbytes: float) -> str:
 def epoch_batches(images: torch.Tensor | Rows, perm: torch.Tensor, batch_size: int, steps: int,
                   device: torch.device) -> Iterator[torch.Tensor]:
     """One epoch's batches on `device`: images[perm[i*bs:(i+1)*bs]] for i < steps (uint8
-    (B, C, H, W)). A tensor already on `device` is indexed there; anything else is streamed:
-    each batch gathered into pinned memory (CUDA) by a background thread one batch ahead and
-    copied with non_blocking."""
+    (B, C, H, W)). A tensor already on `device` is indexed there; anything else is streamed
+    from the map: on a GPU each batch is gathered into pinned memory by a background thread one
+    batch ahead and copied with non_blocking; on the CPU it is gathered in the loop (a thread
+    would only compete with the step's own threads for the cores: measured 0.86-0.98 of the
+    on-device rate with one, benchmarks/scale.py)."""
     if isinstance(images, torch.Tensor) and images.device == device:
         perm = perm.to(device)
         for i in range(steps):
             yield images[perm[i * batch_size:(i + 1) * batch_size]]
         return
-    yield from _streamed(as_rows(images), perm, batch_size, steps, device)
+    rows = as_rows(images)
+    if device.type == "cpu":  # nothing to overlap with: the step already uses every core
+        for i in range(steps):
+            yield rows.gather(perm[i * batch_size:(i + 1) * batch_size])
+        return
+    yield from _streamed(rows, perm, batch_size, steps, device)
 
 
 def _streamed(rows: Rows, perm: torch.Tensor, bs: int, steps: int, device: torch.device) -> Iterator[torch.Tensor]:
