@@ -18,8 +18,8 @@ install: $(STAMP)
 
 # The main job: a short pretraining on synthetic data, then the demo study.
 demo: $(STAMP)
-	$(PY) -m vicreg pretrain --config experiments/pretrain_synthetic.yaml
-	@if [ -f sweeps/run.py ]; then $(PY) sweeps/run.py --study demo; fi
+	$(VENV)/bin/vicreg pretrain --config experiments/pretrain_synthetic.yaml
+	$(VENV)/bin/vicreg-sweep --study demo
 
 test: $(STAMP)
 	bash scripts/ensure_postgres.sh

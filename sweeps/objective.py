@@ -49,7 +49,11 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
         with ctx.timed():  # training and evaluation time, for the per-trial timings
             data, folds = ctx.datasets(cfg), ctx.folds(cfg)
             images, seen = pretrain_selection(data, folds, cfg.data)
-            run.log_inputs(data, folds, seen, data_placement(run_cfg, images, ctx.per_gpu))
+            where = data_placement(run_cfg, images, ctx.per_gpu)
+            run.log_inputs(data, folds, seen, where)
+            if not ctx.progress:  # a worker's log (pretrain prints it itself when it shows progress)
+                print(f"trial {trial.number}: data {'on the device' if where.on_device else 'streamed'} "
+                      f"({where.reason})", flush=True)
             if resume is not None:
                 resume.report_history(trial)
             callbacks = [probe_pruner(trial, ctx, data, folds, device, primary_metric(cfg.data)), run.log_epoch]

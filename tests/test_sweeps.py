@@ -725,3 +725,25 @@ def test_a_dry_run_worker_never_imports_torch(env) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=env["dir"],
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_experiment_file_loads_and_resolves(path: Path) -> None:
+    """Each shipped study file loads and its base resolves to a checked config, with every
+    searched key's first choice (or low end) applied; the one plain config loads as a config."""
+    from sweeps.study import load_study
+    from vicreg.config import load_config
+
+    if path.stem == "pretrain_synthetic":
+        assert load_config(path).train.checkpoint_dir == "runs/pretrain-synthetic"
+        return
+    spec = load_study(path)
+    values = {}
+    for d in spec.search:
+        if d.kind == "by":
+            d = d.cases[values[d.by]]
+        values[d.key] = d.choices[0] if d.kind == "choice" else d.low
+    cfg = spec.config(values, {"model.init": "random"})
+    assert spec.name == path.stem
+    assert cfg.train.epochs == values.get("train.epochs", spec.max_epochs)
