@@ -94,11 +94,12 @@ class Rows:
         for i in range(0, len(self), size):
             yield self.gather(torch.arange(i, min(i + size, len(self))))
 
-    def materialise(self) -> torch.Tensor:
-        """One contiguous uint8 tensor of every row (a copy of the set: only where it fits)."""
-        out = torch.empty(self.shape, dtype=self.dtype)
+    def materialise(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """One contiguous tensor of every row on `device` (a copy of the set: only where it
+        fits), filled a chunk at a time: host memory holds one chunk, not a second set."""
+        out = torch.empty(self.shape, dtype=self.dtype, device=device)
         for i, chunk in enumerate(self.chunks()):
-            out[i * 1024:i * 1024 + len(chunk)] = chunk
+            out[i * 1024:i * 1024 + len(chunk)] = chunk.to(device)
         return out
 
 

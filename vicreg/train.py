@@ -214,7 +214,7 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
     if tc.progress:
         tqdm.write(f"data: {'on the device' if where.on_device else 'streamed'} ({where.reason})")
     if where.on_device:  # once; batches are indexed on the device
-        images = (images.materialise() if isinstance(images, Rows) else images).to(device, non_blocking=True)
+        images = images.materialise(device) if isinstance(images, Rows) else images.to(device, non_blocking=True)
     n, bs = images.shape[0], dc.batch_size
     # By default the last partial batch is dropped (VICReg's statistics are over the batch);
     # kept with train.drop_last false, unless it is a single image (no variance to take).
