@@ -40,9 +40,9 @@ EXPECT = [
     ("check-data --config", r"labelled images: \d+"),
     ("check-data", r"training images: \d+ \(grade 0"),
     ("make-synthetic", r"wrote synthetic DRAC22-format data"),
-    ("pretrain", r"completed: reached train.epochs"),
-    ("evaluate", r"pretraining vs random-init on the hold-out"),
-    ("predict --checkpoint", r"wrote .*submission.csv"),
+    ("vicreg pretrain", r"completed: reached train.epochs"),
+    ("vicreg evaluate", r"pretraining vs random-init on the hold-out"),
+    ("vicreg predict", r"wrote .*submission.csv"),
     ("--best", r"rank trial"),
     ("--dry-run", r"time per trial"),
     ("--predict", r"wrote "),
@@ -90,6 +90,9 @@ def workspace(tmp_path_factory, synthetic_root):
     set), /data/DRAC22 (the synthetic DRAC22-format set), my-set.yaml (a copy of the folder
     template, with its test folder named)."""
     work = tmp_path_factory.mktemp("docs")
+    # The commands run from a copy of the repository's study files, as from a clone's root: what they
+    # write (experiments/best/, runs/, mlruns) lands here, never in the repository.
+    shutil.copytree(ROOT / "experiments", work / "experiments", ignore=shutil.ignore_patterns("best"))
     _folder_set(work / "own")
     doc = yaml.safe_load((ROOT / "experiments" / "folder.yaml").read_text())
     doc["base"]["data"]["test"] = "test"
@@ -101,6 +104,9 @@ def workspace(tmp_path_factory, synthetic_root):
 
 def _argv(command: str, subs: dict[str, str]) -> list[str]:
     words = [subs.get(w, w) for w in shlex.split(command)]
+    if "--study" in words:  # the same study, from the workspace's copy (its best file lands there)
+        i = words.index("--study")
+        words[i:i + 2] = ["--config", f"experiments/{words[i + 1]}.yaml"]
     bin_dir = Path(sys.executable).parent
     if words[0] in ("vicreg", "vicreg-sweep"):  # the installed command when there is one
         installed = bin_dir / words[0]
