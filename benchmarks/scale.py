@@ -15,7 +15,7 @@ under data/bench-scale/, reused) is measured in fresh processes:
              and on the on-device path, in the same process, alternating, best of the rounds
   eval       the probe's seconds x (epochs: one probe per epoch) + the final scoring's, against
              pretraining's `--epochs` epochs at the streamed rate: evaluation's share of a trial
-Goals (issue 32): peak RSS beyond the map grows < 10% from the smallest to the largest set;
+Goals: peak RSS beyond the map grows < 10% from the smallest to the largest set;
 streamed >= 0.9 x on-device images/s on the CPU. The model is the library's ResNet-18 with
 the ImageNet stem (model.small_stem false), batch 64, so that 64k images fit a 2-core CPU's
 patience; the memory and the ratio do not depend on that choice. Prints a table and JSON

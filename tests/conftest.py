@@ -11,7 +11,10 @@ import torch
 
 from vicreg.config import Config, load_config
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (make test: -n 2) each worker process gets its share of the cores, so
+# that two workers' matrix multiplications do not fight over the same two.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def tiny_config(tmp: Path | None = None, **sets: object) -> Config:
@@ -64,17 +67,16 @@ def postgres():
     server.remove()
 
 
-_REPORT = pytest.StashKey[list]()
-
-
 @pytest.fixture()
 def report(request: pytest.FixtureRequest):
-    """report(line): a figure the test measured, printed in the run's terminal summary."""
-    return request.config.stash.setdefault(_REPORT, []).append
+    """report(line): a figure the test measured, printed in the run's terminal summary. Kept on
+    the test's user_properties, which pytest-xdist carries from its workers to the summary."""
+    return lambda line: request.node.user_properties.append(("measured", line))
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
-    lines = config.stash.get(_REPORT, [])
+    lines = [value for key in ("passed", "failed") for rep in terminalreporter.stats.get(key, [])
+             if getattr(rep, "when", "") == "call" for name, value in rep.user_properties if name == "measured"]
     if lines:
         terminalreporter.section("measured by the tests")
         for line in lines:

@@ -35,15 +35,17 @@ def _quick_study(env, trials: int, epochs: int = 1) -> Path:
 
 
 def test_three_workers_finish_exactly_the_target(postgres, env) -> None:
+    """The claim lock, not training, is under test: --dry-run trials (the same claim, tracking and
+    outcome path, with the pretraining replaced by a made curve) finish at exactly the target."""
     url = postgres.createdb("exact")
     study = _quick_study(env, trials=12)
     assert main(["--config", str(study), "--storage", url, "--workers", "3", "--tracking-uri", env["uri"],
-                 "--out", str(env["dir"] / "runs")]) == 0
-    trials = optuna.load_study(study_name="tiny", storage=url).trials
+                 "--out", str(env["dir"] / "runs"), "--dry-run"]) == 0
+    trials = optuna.load_study(study_name="tiny-dryrun", storage=url).trials
     assert len(trials) == 12 and all(t.state.name == "COMPLETE" for t in trials)
     assert sorted(t.number for t in trials) == list(range(12))
     assert {t.user_attrs["worker"] for t in trials} == {0, 1, 2}
-    _, parents, runs = study_runs(env["uri"])
+    _, parents, runs = study_runs(env["uri"], "tiny-dryrun")
     assert len(parents) == 1 and len(runs) == 12
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     # The param holds the dialect, host and database: no user name, no password (sweeps/text.py).
