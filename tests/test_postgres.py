@@ -38,15 +38,17 @@ def test_three_workers_finish_exactly_the_target(postgres, env) -> None:
     """The claim lock, not training, is under test: --dry-run trials (the same claim, tracking and
     outcome path, with the pretraining replaced by a made curve) finish at exactly the target."""
     url = postgres.createdb("exact")
-    study = _quick_study(env, trials=12)
+    study = _quick_study(env, trials=24)
     assert main(["--config", str(study), "--storage", url, "--workers", "3", "--tracking-uri", env["uri"],
                  "--out", str(env["dir"] / "runs"), "--dry-run"]) == 0
     trials = optuna.load_study(study_name="tiny-dryrun", storage=url).trials
-    assert len(trials) == 12 and all(t.state.name == "COMPLETE" for t in trials)
-    assert sorted(t.number for t in trials) == list(range(12))
-    assert {t.user_attrs["worker"] for t in trials} == {0, 1, 2}
+    assert len(trials) == 24 and all(t.state.name == "COMPLETE" for t in trials)
+    assert sorted(t.number for t in trials) == list(range(24))
+    # Trials of milliseconds: the last worker to start may find none left, but claims did race.
+    workers = {t.user_attrs["worker"] for t in trials}
+    assert workers <= {0, 1, 2} and len(workers) >= 2, workers
     _, parents, runs = study_runs(env["uri"], "tiny-dryrun")
-    assert len(parents) == 1 and len(runs) == 12
+    assert len(parents) == 1 and len(runs) == 24
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parents[0].info.run_id}
     # The param holds the dialect, host and database: no user name, no password (sweeps/text.py).
     assert parents[0].data.params["storage"] == describe_url(url) == f"postgresql://{url.split('@', 1)[1]}"
