@@ -10,6 +10,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .best import best_path, read_best, verdict_lines
 from .study import load_study
@@ -99,7 +100,7 @@ def histories(run_ids: list[str], keys: tuple[str, ...] = TERMS, tracking_uri: s
 
 
 def plot_terms_by_group(df: pd.DataFrame, group: str, tracking_uri: str | None = None, title: str = ""):
-    """The seed's figures 4-5 for any grouping: total loss and the three terms per epoch,
+    """Total loss and the three VICReg terms per epoch for any grouping (a column of `df`):
     one panel per term, mean line and min-max band over the runs of each group."""
     hist = histories(list(df["run_id"]), TERMS, tracking_uri).merge(df[["run_id", group]], on="run_id")
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
@@ -107,10 +108,12 @@ def plot_terms_by_group(df: pd.DataFrame, group: str, tracking_uri: str | None =
         sub = hist[hist.key == key]
         for name, g in sub.groupby(group):
             stats = g.groupby("step")["value"].agg(["mean", "min", "max"])
-            ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=f"{name} (n={g.run_id.nunique()})")
+            label = f"{group.removeprefix('params.')} {name} (n={g.run_id.nunique()})"
+            ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label)
             ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.2)
         ax.set_title("total loss" if key == "loss" else key)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
@@ -132,6 +135,7 @@ def plot_objective_vs_params(df: pd.DataFrame, metric: str = "metrics.kappa_mean
         ax.scatter(ok[col], ok[metric], alpha=0.8)
         if p in ("optim.lr", "optim.weight_decay") and pd.api.types.is_numeric_dtype(ok[col]):
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range labels minor ticks on top of each other
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel(metric.removeprefix("metrics."))
     fig.tight_layout()
@@ -162,8 +166,9 @@ def plot_vs_baseline(df: pd.DataFrame, metric: str = "kappa"):
             ax.errorbar(ok.trial + 0.1 * shift, ok[f"metrics.{name}_{metric}_mean"],
                         yerr=ok.get(f"metrics.{name}_{metric}_std"), fmt=marker, label=name)
     ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered, not measured
     ax.set_ylabel(f"CV {metric} (mean +- std over folds)")
-    ax.legend()
+    ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
