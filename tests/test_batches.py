@@ -85,7 +85,7 @@ def test_a_set_over_the_device_budget_streams_with_the_on_device_losses(syntheti
     rows, _ = pretrain_selection(data, folds, cfg.data)
     assert rows.nbytes > 0.01 * 2**20
     streamed = pretrain(tiny_config(tmp_path, **sets, **{"data.device_budget_mb": 0.01}), rows)
-    said = "data: streamed (auto: 0.1 MiB does not fit in 0.0 MiB (data.device_budget_mb=0.01))"
+    said = "data: streamed (auto: 65 KiB does not fit in 10 KiB (data.device_budget_mb=0.01))"
     assert said in capsys.readouterr().out
     on_device = pretrain(tiny_config(tmp_path, **sets, **{"data.on_device": "always"}), rows)
     assert (streamed.placement, on_device.placement) == ("stream", "device")

@@ -151,7 +151,10 @@ def placement(mode: str, nbytes: int, device: torch.device, budget_mb: float | N
 
 
 def _size(nbytes: float) -> str:
-    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
+    """'1.50 GiB', '12.3 MiB' or '36 KiB': a small test set is not '0.0 MiB'."""
+    if nbytes >= 2**30:
+        return f"{nbytes / 2**30:.2f} GiB"
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:.0f} KiB"
 
 
 def epoch_batches(images: torch.Tensor | Rows, perm: torch.Tensor, batch_size: int, steps: int,
