@@ -16,7 +16,6 @@ from nbclient import NotebookClient
 from sweeps.run import main
 from tests.helpers import start_mlflow_server, write_study
 
-pytestmark = pytest.mark.slow  # notebook kernels and an MLflow server: `make test`, not `make test-fast`
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 
@@ -55,6 +54,7 @@ def _images(nb: nbformat.NotebookNode) -> int:
                if o.output_type == "display_data" and "image/png" in o.get("data", {}))
 
 
+@pytest.mark.slow  # notebook kernels against a tiny study: `make test`, not `make test-fast`
 @pytest.mark.parametrize("name,params,min_images", [
     ("compare_optimizers.ipynb", 'study = "tiny"\ntracking_uri = "{uri}"', 1),
     ("sweep_report.ipynb", 'study_file = "{study}"\nout = "runs"\ntracking_uri = "{uri}"\nstorage = None', 5),
@@ -92,6 +92,7 @@ def _get(url: str, data: dict | None = None) -> dict:
         return json.loads(r.read())
 
 
+@pytest.mark.slow  # an MLflow server
 def test_mlflow_server_serves_the_study(tiny_store) -> None:
     folder, uri = tiny_store
     with socket.socket() as s:
@@ -141,6 +142,7 @@ def test_mlflow_server_serves_the_study(tiny_store) -> None:
         proc.wait(timeout=30)
 
 
+@pytest.mark.slow  # the registry of the tiny study
 def test_predict_from_the_registry_reproduces_the_checkpoint(tiny_store, synthetic_root, capsys) -> None:
     """The submission written from models:/vicreg-tiny@best equals the one `python -m vicreg
     predict` writes from the same run's checkpoint artifact."""
