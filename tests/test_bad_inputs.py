@@ -78,6 +78,9 @@ SETS = [
     ("train.patience=-3", "train.patience=-3 must be >= 0"),
     ("train.min_delta=-9", "train.min_delta=-9.0 must be >= 0"),
     ("train.device=tpu", "train.device='tpu' must be auto, cpu, mps, cuda or cuda:N"),
+    ("data.on_device=sometimes", "data.on_device='sometimes' must be auto, always or never"),
+    ("data.device_budget_mb=-5", "data.device_budget_mb=-5.0 must be a number of MiB >= 0"),
+    ("data.device_budget_mb=abc", "data.device_budget_mb: expected a number"),
     ("train.device=cuda:x", "train.device='cuda:x'"),
     ("train.seed=-1", "train.seed"),
     ("train.precision=fp8", "train.precision"),
@@ -217,6 +220,7 @@ STUDIES = [
     ({"checkpoint_every": 0}, "checkpoint_every must be an integer >= 1"),
     ({"system_metrics_interval_s": -1}, "system_metrics_interval_s"),
     ({"probe_every": "often"}, "probe_every"),
+    ({"probe_max_images": -1}, "probe_max_images must be a number of images >= 0"),
     ({"unknown_key": 1}, "unknown key 'unknown_key'"),
 ]
 
