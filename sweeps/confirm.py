@@ -36,17 +36,9 @@ import torch
 
 from vicreg import checkpoint
 from vicreg.batches import Rows
-from vicreg.config import (
-    CheckpointError,
-    Config,
-    ConfigError,
-    config_from_dict,
-    flatten,
-    primary_metric,
-    set_key,
-    unflatten,
-)
+from vicreg.config import Config, ConfigError, config_from_dict, flatten, primary_metric, set_key, unflatten
 from vicreg.data import pretrain_selection
+from vicreg.errors import CheckpointError
 from vicreg.evaluate import EvalReport, mean_std
 from vicreg.io import atomic_write, file_lock
 from vicreg.train import data_placement, encoder_from_state, pretrain, resolve_device

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Literal
 
 import optuna
 
+from vicreg.errors import first_line
+
 from .signals import Preempted
-from .text import first_line
 
 if TYPE_CHECKING:
     from vicreg.config import Config

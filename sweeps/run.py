@@ -39,7 +39,7 @@ from sweeps.outcome import SweepStopped, outcome_of
 from sweeps.signals import Preempted, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
 from sweeps.study import EXPERIMENTS_DIR, StudySpec, check_init, study_path
-from sweeps.text import describe_url, first_line, mask_url
+from sweeps.text import describe_url, mask_url
 from sweeps.tracking import (
     PARENT_ATTR,
     Tracking,
@@ -58,7 +58,8 @@ from sweeps.worker import (
     run_worker,
     timing_summary,
 )
-from vicreg.config import ConfigError, DataError
+from vicreg.config import ConfigError
+from vicreg.errors import DataError, first_line
 from vicreg.weights import ENV as IMAGENET_ENV
 
 

@@ -33,6 +33,7 @@ import sqlalchemy.exc as sa_exc
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from vicreg.errors import first_line
 from vicreg.io import file_lock
 
 from . import optuna_compat
@@ -65,10 +66,6 @@ def transient(e: BaseException) -> bool:
         getattr(e, "connection_invalidated", False))
 
 
-def _first(e: BaseException) -> str:
-    return str(e.__cause__ or e).strip().splitlines()[0][:300]
-
-
 _local = threading.local()  # per thread: already inside a retried call? (no nested retry loops)
 
 
@@ -93,7 +90,7 @@ def with_retry(fn: Callable[[], T], wait_s: float, what: str, on_recovered: Call
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + wait_s
-                    print(f"storage: unreachable ({_first(e)}); retrying for up to {wait_s:.0f} s",
+                    print(f"storage: unreachable ({first_line(e, cause=True)}); retrying for up to {wait_s:.0f} s",
                           file=sys.stderr, flush=True)
                 if now >= deadline:
                     raise StorageUnavailable(f"the Optuna storage was unreachable for {wait_s:.0f} s "
@@ -195,13 +192,13 @@ def make_storage(url: str | None, out_dir: Path, wait_s: float = 600.0) -> optun
                 # Machines starting together on an empty database race to create Optuna's tables
                 # ("duplicate key value violates unique constraint"); the loser finds them made.
                 if attempt == 4:
-                    raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}",
-                                         at_start=True) from e
+                    raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: "
+                                             f"{first_line(e, cause=True)}", at_start=True) from e
                 time.sleep(0.5 * (attempt + 1))
             except (sa_exc.SQLAlchemyError, ImportError, ValueError) as e:  # before any work: one line
                 # (ValueError: a URL that does not parse, e.g. a port that is not a number)
-                raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: {_first(e)}",
-                                         at_start=True) from e
+                raise StorageUnavailable(f"cannot open the Optuna storage {mask_url(url)}: "
+                                             f"{first_line(e, cause=True)}", at_start=True) from e
     storage.wait_s = wait_s
     return storage
 

@@ -43,8 +43,7 @@ from vicreg.config import (
     read_yaml,
     set_key,
 )
-
-from .text import first_line
+from vicreg.errors import first_line
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 

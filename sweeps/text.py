@@ -54,9 +54,3 @@ def describe_url(url: str | None) -> str:
         return mask_url(url) or ""
     return f"{parts[0]}://{parts[2]}"
 
-
-def first_line(e: BaseException, limit: int = 300, with_type: bool = False) -> str:
-    """The first line of an exception's message (its type's name when it has none), cut at
-    `limit` characters; `with_type`: 'ValueError: ...'."""
-    text = f"{type(e).__name__}: {e}" if with_type else str(e).strip()
-    return ((text.splitlines() or [type(e).__name__])[0] or type(e).__name__)[:limit]

@@ -32,6 +32,7 @@ import optuna
 from optuna.trial import TrialState
 
 from vicreg.config import ConfigError, parse_overrides
+from vicreg.errors import first_line
 
 from . import optuna_compat
 from .best import load_confirmed, record_best
@@ -42,7 +43,6 @@ from .outcome import SweepStopped, outcome_of
 from .signals import Preempted, check_interrupted, handlers
 from .storage import StorageUnavailable, claim_lock, heartbeats_trustworthy, open_study
 from .study import StudySpec, check_init, load_study
-from .text import first_line
 from .tracking import PARENT_ATTR, Tracking, TrackingUnavailable, close_stale
 
 STORAGE_ENV = "VICREG_SWEEP_STORAGE"

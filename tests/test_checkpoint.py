@@ -18,7 +18,8 @@ import torch
 from tests.conftest import tiny_config
 from vicreg import checkpoint
 from vicreg.__main__ import main as cli_main
-from vicreg.config import CheckpointError, DataError, UnsafeCheckpoint, flatten
+from vicreg.config import flatten
+from vicreg.errors import CheckpointError, DataError, UnsafeCheckpoint
 from vicreg.model import build_encoder
 from vicreg.train import load_encoder_checkpoint, read_checkpoint, resume_state
 

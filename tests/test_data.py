@@ -22,8 +22,9 @@ from PIL import Image
 import vicreg.data as data_mod
 from tests.conftest import tiny_config
 from vicreg.config import DataConfig, load_config
-from vicreg.data import HOLDOUT, DataError, load_datasets, make_folds, pretrain_selection
+from vicreg.data import HOLDOUT, load_datasets, make_folds, pretrain_selection
 from vicreg.drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
+from vicreg.errors import DataError
 from vicreg.synthetic import grade_counts, make_synthetic
 
 

@@ -171,10 +171,11 @@ def test_every_relative_link_resolves() -> None:
 
 
 def test_the_configuration_reference_is_current() -> None:
-    from vicreg.configref import reference
+    from vicreg.config.reference import reference
 
     page = (ROOT / "docs" / "configuration.md").read_text()
-    assert page == reference(), "docs/configuration.md is stale: python -m vicreg.configref > docs/configuration.md"
+    stale = "docs/configuration.md is stale: python -m vicreg.config.reference > docs/configuration.md"
+    assert page == reference(), stale
 
 
 def test_the_readme_is_a_front_page() -> None:

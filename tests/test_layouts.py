@@ -15,8 +15,9 @@ import torch
 import yaml
 from PIL import Image
 
-from vicreg.config import ConfigError, DataError, config_from_dict, load_config, primary_metric
+from vicreg.config import ConfigError, config_from_dict, load_config, primary_metric
 from vicreg.data import load_datasets
+from vicreg.errors import DataError
 from vicreg.layouts import check, data_channels, scan
 
 GRADES = ["none", "mild", "moderate", "severe", "proliferative"]  # named, in an order that is not sorted

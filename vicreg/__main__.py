@@ -18,10 +18,8 @@ from pathlib import Path
 import yaml
 
 from .config import (
-    CheckpointError,
     Config,
     ConfigError,
-    DataError,
     config_from_dict,
     load_config,
     parse_overrides,
@@ -29,6 +27,7 @@ from .config import (
     save_config,
     set_key,
 )
+from .errors import CheckpointError, DataError
 from .io import atomic_write
 
 

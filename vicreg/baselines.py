@@ -94,7 +94,8 @@ def baseline_kinds(cfg: Config) -> list[str]:
 
 # The trainer's files whose code a baseline's scores run through: a change to any of them (a
 # different init, normalisation or head) must not reuse a cached floor computed before it.
-BASELINE_SOURCES = ("baselines.py", "evaluate.py", "model.py", "augment.py", "weights.py", "config.py")
+# Paths in the vicreg package; a folder stands for every module in it.
+BASELINE_SOURCES = ("baselines.py", "evaluate.py", "model.py", "augment.py", "weights.py", "config")
 
 
 @functools.cache
@@ -103,8 +104,11 @@ def source_digest() -> str:
     import torchvision
 
     h = hashlib.blake2b(digest_size=8)
+    package = Path(__file__).parent
     for name in BASELINE_SOURCES:
-        h.update((Path(__file__).parent / name).read_bytes())
+        path = package / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(file.read_bytes())
     h.update(f"torch {torch.__version__} torchvision {torchvision.__version__}".encode())
     return h.hexdigest()
 

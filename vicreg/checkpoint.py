@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import config
-from .config import CheckpointError, UnsafeCheckpoint
+from .errors import CheckpointError, UnsafeCheckpoint, first_line
 from .io import atomic_write
 
 CONVERT = "vicreg convert-checkpoint --trust"
@@ -85,7 +85,7 @@ def load(path: str | os.PathLike, device: torch.device | str = "cpu") -> dict[st
                               f"data)") from None
     except Exception as e:  # truncated, not a zip, not torch: all the same user error
         raise CheckpointError(f"{p}: unreadable, truncated or not a torch file ({type(e).__name__}: "
-                              f"{_first_line(e)})") from None
+                              f"{first_line(e, 200, sentence=True)})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{p}: holds a {type(state).__name__}, not a dict of weights")
     return state
@@ -137,7 +137,8 @@ def convert(path: str | os.PathLike) -> tuple[Path, list[str]]:
         try:
             state = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"{p}: cannot be converted ({type(e).__name__}: {_first_line(e)})") from None
+            why = first_line(e, 200, sentence=True)
+            raise CheckpointError(f"{p}: cannot be converted ({type(e).__name__}: {why})") from None
     plain = _plain(state, "")
     backup = p.with_name(p.name + ".pickled")
     os.replace(p, backup)
@@ -253,7 +254,3 @@ def _named_global(message: str) -> str | None:
     m = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", message)
     return None if m is None else (m.group(1) or m.group(2))
 
-
-def _first_line(e: BaseException) -> str:
-    """The exception's first sentence (torch's messages run on for lines)."""
-    return (str(e).strip().splitlines() or [""])[0].split(". ")[0][:200]

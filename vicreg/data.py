@@ -28,8 +28,9 @@ import torch
 from PIL import Image
 
 from .batches import Rows
-from .config import DataConfig, DataError  # noqa: F401 - DataError is part of this module's API
+from .config import DataConfig
 from .drac22 import scan_drac22
+from .errors import DataError  # noqa: F401 - DataError is part of this module's API
 from .io import atomic_write, csv_text, digest, file_lock
 from .seen import describe_pretrain, pretrain_note  # noqa: F401 - part of this module's API
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import DataError
+from .errors import DataError, raise_first
 
 TASK_DIR = "C. Diabetic Retinopathy Grading"
 TRAIN_DIR = Path("1. Original Images/a. Training Set")
@@ -74,10 +74,7 @@ class Drac22Files:
     warnings: list[str]
 
     def raise_first(self) -> None:
-        if self.problems:
-            more = len(self.problems) - 1
-            tail = f" (and {more} more; see vicreg check-data)" if more else ""
-            raise DataError(self.problems[0] + tail)
+        raise_first(self.problems)
 
 
 def scan_drac22(root: str | os.PathLike, test_root: str | os.PathLike | None = None) -> Drac22Files:

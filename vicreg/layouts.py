@@ -24,7 +24,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from .config import Config, DataConfig, DataError
+from .config import Config, DataConfig
+from .errors import DataError, raise_first
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 GREY_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "LA")
@@ -46,10 +47,7 @@ class OwnFiles:
     warnings: list[str] = field(default_factory=list)
 
     def raise_first(self) -> None:
-        if self.problems:
-            more = len(self.problems) - 1
-            tail = f" (and {more} more; see vicreg check-data)" if more else ""
-            raise DataError(self.problems[0] + tail)
+        raise_first(self.problems)
 
 
 def _under(root: Path, rel: str | None) -> Path | None:

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .config import Config, ConfigError, DataError, primary_metric
+from .config import Config, ConfigError, primary_metric
 from .data import load_datasets, make_folds
+from .errors import DataError
 from .evaluate import EvalData, EvalReport, evaluate
 from .io import atomic_write, csv_text
 from .synthetic import ensure_synthetic

@@ -138,8 +138,8 @@ def ensure_synthetic(cfg: DataConfig) -> None:
     writes data: vicreg/data.py reads what is there.)"""
     if cfg.dataset != "synthetic":
         return
-    from .config import DataError
     from .data import data_root  # here, not at the top: drawing images needs no torch
+    from .errors import DataError
 
     root = data_root(cfg)
     if not root.exists():

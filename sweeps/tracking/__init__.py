@@ -15,7 +15,9 @@ worker processes can log to the same study without shared global state. What cal
 is re-exported here.
 """
 
-from ..text import first_line, mask_url
+from vicreg.errors import first_line
+
+from ..text import mask_url
 from .read import download_artifact, find_parent_run, metric_histories, trial_runs
 from .registry import best_version, load_encoder, register_encoder
 from .runs import (

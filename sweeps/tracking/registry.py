@@ -13,7 +13,9 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
-from ..text import first_line, mask_url
+from vicreg.errors import first_line
+
+from ..text import mask_url
 from .store import Tracking
 
 
@@ -85,7 +87,7 @@ def load_encoder(tr: Tracking, model_uri: str) -> tuple[Any, dict[str, Any], str
     import mlflow.artifacts
     import yaml
 
-    from vicreg.config import CheckpointError
+    from vicreg.errors import CheckpointError
     from vicreg.train import load_encoder_checkpoint
 
     from ..pyfunc_encoder import weights_file

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import Dataset, DatasetInput, InputTag, Param
 
 from vicreg.config import Config, flatten, primary_metric, save_config
+from vicreg.errors import first_line
 
 from ..outcome import OUTCOMES, outcome_of
 from ..signals import Preempted
-from ..text import first_line
 from .store import Tracking
 
 if TYPE_CHECKING:

@@ -17,9 +17,10 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from vicreg.errors import first_line
 from vicreg.io import file_lock
 
-from ..text import first_line, mask_url
+from ..text import mask_url
 
 if not sys.stderr.isatty():  # MLflow's download bars are carriage-return lines in a log file
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -1,8 +1,8 @@
 """The configuration reference (docs/configuration.md), generated from the dataclasses in
-vicreg/config.py: every key with its type, default and the comment beside or above it in the
+vicreg/config/tree.py: every key with its type, default and the comment beside or above it in the
 source, so that the page cannot drift from the code (tests/test_docs.py checks it is current).
 
-    python -m vicreg.configref > docs/configuration.md
+    python -m vicreg.config.reference > docs/configuration.md
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from . import config
+from . import tree as config
 
 SECTIONS = ("data", "model", "augment", "loss", "optim", "train", "eval")
 
@@ -59,8 +59,8 @@ def reference() -> str:
            "What you do: write the keys you change in a YAML file (`--config FILE`) or a study's `base:`, or "
            "set one with `--set section.key=value`. Unknown keys are refused, each value is checked before any "
            "work starts, and the resolved config is logged with every run.", "",
-           "Generated from the dataclasses in `vicreg/config.py` by `python -m vicreg.configref`; a test keeps "
-           "it current. The reason for each key is the comment beside it in the code.", ""]
+           "Generated from the dataclasses in `vicreg/config/tree.py` by `python -m vicreg.config.reference`; "
+           "a test keeps it current. The reason for each key is the comment beside it in the code.", ""]
     for section in SECTIONS:
         cls_name = top[section].__name__ if isinstance(top[section], type) else str(top[section])
         cls = getattr(config, cls_name)
