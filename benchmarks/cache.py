@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vicreg.config import load_config
 from vicreg.data import load_datasets
-from vicreg.synthetic import make_synthetic
+from vicreg.data.synthetic import make_synthetic
 
 
 def main() -> None:

@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_packing: no CUDA GPU here; this benchmark measures one (not measured)", file=sys.stderr)
         return 2
-    from vicreg.synthetic import make_synthetic
+    from vicreg.data.synthetic import make_synthetic
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,9 +15,9 @@ import torch
 
 from vicreg.config import load_config
 from vicreg.data import load_datasets, make_folds
+from vicreg.data.synthetic import make_synthetic
 from vicreg.evaluate import probe_kappa
 from vicreg.model import build_encoder
-from vicreg.synthetic import make_synthetic
 
 
 def main() -> None:

@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from vicreg.config import load_config
-from vicreg.data import cached_images
+from vicreg.data.cache import cached_images
+from vicreg.data.synthetic import synthetic_image
 from vicreg.loss import vicreg_loss
 from vicreg.model import build_model
 from vicreg.optim import build_optimizer
-from vicreg.synthetic import synthetic_image
 from vicreg.train import pretrain
 
 

@@ -35,9 +35,9 @@ import optuna
 import torch
 
 from vicreg import checkpoint
-from vicreg.batches import Rows
 from vicreg.config import Config, ConfigError, config_from_dict, flatten, primary_metric, set_key, unflatten
 from vicreg.data import pretrain_selection
+from vicreg.data.rows import Rows
 from vicreg.errors import CheckpointError
 from vicreg.evaluate import EvalReport, mean_std
 from vicreg.io import atomic_write, file_lock
@@ -140,7 +140,7 @@ def _save_encoder(ctx: SweepContext, trial: int, cfg: Config, encoder: torch.nn.
     weights file, the format of a sweep run's checkpoint/encoder.pt) and a 2-image input
     example normalised as the features are, kept until the ranking says which is best."""
     from vicreg.augment import channel_stats, normalise
-    from vicreg.batches import take
+    from vicreg.data.rows import take
 
     mean, std = channel_stats(images)
     example = normalise(take(images, torch.arange(2)), mean, std).cpu()

@@ -149,7 +149,7 @@ def preflight(spec: StudySpec, overrides: dict) -> None:
                         f"to try the tool without it: vicreg-sweep --study demo")
     check_init(spec, overrides)
     from vicreg.data import load_datasets
-    from vicreg.synthetic import ensure_synthetic
+    from vicreg.data.synthetic import ensure_synthetic
 
     ensure_synthetic(cfg.data)  # the default synthetic set is made here, once
     load_datasets(cfg.data, cfg.model.in_channels)  # scans, checks and fills the cache

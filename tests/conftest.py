@@ -33,7 +33,7 @@ def tiny_config(tmp: Path | None = None, **sets: object) -> Config:
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """60 labelled + 20 test synthetic images of 96 px, made once per session."""
-    from vicreg.synthetic import make_synthetic
+    from vicreg.data.synthetic import make_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic(root, count=60, size=96, seed=0, test_count=20)

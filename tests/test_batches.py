@@ -1,4 +1,4 @@
-"""vicreg/batches.py: a selection is an index into the memory-mapped cache, not a copy; the
+"""vicreg/data/rows.py: a selection is an index into the memory-mapped cache, not a copy; the
 streamed path and the on-device path train on the same batches (bit-identical losses on the
 CPU); data.on_device's choice and its reason."""
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from vicreg.batches import Rows, epoch_batches, placement, take
 from vicreg.data import HOLDOUT, load_datasets, make_folds, pretrain_selection
+from vicreg.data.rows import Rows, epoch_batches, placement, take
 from vicreg.train import pretrain
 
 
@@ -97,7 +97,7 @@ def test_a_set_over_the_device_budget_streams_with_the_on_device_losses(syntheti
 def test_the_background_reader_gives_the_same_batches_in_order() -> None:
     """The GPU path's reader (a thread one batch ahead), run here on plain memory: the batches
     of the in-loop path, in order, and a read error raised in the loop."""
-    from vicreg.batches import _streamed
+    from vicreg.data.rows import _streamed
 
     rows, reference = _parts()
     perm = torch.randperm(12, generator=torch.Generator().manual_seed(2))

@@ -19,13 +19,13 @@ import pytest
 import torch
 from PIL import Image
 
-import vicreg.data as data_mod
+import vicreg.data.cache as data_mod
 from tests.conftest import tiny_config
 from vicreg.config import DataConfig, load_config
 from vicreg.data import HOLDOUT, load_datasets, make_folds, pretrain_selection
-from vicreg.drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
+from vicreg.data.drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
+from vicreg.data.synthetic import grade_counts, make_synthetic
 from vicreg.errors import DataError
-from vicreg.synthetic import grade_counts, make_synthetic
 
 
 def _cfg(root: Path, tmp: Path, **sets):
@@ -496,7 +496,7 @@ def test_grey_modes_decode_without_a_colour_warning(tmp_path, mode: str) -> None
 
     from PIL import Image
 
-    from vicreg.data import decode_image
+    from vicreg.data.cache import decode_image
 
     ramp = np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(32, 32)
     path = tmp_path / "x.tif"
@@ -513,3 +513,17 @@ def test_grey_modes_decode_without_a_colour_warning(tmp_path, mode: str) -> None
         arr, was_rgb = decode_image(path, 32, 1)
     assert not was_rgb and arr.max() >= 250 and arr.min() <= 5, (arr.min(), arr.max())
 
+
+
+def test_the_data_package_names_resolve_and_its_layout_checks_load_no_torch() -> None:
+    """vicreg.data resolves its public names on first use: each in __all__ is found, and the
+    torch-free parts (layout checks, the generator) import without torch, in a fresh process."""
+    import vicreg.data as data
+
+    assert sorted(data._HOME) == data.__all__
+    assert all(getattr(data, name) is not None for name in data.__all__)
+    code = ("import sys, vicreg.data.drac22, vicreg.data.own, vicreg.data.synthetic, vicreg.data.splits\n"
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert out.stdout.strip() == "False", out.stderr

@@ -22,6 +22,7 @@ from vicreg.__main__ import main as cli_main
 from vicreg.augment import channel_stats
 from vicreg.baselines import RawPixels, baseline_encoder, score_baseline
 from vicreg.data import HOLDOUT, load_datasets, make_folds
+from vicreg.data.synthetic import make_synthetic
 from vicreg.evaluate import (
     STAGES,
     EvalData,
@@ -37,7 +38,6 @@ from vicreg.evaluate import (
 )
 from vicreg.model import build_encoder
 from vicreg.predict import write_submission
-from vicreg.synthetic import make_synthetic
 from vicreg.train import pretrain
 
 Y = np.array([0, 0, 0, 1, 1, 2, 2, 2])

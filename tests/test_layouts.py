@@ -1,4 +1,4 @@
-"""Your own images (vicreg/layouts.py): folder and CSV layouts that the tests make, in each
+"""Your own images (vicreg/data/own.py): folder and CSV layouts that the tests make, in each
 form the public DR sets use, with png, jpeg and tiff files, grey, RGB and 16-bit images, 5
 classes, named labels and names without extensions; every fault one line."""
 
@@ -17,8 +17,8 @@ from PIL import Image
 
 from vicreg.config import ConfigError, config_from_dict, load_config, primary_metric
 from vicreg.data import load_datasets
+from vicreg.data.own import check, data_channels, scan
 from vicreg.errors import DataError
-from vicreg.layouts import check, data_channels, scan
 
 GRADES = ["none", "mild", "moderate", "severe", "proliferative"]  # named, in an order that is not sorted
 
@@ -270,7 +270,7 @@ def test_sweep_confirm_and_predict_on_a_csv_set(tmp_path: Path, monkeypatch, gra
 def test_csv_names_cannot_reach_outside_the_images_folder(tmp_path: Path) -> None:
     """A CSV naming '../outside/secret.png', an absolute path, or a symlink (file or folder) that
     leads out of the images folder: each row is a problem naming it, and no such image is read."""
-    from vicreg.layouts import scan_csv
+    from vicreg.data.own import scan_csv
 
     root = make_csv_set(tmp_path / "set", per_class=3, test=0)
     outside = tmp_path / "outside"
@@ -326,7 +326,7 @@ def test_an_unreadable_labelled_image_is_one_line_or_skipped(tmp_path: Path, mon
 def test_folder_links_cannot_reach_outside_the_root(tmp_path: Path) -> None:
     """A linked image, and a class folder that is a link, leading out of the data root: each
     a problem naming it, and never a training image."""
-    from vicreg.layouts import scan_folder
+    from vicreg.data.own import scan_folder
 
     root = make_folder_set(tmp_path / "imgs", per_class=2)
     outside = tmp_path / "outside"

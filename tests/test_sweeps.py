@@ -504,7 +504,7 @@ NULL_EVAL = {"baselines": True, "epochs": 60, "lr": 1e-2}
 
 
 def _null_root(tmp_path_factory) -> Path:
-    from vicreg.synthetic import make_synthetic
+    from vicreg.data.synthetic import make_synthetic
 
     root = tmp_path_factory.mktemp("null") / "d"
     make_synthetic(root, count=NULL_IMAGES, size=48, seed=3, test_count=0)

@@ -55,7 +55,7 @@ def _config(args: argparse.Namespace, base: dict | None = None) -> Config:
 def _labelled_folds(cfg: Config, out: str | None):
     """The dataset and its splits (stored at data.folds_file, or `out`/folds.csv when given)."""
     from .data import load_datasets, make_folds
-    from .synthetic import ensure_synthetic
+    from .data.synthetic import ensure_synthetic
 
     ensure_synthetic(cfg.data)
     data = load_datasets(cfg.data, cfg.model.in_channels)
@@ -66,7 +66,8 @@ def _labelled_folds(cfg: Config, out: str | None):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from .data import describe_pretrain, pretrain_selection
+    from .data import pretrain_selection
+    from .seen import describe_pretrain
     from .train import pretrain
 
     cfg = _config(args)
@@ -83,7 +84,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_make_synthetic(args: argparse.Namespace) -> int:
-    from .synthetic import make_synthetic
+    from .data.synthetic import make_synthetic
 
     if args.count < 1 or args.size < 8 or args.seed < 0:
         raise ConfigError(f"make-synthetic: --count must be >= 1, --size >= 8 and --seed >= 0 (got {args.count}, "
@@ -94,8 +95,8 @@ def cmd_make_synthetic(args: argparse.Namespace) -> int:
 
 
 def cmd_check_data(args: argparse.Namespace) -> int:
-    from .data import load_cifar10
-    from .drac22 import check_drac22
+    from .data.cifar10 import load_cifar10
+    from .data.drac22 import check_drac22
 
     if args.config:  # a folder or CSV set described by its config (data.dataset folder / csv)
         return _check_own(_config(args))
@@ -120,7 +121,7 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
 def _check_own(cfg: Config) -> int:
     """check-data for a folder or CSV set: every problem one line, then the counts per class."""
-    from .layouts import check
+    from .data.own import check
 
     if cfg.data.dataset not in ("folder", "csv"):
         raise ConfigError(f"check-data --config is for data.dataset folder or csv (this config says "
@@ -147,9 +148,10 @@ def _check_first(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_first(args)
     from .baselines import score_baselines
-    from .data import HOLDOUT, describe_pretrain, pretrain_note, pretrain_selection
+    from .data import HOLDOUT, pretrain_selection
     from .evaluate import EvalData, evaluate, scores_csv
     from .plots import save_report_plots
+    from .seen import describe_pretrain, pretrain_note
     from .train import load_encoder_checkpoint, resolve_device
     from .verdict import CV_WHERE, cv_verdicts, holdout_score, holdout_verdicts, primary
 

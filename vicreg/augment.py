@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from .batches import Rows, take
 from .config import AugmentConfig
+from .data.rows import Rows, take
 
 
 class _Crop(nn.Module):

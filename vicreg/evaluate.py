@@ -52,9 +52,9 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from .augment import channel_stats, normalise
-from .batches import Rows, take
 from .config import EvalConfig, Protocol, names
 from .data import HOLDOUT
+from .data.rows import Rows, take
 from .io import csv_text
 
 STAGES = ("layer4", "layer3", "layer2", "layer1", "stem")  # top first: the unfreezing order

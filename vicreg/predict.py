@@ -18,10 +18,10 @@ from torch import nn
 
 from .config import Config, ConfigError, primary_metric
 from .data import load_datasets, make_folds
+from .data.synthetic import ensure_synthetic
 from .errors import DataError
 from .evaluate import EvalData, EvalReport, evaluate
 from .io import atomic_write, csv_text
-from .synthetic import ensure_synthetic
 from .train import resolve_device
 
 

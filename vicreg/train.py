@@ -1,7 +1,7 @@
 """VICReg pretraining: `pretrain(cfg, images, callbacks) -> PretrainResult`.
 
 One loop, read top to bottom. The dataset is uint8 (N, C, H, W) already at the run's image
-size: a tensor, or `Rows` of the memory-mapped cache (vicreg/batches.py). It is moved to the
+size: a tensor, or `Rows` of the memory-mapped cache (vicreg/data/rows.py). It is moved to the
 training device once when it fits (data.on_device), else streamed a batch ahead; each step
 takes a batch of indices and makes both views on the device (see augment.py). Per-step values are
 accumulated on the device and read back once per epoch, so the step loop has no host
@@ -28,8 +28,8 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .augment import TwoViews, channel_stats
-from .batches import Rows, epoch_batches, placement
 from .config import Config, ConfigError, to_dict
+from .data.rows import Rows, epoch_batches, placement
 from .loss import vicreg_loss
 from .model import VICRegModel, build_encoder, build_model
 from .optim import build_optimizer, lr_at, peak_lr, set_lr, warmup_steps
@@ -67,7 +67,7 @@ class PretrainResult:
     diverged_step: int | None = None
     checkpoint: Path | None = None
     device: str = "cpu"
-    placement: str = ""  # "device" or "stream": where the batches came from (vicreg/batches.py)
+    placement: str = ""  # "device" or "stream": where the batches came from (vicreg/data/rows.py)
     placement_reason: str = ""
 
 

@@ -82,7 +82,7 @@ def resolve_init(cfg: Config) -> Config:
     starts from (None for random weights), model.small_stem true/false and model.in_channels
     (a folder/csv set's, when null), so that the logged config says all three, and a
     checkpoint rebuilds the same network on a machine without the file or the data."""
-    from .layouts import resolve_channels  # a folder/csv set's channels, pinned with the rest
+    from .data.own import resolve_channels  # a folder/csv set's channels, pinned with the rest
 
     cfg = resolve_channels(cfg)
     path = init_weights(cfg.model)

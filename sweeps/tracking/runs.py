@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     import numpy as np
     import optuna
 
-    from vicreg.batches import Placement
     from vicreg.data import Datasets
+    from vicreg.data.rows import Placement
     from vicreg.evaluate import EvalReport
     from vicreg.train import PretrainResult, Report
 

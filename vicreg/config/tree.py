@@ -35,7 +35,7 @@ class DataConfig:
     root: str | None = None  # dataset folder (drac22/synthetic: the DRAC22 layout root)
     test_root: str | None = None  # DRAC22 test set under its own root, if not under `root`
     # Your own images (dataset folder: root/<class>/<image>; csv: a labels file naming them;
-    # vicreg/layouts.py). Paths are relative to `root` unless absolute.
+    # vicreg/data/own.py). Paths are relative to `root` unless absolute.
     classes: tuple[str, ...] | None = None  # class order; default: sorted folder names / label values
     ordinal: bool | None = None  # graded labels (quadratic kappa) or not; null: true for drac22 only
     unlabelled: str | None = None  # a folder of images only pretraining sees
@@ -229,7 +229,7 @@ class Config:
 
 
 # Channels of the data sets whose images are all alike; folder and csv sets are looked at
-# (vicreg.layouts.resolve_channels, which resolve_init calls before a run).
+# (vicreg.data.own.resolve_channels, which resolve_init calls before a run).
 FIXED_CHANNELS = {"synthetic": 1, "drac22": 1, "digits": 1, "textures": 1, "cifar10": 3}
 
 

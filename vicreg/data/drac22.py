@@ -1,6 +1,6 @@
 """The DRAC22 Task 3 folder layout: where the images and the labels CSV are, read and
-checked (every problem one line naming the file). The loader (vicreg/data.py) and the
-synthetic generator (vicreg/synthetic.py) both follow it from here.
+checked (every problem one line naming the file), and `load_drac22`, which decodes it into the
+cache. The synthetic generator (synthetic.py) writes this layout too.
 
     <root>/C. Diabetic Retinopathy Grading/
         1. Original Images/a. Training Set/*.png     the labelled UW-OCTA images (611)
@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from .errors import DataError, raise_first
+from ..config import DataConfig
+from ..errors import DataError, raise_first
+from .sets import Datasets, ImageSet, data_root
 
 TASK_DIR = "C. Diabetic Retinopathy Grading"
 TRAIN_DIR = Path("1. Original Images/a. Training Set")
@@ -140,3 +144,32 @@ def check_drac22(root: str | os.PathLike, test_root: str | os.PathLike | None = 
 def _name_key(p: Path) -> tuple[int, str]:
     """Numeric order for names like '161.png' < '1312.png'."""
     return (int(p.stem), p.name) if p.stem.isdigit() else (1 << 30, p.name)
+
+
+def load_drac22(cfg: DataConfig, synthetic: bool = False) -> Datasets:
+    from .cache import as_tensor, cached_images  # here: the layout checks above load no torch
+
+    root = data_root(cfg)
+    if synthetic and not root.exists():
+        raise DataError(f"{root}: no synthetic DRAC22-format set here; make it with vicreg make-synthetic "
+                        f"--out {root} (vicreg pretrain and the sweeps make the default one themselves)")
+    files = scan_drac22(root, cfg.test_root)
+    files.raise_first()
+    for note in files.warnings:
+        if "no test images" not in note:  # a missing test set only matters below, when asked for
+            warnings.warn(note, stacklevel=2)
+    if cfg.include_test_in_pretrain and not files.test:
+        raise DataError(f"{root}: data.include_test_in_pretrain is set but no test images found")
+    name = "synthetic-drac22" if synthetic else "drac22"
+    arr, kept, skipped, key = cached_images(f"{name}-train", files.train, cfg.image_size, 1,
+                                            cfg.cache_dir, cfg.skip_bad_images)
+    grade = {p.name: g for p, g in zip(files.train, files.grades)}
+    train = ImageSet(as_tensor(arr), np.array([grade[n] for n in kept], dtype=np.int64), kept,
+                     name, synthetic, skipped, key, str(files.train[0].parent.resolve()))
+    test = None
+    if files.test:
+        arr, kept, skipped, key = cached_images(f"{name}-test", files.test, cfg.image_size, 1,
+                                                cfg.cache_dir, cfg.skip_bad_images)
+        test = ImageSet(as_tensor(arr), None, kept, name, synthetic, skipped, key,
+                        str(files.test[0].parent.resolve()))
+    return Datasets(train, test)

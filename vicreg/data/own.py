@@ -1,6 +1,6 @@
 """Your own images: a folder per class, or a folder plus a labels CSV, read and checked
-(every problem one line naming the file, row or class). vicreg/data.py decodes what this
-finds; `vicreg check-data` prints all of it.
+(every problem one line naming the file, row or class), then decoded into the cache by
+`load_own`; `vicreg check-data` prints all of it.
 
     data.dataset: folder      root/<class>/<image>          (torchvision's ImageFolder layout)
     data.dataset: csv         root/<data.labels>            columns data.image_column, data.label_column
@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from .config import Config, DataConfig
-from .errors import DataError, raise_first
+from ..config import Config, DataConfig
+from ..errors import DataError, raise_first
+from .sets import Datasets, ImageSet
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 GREY_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L", "I;16N", "F", "LA")
@@ -294,3 +298,32 @@ def resolve_channels(cfg: Config) -> Config:
     if cfg.model.in_channels is not None:
         return cfg
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, in_channels=data_channels(cfg.data)))
+
+
+def load_own(cfg: DataConfig, channels: int | None = None) -> Datasets:
+    """A folder or CSV set (scanned above): the labelled images, the test images (data.test,
+    or CSV rows marked test) and the unlabelled ones, decoded as `channels` (default: the data's)."""
+    from .cache import as_tensor, cached_images  # here: the layout checks above load no torch
+
+    files = scan(cfg)
+    files.raise_first()
+    for note in files.warnings:
+        warnings.warn(note, stacklevel=3)
+    channels = channels or channels_of(files)  # from this scan: the layout is not read twice
+    source = str(Path(cfg.root).expanduser().resolve())
+    label = f"{cfg.dataset}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+
+    def images(part: str, paths: list[Path], names: list[str]) -> tuple[ImageSet, list[str]] | None:
+        if not paths:
+            return None
+        arr, kept, skipped, key = cached_images(f"{label}-{part}", paths, cfg.image_size, channels, cfg.cache_dir,
+                                                cfg.skip_bad_images, names)
+        return ImageSet(as_tensor(arr), None, kept, cfg.dataset, False, skipped, key, source), kept
+
+    train, kept = images("train", files.train, files.names)
+    by_name = dict(zip(files.names, files.labels))
+    train.labels = np.array([by_name[n] for n in kept], dtype=np.int64)
+    train.classes = list(files.classes)
+    test = images("test", files.test, files.test_names)
+    unlabelled = images("unlabelled", files.unlabelled, [p.name for p in files.unlabelled])
+    return Datasets(train, test[0] if test else None, unlabelled[0] if unlabelled else None)

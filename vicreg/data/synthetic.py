@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .config import DataConfig
+from ..config import DataConfig
 from .drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
 
 REAL_COUNTS = (329, 212, 70)  # the real training set's grades 0/1/2 (611 images)
@@ -135,11 +135,11 @@ def ensure_synthetic(cfg: DataConfig) -> None:
     folder is made there on first use (data.synthetic_count/size/seed); anything else is left
     alone. A data.root the user named that does not exist is an error, not a place to
     generate into: a mistyped --data-root must not become a data set. (The loader never
-    writes data: vicreg/data.py reads what is there.)"""
+    writes data: vicreg/data/drac22.py reads what is there.)"""
     if cfg.dataset != "synthetic":
         return
-    from .data import data_root  # here, not at the top: drawing images needs no torch
-    from .errors import DataError
+    from ..errors import DataError
+    from .sets import data_root  # here, not at the top: drawing images needs no torch
 
     root = data_root(cfg)
     if not root.exists():
