@@ -50,10 +50,10 @@ import numpy as np
 import torch
 import yaml
 
-from vicreg.baselines import score_baseline
 from vicreg.config import Config, config_from_dict, get_key, set_key
 from vicreg.data import load_datasets, make_folds, pretrain_selection
 from vicreg.evaluate import EvalData, EvalReport, evaluate
+from vicreg.evaluate.baselines import score_baseline
 from vicreg.optim import lr_at, warmup_steps
 from vicreg.train import pretrain
 from vicreg.verdict import holdout_verdict

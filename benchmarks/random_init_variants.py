@@ -21,11 +21,11 @@ import torch
 from torch import nn
 
 from vicreg.augment import channel_stats, normalise
-from vicreg.baselines import RawPixels
 from vicreg.config import load_config
 from vicreg.data import load_datasets, make_folds
 from vicreg.data.synthetic import make_synthetic
 from vicreg.evaluate import probe_kappa
+from vicreg.evaluate.baselines import RawPixels
 from vicreg.model import build_encoder
 
 

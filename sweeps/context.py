@@ -108,8 +108,8 @@ class SweepContext:
               device: torch.device, holdout: bool) -> list[EvalReport]:
         """VICReg's report, then the baselines' (computed once per study, in out_dir/baselines).
         The hold-out is scored only when `holdout` (confirm runs), never in a trial."""
-        from vicreg.baselines import score_baselines
         from vicreg.evaluate import EvalData, evaluate
+        from vicreg.evaluate.baselines import score_baselines
 
         scored = EvalData(data.train.images, data.train.labels, folds, metric=primary_metric(cfg.data))
         with self.phase("score"):

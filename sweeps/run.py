@@ -159,7 +159,7 @@ def predict_entry(spec: StudySpec, args: argparse.Namespace) -> int:
     """--predict: fetch the encoder and its run's config through MLflow, hand them to vicreg's
     predict (which never imports mlflow), write the submission."""
     from vicreg.config import config_from_dict, primary_metric, set_key
-    from vicreg.predict import describe, predict
+    from vicreg.evaluate.predict import describe, predict
 
     out_dir = Path(args.out or f"runs/{spec.name}")
     uri = args.model or f"models:/vicreg-{spec.name}@best"

@@ -466,7 +466,7 @@ def test_every_csv_we_write_round_trips_names_with_commas_quotes_and_newlines(tm
     import csv
 
     from vicreg.data import make_folds
-    from vicreg.predict import write_predictions, write_submission
+    from vicreg.evaluate.predict import write_predictions, write_submission
 
     names = ["plain", "a,b", 'say "hi"', "two\nlines", "trailing,"] * 4
     names = [f"{n}{i}" for i, n in enumerate(names)]

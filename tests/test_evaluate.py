@@ -20,24 +20,13 @@ from sklearn.metrics import cohen_kappa_score
 from tests.conftest import tiny_config
 from vicreg.__main__ import main as cli_main
 from vicreg.augment import channel_stats
-from vicreg.baselines import RawPixels, baseline_encoder, score_baseline
 from vicreg.data import HOLDOUT, load_datasets, make_folds
 from vicreg.data.synthetic import make_synthetic
-from vicreg.evaluate import (
-    STAGES,
-    EvalData,
-    EvalReport,
-    FitSpec,
-    ImageSplit,
-    _balanced_indices,
-    _trainable_stages,
-    evaluate,
-    finetune,
-    probe_kappa,
-    scores,
-)
+from vicreg.evaluate import EvalData, EvalReport, evaluate, probe_kappa, scores
+from vicreg.evaluate.baselines import RawPixels, baseline_encoder, score_baseline
+from vicreg.evaluate.heads import STAGES, FitSpec, ImageSplit, _balanced_indices, _trainable_stages, finetune
+from vicreg.evaluate.predict import write_submission
 from vicreg.model import build_encoder
-from vicreg.predict import write_submission
 from vicreg.train import pretrain
 
 Y = np.array([0, 0, 0, 1, 1, 2, 2, 2])
@@ -413,7 +402,7 @@ def test_baselines_are_scored_once_and_reused(with_holdout, tmp_path, monkeypatc
     def boom(*a, **k):
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr("vicreg.baselines.evaluate", boom)
+    monkeypatch.setattr("vicreg.evaluate.baselines.evaluate", boom)
     again = score_baseline("raw-pixels", cfg, EvalData(images, labels, folds), cache_dir=tmp_path)
     assert again.fold_kappas == first.fold_kappas and again.pooled["kappa"] == first.pooled["kappa"]
     with pytest.raises(AssertionError, match="recomputed"):  # another head seed is another baseline
@@ -425,7 +414,7 @@ def test_baselines_are_scored_once_and_reused(with_holdout, tmp_path, monkeypatc
 def test_baseline_key_follows_everything_that_changes_a_floor(tmp_path, monkeypatch) -> None:
     """The weights file's content (same path), the device type and precision, and the code and
     library versions the baseline runs through each give another key."""
-    import vicreg.baselines as B
+    import vicreg.evaluate.baselines as B
 
     weights = tmp_path / "resnet18.pth"
     torch.save(build_encoder(tiny_config().model, 32).state_dict(), weights)
@@ -457,7 +446,7 @@ def test_the_curve_scores_are_scikit_learns() -> None:
     one never true."""
     from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
-    from vicreg.evaluate import curve_scores
+    from vicreg.evaluate.metrics import curve_scores
 
     rng = np.random.default_rng(3)
     for _ in range(20):

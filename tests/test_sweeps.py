@@ -658,11 +658,11 @@ def test_a_vicreg_only_leak_makes_the_null_test_fail(tmp_path_factory, monkeypat
     Measured when written: hold-out kappa +0.89 and CV +0.80 against bounds of about 0.2."""
     import dataclasses
 
-    import vicreg.evaluate
+    import vicreg.evaluate.protocol
     from tests.conftest import tiny_config
-    from vicreg.baselines import baseline_encoder, score_baselines
     from vicreg.data import load_datasets, make_folds
     from vicreg.evaluate import EvalData, evaluate
+    from vicreg.evaluate.baselines import baseline_encoder, score_baselines
     from vicreg.verdict import HELPED, holdout_verdicts, primary
 
     root, tmp = _null_root(tmp_path_factory), tmp_path_factory.mktemp("leak")
@@ -677,7 +677,7 @@ def test_a_vicreg_only_leak_makes_the_null_test_fail(tmp_path_factory, monkeypat
     for seed in (1000, 1001, 1002):
         encoder = baseline_encoder("random-init", cfg, seed)  # labels are permuted: no encoder could help
         with monkeypatch.context() as m:
-            m.setattr(vicreg.evaluate, "fold_split", _leaky_fold_split)
+            m.setattr(vicreg.evaluate.protocol, "fold_split", _leaky_fold_split)
             vic.append(evaluate(encoder, scored, dataclasses.replace(cfg.eval, seed=seed), "cpu", "vicreg", True))
         for r in score_baselines(cfg, scored, "cpu", seed, True):
             base.setdefault(r.label, []).append(r)

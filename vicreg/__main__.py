@@ -147,9 +147,9 @@ def _check_first(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_first(args)
-    from .baselines import score_baselines
     from .data import HOLDOUT, pretrain_selection
     from .evaluate import EvalData, evaluate, scores_csv
+    from .evaluate.baselines import score_baselines
     from .plots import save_report_plots
     from .seen import describe_pretrain, pretrain_note
     from .train import load_encoder_checkpoint, resolve_device
@@ -190,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _check_first(args)
-    from .predict import describe, predict
+    from .evaluate.predict import describe, predict
     from .train import load_encoder_checkpoint
 
     raw, encoder = load_encoder_checkpoint(args.checkpoint)

@@ -36,11 +36,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import Config, ModelConfig, primary_metric, to_dict
-from .evaluate import EvalData, EvalReport, evaluate
-from .io import atomic_write, digest, file_digest, file_lock
-from .model import build_encoder
-from .weights import find_imagenet_file
+from ..config import Config, ModelConfig, primary_metric, to_dict
+from ..io import atomic_write, digest, file_digest, file_lock
+from ..model import build_encoder
+from ..weights import find_imagenet_file
+from .protocol import EvalData, evaluate
+from .report import EvalReport
 
 BASELINES = ("random-init", "raw-pixels", "imagenet")
 RAW_PIXELS_SIDE = 32  # raw pixels are pooled to at most this side (1024 features per channel)
@@ -95,7 +96,7 @@ def baseline_kinds(cfg: Config) -> list[str]:
 # The trainer's files whose code a baseline's scores run through: a change to any of them (a
 # different init, normalisation or head) must not reuse a cached floor computed before it.
 # Paths in the vicreg package; a folder stands for every module in it.
-BASELINE_SOURCES = ("baselines.py", "evaluate.py", "model.py", "augment.py", "weights.py", "config")
+BASELINE_SOURCES = ("evaluate", "model.py", "augment.py", "weights.py", "config")
 
 
 @functools.cache
@@ -104,7 +105,7 @@ def source_digest() -> str:
     import torchvision
 
     h = hashlib.blake2b(digest_size=8)
-    package = Path(__file__).parent
+    package = Path(__file__).parents[1]
     for name in BASELINE_SOURCES:
         path = package / name
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:

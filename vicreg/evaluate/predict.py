@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from .config import Config, ConfigError, primary_metric
-from .data import load_datasets, make_folds
-from .data.synthetic import ensure_synthetic
-from .errors import DataError
-from .evaluate import EvalData, EvalReport, evaluate
-from .io import atomic_write, csv_text
-from .train import resolve_device
+from ..config import Config, ConfigError, primary_metric
+from ..data import load_datasets, make_folds
+from ..data.synthetic import ensure_synthetic
+from ..errors import DataError
+from ..io import atomic_write, csv_text
+from ..train import resolve_device
+from .protocol import EvalData, evaluate
+from .report import EvalReport
 
 
 def predict(encoder: nn.Module, cfg: Config, out: str | Path, folds_file: str | Path | None = None) -> EvalReport:
