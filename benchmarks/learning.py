@@ -402,9 +402,9 @@ def timing(sizes: tuple[int, ...], n_images: int, epochs: int) -> None:
     batch, epochs and threads, one after the other; ours in float32 and in bf16 autocast, each
     then split into views and step, and the probe of its encoder timed."""
     from vicreg.augment import TwoViews, channel_stats
-    from vicreg.loss import vicreg_loss
     from vicreg.model import build_model
     from vicreg.optim import build_optimizer
+    from vicreg.train import autocast_for, train_step
 
     print(f"{epochs} epochs of {n_images} digits, batch 64, {torch.get_num_threads()} threads; the peer, then ours, "
           "then ours part by part (views; forward + loss + backward + update) and the linear probe of its encoder")
@@ -439,12 +439,7 @@ def timing(sizes: tuple[int, ...], n_images: int, epochs: int) -> None:
                 a, v = a.contiguous(memory_format=torch.channels_last), v.contiguous(memory_format=torch.channels_last)
                 t_views += time.perf_counter() - t
                 t = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    za, zv = model(a), model(v)
-                loss = vicreg_loss(za, zv).loss
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                train_step(model, opt, a, v, cfg.loss, autocast_for(torch.device("cpu"), precision))
                 t_step += time.perf_counter() - t
             print(f"| {size} | {precision} | {ours:.1f} | {peer:.1f} | {ours / peer:.2f} | {t_views:.1f} | "
                   f"{t_step:.1f} | {ours - t_views - t_step:.1f} | {probe:.1f} |", flush=True)

@@ -27,10 +27,9 @@ from torchvision import transforms as T
 from vicreg.config import load_config
 from vicreg.data.cache import cached_images
 from vicreg.data.synthetic import synthetic_image
-from vicreg.loss import vicreg_loss
 from vicreg.model import build_model
 from vicreg.optim import build_optimizer
-from vicreg.train import pretrain
+from vicreg.train import autocast_for, pretrain, train_step
 
 
 def write_pngs(folder: Path, count: int) -> list[Path]:
@@ -78,19 +77,13 @@ def step_fn(cfg, device):
     torch.manual_seed(0)
     model = build_model(cfg.model, cfg.data.image_size).to(device, memory_format=torch.channels_last)
     opt = build_optimizer(model, cfg.optim)
-    cuda = device.type == "cuda"
+    autocast = autocast_for(device, cfg.train.precision)
 
     def step(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        # The same memory format as the trainer, so only the data path differs.
-        a = a.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        b = b.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            za, zb = model(a), model(b)
-        loss = vicreg_loss(za, zb).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
+        # The trainer's own step (memory format, autocast, loss), so only the data path differs.
+        terms, _ = train_step(model, opt, a.to(device, non_blocking=True), b.to(device, non_blocking=True), cfg.loss,
+                              autocast)
+        return terms.loss.detach()
 
     return step
 

@@ -35,13 +35,14 @@ import optuna
 import torch
 
 from vicreg import checkpoint
+from vicreg.checkpoint import encoder_from_state
 from vicreg.config import Config, ConfigError, config_from_dict, flatten, primary_metric, set_key, unflatten
 from vicreg.data import pretrain_selection
 from vicreg.data.rows import Rows
 from vicreg.errors import CheckpointError
 from vicreg.evaluate import EvalReport, mean_std
 from vicreg.io import atomic_write, file_lock
-from vicreg.train import data_placement, encoder_from_state, pretrain, resolve_device
+from vicreg.train import data_placement, pretrain, resolve_device
 from vicreg.verdict import Verdict, cv_verdicts, holdout_score, holdout_verdicts, more_seeds, primary
 
 from .best import CONFIRMED_FILE, top_trials, trial_metric

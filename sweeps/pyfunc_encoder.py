@@ -46,7 +46,7 @@ class EncoderModel:
 
 def _load_pyfunc(data_path: str) -> EncoderModel:
     """MLflow's loader-module entry point."""
-    from vicreg.train import load_encoder_checkpoint
+    from vicreg.checkpoint import load_encoder_checkpoint
 
     raw, encoder = load_encoder_checkpoint(weights_file(data_path))
     return EncoderModel(encoder, raw)

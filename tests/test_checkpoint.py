@@ -18,10 +18,11 @@ import torch
 from tests.conftest import tiny_config
 from vicreg import checkpoint
 from vicreg.__main__ import main as cli_main
+from vicreg.checkpoint import load_encoder_checkpoint, read_checkpoint
 from vicreg.config import flatten
 from vicreg.errors import CheckpointError, DataError, UnsafeCheckpoint
 from vicreg.model import build_encoder
-from vicreg.train import load_encoder_checkpoint, read_checkpoint, resume_state
+from vicreg.train import resume_state
 
 
 class Marker:

@@ -177,7 +177,7 @@ def test_predict_from_the_registry_reproduces_the_checkpoint(tiny_store, synthet
     import mlflow
     import torch
 
-    from vicreg.train import load_encoder_checkpoint
+    from vicreg.checkpoint import load_encoder_checkpoint
 
     mlflow.set_tracking_uri(uri)
     model_dir = Path(download_artifacts(artifact_uri="models:/vicreg-tiny@best", dst_path=str(folder / "model")))

@@ -8,7 +8,8 @@ import torchvision
 
 import vicreg.train as train_mod
 from tests.conftest import tiny_config
-from vicreg.train import load_encoder_checkpoint, pretrain
+from vicreg.checkpoint import load_encoder_checkpoint
+from vicreg.train import pretrain
 
 
 def test_a_few_epochs_lower_the_loss_without_collapse(synthetic_images) -> None:

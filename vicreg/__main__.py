@@ -147,12 +147,13 @@ def _check_first(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_first(args)
+    from .checkpoint import load_encoder_checkpoint
     from .data import HOLDOUT, pretrain_selection
     from .evaluate import EvalData, evaluate, scores_csv
     from .evaluate.baselines import score_baselines
     from .plots import save_report_plots
     from .seen import describe_pretrain, pretrain_note
-    from .train import load_encoder_checkpoint, resolve_device
+    from .train import resolve_device
     from .verdict import CV_WHERE, cv_verdicts, holdout_score, holdout_verdicts, primary
 
     raw, encoder = load_encoder_checkpoint(args.checkpoint)
@@ -190,8 +191,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     _check_first(args)
+    from .checkpoint import load_encoder_checkpoint
     from .evaluate.predict import describe, predict
-    from .train import load_encoder_checkpoint
 
     raw, encoder = load_encoder_checkpoint(args.checkpoint)
     cfg = _config(args, base=raw)

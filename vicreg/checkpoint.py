@@ -29,6 +29,8 @@ import os
 import pickle
 import pickletools
 import re
+import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -254,3 +256,64 @@ def _named_global(message: str) -> str | None:
     m = re.search(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>", message)
     return None if m is None else (m.group(1) or m.group(2))
 
+
+# --- the trainer's checkpoints ------------------------------------------------------
+
+CHECKPOINT_KEYS = ("key", "model", "optimizer", "epoch", "step", "best", "wait", "history")
+
+
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """`pretrain`'s checkpoint at `path` (read as weights only, `load`), or None
+    when there is none. One that cannot be used (cut short, overwritten, written by another
+    tool, or needing full unpickling) is moved aside to `<name>.corrupt-<time>` with one
+    warning saying why, and None is returned: the run then starts from scratch instead of
+    stopping with a traceback, and nothing in the file ran."""
+    if not path.is_file():
+        return None
+    try:
+        state = load(path, device)
+        missing = [k for k in CHECKPOINT_KEYS if k not in state]
+        if missing:
+            raise CheckpointError(f"{path}: not a pretraining checkpoint (no {missing[0]!r})")
+        return state
+    except CheckpointError as e:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        warnings.warn(f"{e} (moved to {aside.name}; starting from scratch)", stacklevel=3)
+        return None
+
+
+def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
+    """A checkpoint -> (its config dict, the encoder with its weights, on CPU). Reads both what
+    `pretrain` writes (`last.pt`: the whole model) and what a sweep run logs as an MLflow
+    artifact (`checkpoint/encoder.pt`: the encoder and the flattened config), as weights only;
+    a malformed or unsafe file is one line."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return encoder_from_state(load(p), p)
+
+
+def encoder_from_state(state: dict[str, Any], p: Path) -> tuple[dict[str, Any], torch.nn.Module]:
+    """load_encoder_checkpoint's work on an already loaded file `p`: (config dict, encoder)."""
+    from .config import config_from_dict, unflatten
+    from .model import build_encoder  # here: the model imports this module's weights loading
+    from .weights import uses_small_stem
+
+    if isinstance(state.get("encoder"), dict) and isinstance(state.get("config"), dict):  # a sweep run's artifact
+        raw, weights = unflatten(state["config"]), state["encoder"]
+    elif isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict):  # pretrain's last.pt
+        raw = state["config"]
+        weights = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
+    else:
+        raise CheckpointError(
+            f"{p}: not a VICReg checkpoint: expected 'model' and 'config' (pretrain's last.pt) or 'encoder' and "
+            f"'config' (a sweep run's checkpoint/encoder.pt); found {', '.join(map(repr, list(state)[:5])) or 'none'}")
+    cfg = config_from_dict(raw, source=str(p))
+    # Every weight comes from the checkpoint: build the same network (the stem it was trained
+    # with) without reading the ImageNet file it once started from, which may not be here.
+    stem = uses_small_stem(cfg.model, cfg.data.image_size) if cfg.model.small_stem is None else cfg.model.small_stem
+    encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None, small_stem=stem),
+                            cfg.data.image_size)
+    load_weights(encoder, weights, p)
+    return raw, encoder.eval()

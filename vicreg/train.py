@@ -12,13 +12,10 @@ with train.precision bf16), torch.compile on CUDA only.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import os
 import time
-import warnings
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +25,12 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .augment import TwoViews, channel_stats
-from .config import Config, ConfigError, to_dict
+from .config import Config, ConfigError, LossConfig, to_dict
 from .data.rows import Rows, epoch_batches, placement
-from .loss import vicreg_loss
-from .model import VICRegModel, build_encoder, build_model
+from .loss import VICRegTerms, vicreg_loss
+from .model import VICRegModel, build_model
 from .optim import build_optimizer, lr_at, peak_lr, set_lr, warmup_steps
-from .weights import resolve_init, uses_small_stem
+from .weights import resolve_init
 
 CHECKPOINT_NAME = "last.pt"
 METRIC_NAMES = ("loss", "invariance", "variance", "covariance", "std")
@@ -107,74 +104,41 @@ def _training_key(cfg: Config) -> dict[str, Any]:
             "data": data, "train": train}
 
 
-CHECKPOINT_KEYS = ("key", "model", "optimizer", "epoch", "step", "best", "wait", "history")
-
-
-def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any] | None:
-    """`pretrain`'s checkpoint at `path` (read as weights only, vicreg/checkpoint.py), or None
-    when there is none. One that cannot be used (cut short, overwritten, written by another
-    tool, or needing full unpickling) is moved aside to `<name>.corrupt-<time>` with one
-    warning saying why, and None is returned: the run then starts from scratch instead of
-    stopping with a traceback, and nothing in the file ran."""
-    if not path.is_file():
-        return None
-    try:
-        state = checkpoint.load(path, device)
-        missing = [k for k in CHECKPOINT_KEYS if k not in state]
-        if missing:
-            raise checkpoint.CheckpointError(f"{path}: not a pretraining checkpoint (no {missing[0]!r})")
-        return state
-    except checkpoint.CheckpointError as e:
-        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        path.replace(aside)
-        warnings.warn(f"{e} (moved to {aside.name}; starting from scratch)", stacklevel=3)
-        return None
-
-
 def resume_state(cfg: Config) -> dict[str, Any] | None:
     """The checkpoint `pretrain(cfg, ...)` would resume from (its epoch, history, ...), or None:
     no train.checkpoint_dir, no checkpoint, an unreadable one (moved aside), or one written
     with another config (left alone; pretrain would refuse it)."""
     if not cfg.train.checkpoint_dir:
         return None
-    state = read_checkpoint(Path(cfg.train.checkpoint_dir) / CHECKPOINT_NAME)
+    state = checkpoint.read_checkpoint(Path(cfg.train.checkpoint_dir) / CHECKPOINT_NAME)
     if state is None or state["key"] != _training_key(resolve_init(cfg)):
         return None
     return state
 
 
-def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], torch.nn.Module]:
-    """A checkpoint -> (its config dict, the encoder with its weights, on CPU). Reads both what
-    `pretrain` writes (`last.pt`: the whole model) and what a sweep run logs as an MLflow
-    artifact (`checkpoint/encoder.pt`: the encoder and the flattened config), as weights only;
-    a malformed or unsafe file is one line (vicreg/checkpoint.py)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint {p} does not exist")
-    return encoder_from_state(checkpoint.load(p), p)
+def train_step(forward: Callable[[torch.Tensor], torch.Tensor], opt: torch.optim.Optimizer, view_a: torch.Tensor,
+               view_b: torch.Tensor, loss: LossConfig, autocast: AbstractContextManager | None = None,
+               ) -> tuple[VICRegTerms, torch.Tensor]:
+    """One VICReg step on two views (B, C, H, W) of the same images: both through `forward`
+    (encoder + expander) in channels_last under `autocast`, the loss in fp32 (vicreg_loss),
+    backward and the optimiser's update. -> (the loss terms, z_a (B, D): the first view's
+    embeddings). No host sync. `pretrain` and the benchmarks (throughput, learning --timing) call
+    this, so that they time the step that trains."""
+    view_a = view_a.contiguous(memory_format=torch.channels_last)
+    view_b = view_b.contiguous(memory_format=torch.channels_last)
+    with autocast or nullcontext():
+        z_a, z_b = forward(view_a), forward(view_b)
+    terms = vicreg_loss(z_a, z_b, loss.sim_coeff, loss.std_coeff, loss.cov_coeff)
+    opt.zero_grad(set_to_none=True)
+    terms.loss.backward()
+    opt.step()
+    return terms, z_a
 
 
-def encoder_from_state(state: dict[str, Any], p: Path) -> tuple[dict[str, Any], torch.nn.Module]:
-    """load_encoder_checkpoint's work on an already loaded file `p`: (config dict, encoder)."""
-    from .config import config_from_dict, unflatten
-
-    if isinstance(state.get("encoder"), dict) and isinstance(state.get("config"), dict):  # a sweep run's artifact
-        raw, weights = unflatten(state["config"]), state["encoder"]
-    elif isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict):  # pretrain's last.pt
-        raw = state["config"]
-        weights = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
-    else:
-        raise checkpoint.CheckpointError(
-            f"{p}: not a VICReg checkpoint: expected 'model' and 'config' (pretrain's last.pt) or 'encoder' and "
-            f"'config' (a sweep run's checkpoint/encoder.pt); found {', '.join(map(repr, list(state)[:5])) or 'none'}")
-    cfg = config_from_dict(raw, source=str(p))
-    # Every weight comes from the checkpoint: build the same network (the stem it was trained
-    # with) without reading the ImageNet file it once started from, which may not be here.
-    stem = uses_small_stem(cfg.model, cfg.data.image_size) if cfg.model.small_stem is None else cfg.model.small_stem
-    encoder = build_encoder(dataclasses.replace(cfg.model, init="random", weights=None, small_stem=stem),
-                            cfg.data.image_size)
-    checkpoint.load_weights(encoder, weights, p)
-    return raw, encoder.eval()
+def autocast_for(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16 autocast on CUDA (train.precision auto) or when asked (bf16); else nothing."""
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 def data_placement(cfg: Config, images: torch.Tensor | Rows, workers_per_device: int = 1):
@@ -223,13 +187,12 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
     warmup = warmup_steps(cfg.optim, tc.epochs, steps_per_epoch)
     peak = peak_lr(cfg.optim, bs)
     forward = torch.compile(model) if (tc.compile and cuda) else model
-    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and cuda)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast = autocast_for(device, tc.precision)
 
     # --- resume -----------------------------------------------------------------------
     start_epoch, step, best, wait, history = 0, 0, math.inf, 0, []
     ckpt_path = Path(tc.checkpoint_dir) / CHECKPOINT_NAME if tc.checkpoint_dir else None
-    state = read_checkpoint(ckpt_path, device) if ckpt_path is not None else None
+    state = checkpoint.read_checkpoint(ckpt_path, device) if ckpt_path is not None else None
     if state is not None:
         if state["key"] != _training_key(cfg):
             diff = [k for k in state["key"] if state["key"][k] != _training_key(cfg).get(k)]
@@ -256,19 +219,11 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
                    disable=None if tc.progress else True, dynamic_ncols=True)  # None: off unless a TTY
         for x, _ in zip(epoch_batches(images, perm, bs, steps_per_epoch, device), bar):
-            # --- one step: views on the device, forward both, loss in fp32, update ------
             view_a, view_b = views(x)
-            view_a = view_a.contiguous(memory_format=torch.channels_last)
-            view_b = view_b.contiguous(memory_format=torch.channels_last)
             at = step if cfg.optim.schedule_every == "step" else epoch * steps_per_epoch
             lr = lr_at(at, total_steps, warmup, peak, cfg.optim.final_lr_ratio)
             set_lr(opt, lr)
-            with autocast:
-                z_a, z_b = forward(view_a), forward(view_b)
-            terms = vicreg_loss(z_a, z_b, cfg.loss.sim_coeff, cfg.loss.std_coeff, cfg.loss.cov_coeff)
-            opt.zero_grad(set_to_none=True)
-            terms.loss.backward()
-            opt.step()
+            terms, z_a = train_step(forward, opt, view_a, view_b, cfg.loss, autocast)
             # --- bookkeeping on the device (no .item()): sums and first non-finite step --
             with torch.no_grad():
                 emb_std = z_a.detach().float().std(dim=0).mean()

@@ -81,14 +81,14 @@ def best_version(tr: Tracking, model_name: str) -> dict[str, str] | None:
 def load_encoder(tr: Tracking, model_uri: str) -> tuple[Any, dict[str, Any], str]:
     """`models:/name@alias` (or /version, or runs:/...) -> (encoder, its resolved config dict,
     run id). Downloads the model's weights file and reads it as weights only
-    (vicreg.train.load_encoder_checkpoint): never MLflow's loader, which would run
+    (vicreg.checkpoint.load_encoder_checkpoint): never MLflow's loader, which would run
     whatever the model's MLmodel names. The caller hands the encoder to vicreg's predict."""
     import mlflow
     import mlflow.artifacts
     import yaml
 
+    from vicreg.checkpoint import load_encoder_checkpoint
     from vicreg.errors import CheckpointError
-    from vicreg.train import load_encoder_checkpoint
 
     from ..pyfunc_encoder import weights_file
 
