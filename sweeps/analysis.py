@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
-from .best import best_path, read_best, verdict_lines
+from .best import best_path, read_best
+from .reports import verdict_lines
 from .study import load_study
 from .tracking import download_artifact, find_parent_run, metric_histories, trial_runs
 

@@ -9,7 +9,6 @@ measured on; the confirmed hold-out score is the number to quote.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ import yaml
 from optuna.trial import TrialState
 
 from vicreg.config import ConfigError, DataConfig, primary_metric, unflatten
-from vicreg.io import atomic_write, csv_text
+from vicreg.io import atomic_write, csv_text, read_json
 from vicreg.seen import pretrain_note
 
 from .study import config_values
@@ -28,6 +27,7 @@ from .tracking import log_best
 if TYPE_CHECKING:
     from .study import StudySpec
     from .tracking import Tracking
+
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's: ~30x faster on the full configs
 
@@ -42,13 +42,10 @@ CONFIRMED_FILE = "confirmed.json"  # in runs/<study>/: the confirm stage's ranki
 
 def load_confirmed(out_dir: Path) -> dict | None:
     """out_dir/confirmed.json, or None when no confirm stage has run."""
-    path = Path(out_dir) / CONFIRMED_FILE
-    if not path.is_file():
-        return None
     try:
-        return json.loads(path.read_text())
-    except ValueError:
-        raise ValueError(f"{path}: cannot be parsed (delete it and run --confirm again)") from None
+        return read_json(Path(out_dir) / CONFIRMED_FILE)
+    except ValueError as e:
+        raise ValueError(f"{e} (delete it and run --confirm again)") from None
 
 
 def best_path(study_folder: str | Path, name: str) -> Path:
@@ -153,105 +150,3 @@ def rerun_command(spec: StudySpec) -> str:
     except ValueError:
         pass
     return f"vicreg pretrain --config {config} --set train.checkpoint_dir=runs/{spec.name}-best"
-
-
-def print_best(spec: StudySpec) -> int:
-    """`--best`: the top trials (CV), the baselines, the confirmed ranking, verdict and quote."""
-    path = best_file(spec)
-    doc = read_best(path)
-    if doc is None:
-        print(f"no completed trials yet for study '{spec.name}' ({path} does not exist)")
-        return 1
-    params, m = list(doc["top"][0]["params"]), doc.get("primary", "kappa")
-    print(f"study {doc['study']}: trials ranked by {doc['metric']} ({doc['direction']}) on the CV folds, "
-          f"the score they were selected on (optimistic); updated {doc['updated']}")
-    print(f"{'rank':>4} {'trial':>5} {'CV value':>8}  {'CV ' + m:>17}  " + "  ".join(params))
-    for e in doc["top"]:
-        vals = "  ".join(_fmt(e["params"].get(k, "-")) for k in params)
-        print(f"{e['rank']:>4} {e['trial']:>5} {e['value']:8.4f}  {e.get(m, '-'):>17}  {vals}")
-    floors = doc["top"][0].get(f"baselines_cv_{m}") or {}
-    if floors:
-        print("baselines on the same CV folds and head seed, no pretraining: "
-              + ", ".join(f"{k} CV {m} {v:.4f}" for k, v in floors.items()))
-    print(f"rerun the best: {doc['rerun']}")
-    confirmed = doc.get("confirmed") or []
-    if confirmed:
-        print(confirmed_table(confirmed, doc.get("confirm_seeds", 0)))
-        print()
-        print("\n".join(verdict_lines(doc)))
-    else:
-        print(f"not confirmed yet: vicreg-sweep --config {spec.path} --confirm")
-    return 0
-
-
-def verdict_lines(doc: dict) -> list[str]:
-    """The headline, first and last line in bold where rendered: the primary verdict; the
-    hold-out verdict against each baseline and the optimistic CV lines; what more seeds could
-    change; and the number to quote (--best, the notebooks, the parent run's description)."""
-    head = doc.get("headline") or {}
-    if not doc.get("confirmed"):
-        return []
-    if not head:
-        return ["no headline in this best file (written before it existed): rerun --confirm (stored runs are reused)"]
-    seeds = ", ".join(str(s) for s in head.get("seed_values", []))
-    ranked = len(doc["confirmed"]) > 1
-    lines = [doc.get("primary_verdict") or "verdict: none (data.holdout = 0: no hold-out, no verdict)",
-             f"  confirmed best: trial {head['trial']}, seeds {seeds}"
-             + (" (not the seeds that ranked it: no winner's curse)" if ranked else "")
-             + "; each baseline paired under the same seeds:"]
-    lines += [f"  {line}" for line in doc["verdict"]]
-    lines += [f"  {line}" for line in doc.get("cv_verdict", [])]
-    if doc.get("pretraining_saw"):
-        lines.append(f"  ({doc['pretraining_saw']})")
-    lines += [f"  {line}" for line in doc.get("more_seeds", [])]
-    quote = doc.get("quote_score") or "no hold-out score"
-    lines.append(f"quote: {quote}, confirmed best (trial {head['trial']}), with the verdict above")
-    return lines
-
-
-def study_report(doc: dict) -> str:
-    """The study's short report in Markdown (the parent run's description, which MLflow renders
-    on the run page): the verdicts, the confirmed table and the number to quote."""
-    lines = [f"## Study {doc['study']}", ""]
-    confirmed = doc.get("confirmed") or []
-    if not confirmed:
-        return "\n".join([*lines, "Not confirmed yet: the verdict comes with the confirm stage."])
-    verdicts = verdict_lines(doc)
-    if len(verdicts) < 2:
-        return "\n".join([*lines, *verdicts])
-    lines += [f"**{verdicts[0]}**", ""]
-    lines += [f"- {v.strip()}" for v in verdicts[1:-1]]
-    lines += ["", f"**{verdicts[-1]}**", "", "```", confirmed_table(confirmed, doc.get("confirm_seeds", 0)).strip(),
-              "```", "", doc.get("quote", QUOTE)]
-    return "\n".join(lines)
-
-
-def confirmed_table(confirmed: list[dict], seeds: int) -> str:
-    """The confirm stage's ranking: VICReg and each baseline, CV / pooled / hold-out score (the
-    data's primary: kappa, or f1 for unordered classes)."""
-    labels = [k for k in confirmed[0]["scores"] if k != "vicreg"]
-    m = confirmed[0].get("metric", "kappa")
-    lines = [f"\nconfirmed: top {len(confirmed)} configurations pretrained again with {seeds} seeds, ranked by "
-             f"CV {m} (mean over seeds of the per-fold mean; a configuration with a diverged seed after those "
-             f"without); hold-out = images no selection saw",
-             f"{'rank':>4} {'trial':>5}  {'CV ' + m:>15}  {'pooled':>6}  {'hold-out ' + m:>15}  "
-             + "  ".join(f"{lab + ' CV / hold-out':>26}" for lab in labels)]
-
-    def pm(d: dict, key: str) -> str:
-        return f"{d.get(key, float('nan')):.4f} +- {d.get(key + '_std', float('nan')):.3f}"
-
-    for e in confirmed:
-        v = e["scores"].get("vicreg", {})
-        base = "  ".join(f"{e['scores'][lab].get(f'cv_{m}', float('nan')):12.4f} / "
-                         f"{e['scores'][lab].get(f'holdout_{m}', float('nan')):.4f}"
-                         for lab in labels if lab in e["scores"])
-        pooled = v.get(f"pooled_{m}", float("nan"))
-        diverged = e.get("diverged_seeds", 0)
-        note = f"  {diverged}/{e['seeds']} seeds diverged" if diverged else ""
-        lines.append(f"{e['rank']:>4} {e['trial']:>5}  {pm(v, f'cv_{m}'):>15}  {pooled:6.4f}"
-                     f"  {pm(v, f'holdout_{m}'):>15}  {base}{note}")
-    return "\n".join(lines)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)

@@ -41,7 +41,7 @@ from vicreg.data import pretrain_selection
 from vicreg.data.rows import Rows
 from vicreg.errors import CheckpointError
 from vicreg.evaluate import EvalReport, mean_std
-from vicreg.io import atomic_write, file_lock
+from vicreg.io import atomic_write, file_lock, read_json
 from vicreg.train import data_placement, pretrain, resolve_device
 from vicreg.verdict import Verdict, cv_verdicts, holdout_score, holdout_verdicts, more_seeds, primary
 
@@ -189,12 +189,10 @@ def register_best(ctx: SweepContext, ranked: list[dict]) -> None:
 
 def _read_result(path: Path) -> dict | None:
     """A stored (configuration, seed) result; a damaged one is run again (one warning)."""
-    if not path.is_file():
-        return None
     try:
-        return json.loads(path.read_text())
-    except ValueError:
-        print(f"warning: {path} cannot be parsed; that run is done again", flush=True)
+        return read_json(path)
+    except ValueError as e:
+        print(f"warning: {e}; that run is done again", flush=True)
         return None
 
 

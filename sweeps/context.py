@@ -33,8 +33,6 @@ if TYPE_CHECKING:
     from vicreg.data import Datasets
     from vicreg.evaluate import EvalReport
 
-    from .resume import Resume
-
 SHORT = {"optim.lr": "lr", "data.batch_size": "bs", "model.expander_hidden": "hid", "optim.weight_decay": "wd",
          "data.image_size": "px", "optim.name": "opt"}
 
@@ -119,9 +117,10 @@ class SweepContext:
                                              self.out_dir / "baselines")
 
     def trial_run(self, trial: optuna.Trial, cfg: Config, values: dict[str, Any], device: str,
-                  resume: Resume | None) -> AbstractContextManager[Run]:
-        """The trial's MLflow run (a retry continues the failed trial's run), tracked: its
-        status follows how the block ends (sweeps/tracking/runs.py: tracked)."""
+                  continues: tuple[str, int, int] | None) -> AbstractContextManager[Run]:
+        """The trial's MLflow run, tracked: its status follows how the block ends
+        (sweeps/tracking/runs.py: tracked). A retry continues the failed trial's run: `continues`
+        is (its run id, its trial number, epochs done), from sweeps/resume.py's Resume.continues."""
         tags = {"vicreg.study": self.spec.name, "vicreg.trial": str(trial.number),
                 "sampler": self.spec.sampler.name, "pruner": self.spec.pruner.name, "dataset": cfg.data.dataset,
                 "synthetic": str(cfg.data.dataset == "synthetic").lower(), "device": device,
@@ -132,12 +131,10 @@ class SweepContext:
             tags |= {"alone_on_gpu": "true", "oom_retry_of_trial": str(trial.user_attrs.get("retry_of"))}
         run = Run(None)
         if self.tracking is not None:
-            cont = None if resume is None or resume.run_id is None else (
-                resume.run_id, resume.from_trial, len(resume.state["history"]))
             # The trial's seed as a param beside the searched values: confirm runs record theirs
             # (fresh ones, sweeps/confirm.confirm_seeds) the same way.
             run = start_run(self.tracking, self.parent_id, run_name(trial.number, values), cfg,
-                                          {**values, "train.seed": cfg.train.seed}, tags, cont)
+                                          {**values, "train.seed": cfg.train.seed}, tags, continues)
             trial.set_user_attr("mlflow_run_id", run.run_id)
         return tracked(run, trial, describe=lambda e: failure_reason(e, cfg))
 

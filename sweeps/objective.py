@@ -45,7 +45,8 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
     cfg = ctx.trial_config(trial, values)
     device = resolve_device(cfg.train.device)
     run_cfg, resume = trial_checkpoints(trial, ctx, cfg)
-    with failures_recorded(trial, cfg), ctx.trial_run(trial, cfg, values, str(device), resume) as run:
+    with failures_recorded(trial, cfg), ctx.trial_run(trial, cfg, values, str(device),
+                                                              resume.continues() if resume else None) as run:
         with ctx.timed():  # training and evaluation time, for the per-trial timings
             data, folds = ctx.datasets(cfg), ctx.folds(cfg)
             images, seen = pretrain_selection(data, folds, cfg.data)

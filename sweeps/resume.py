@@ -29,6 +29,11 @@ class Resume:
     state: dict | None
     run_id: str | None
 
+    def continues(self) -> tuple[str, int, int] | None:
+        """(the failed trial's MLflow run id, its trial number, epochs done): the run a retry
+        continues; None when it had no run (tracking was off)."""
+        return None if self.run_id is None else (self.run_id, self.from_trial, len(self.state["history"]))
+
     def report_history(self, trial: optuna.Trial) -> int:
         """Report the stored probe values to Optuna again, so that the pruner sees the same
         history; returns the number of epochs the checkpoint holds."""

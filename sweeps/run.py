@@ -30,12 +30,14 @@ from pathlib import Path
 import optuna
 
 from sweeps import optuna_compat
-from sweeps.best import best_file, load_confirmed, print_best, read_best, record_best, study_report
+from sweeps.best import best_file, load_confirmed, read_best, record_best
+from sweeps.cli import load_spec, overrides_from, start_deadline
 from sweeps.context import SweepContext
 from sweeps.gpu_share import worker_gpus
 from sweeps.launch import run_workers
 from sweeps.objective import dry_run_objective, objective
 from sweeps.outcome import SweepStopped, outcome_of
+from sweeps.reports import print_best, study_report, timing_summary
 from sweeps.signals import Preempted, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
 from sweeps.study import EXPERIMENTS_DIR, StudySpec, check_init, study_path
@@ -50,14 +52,7 @@ from sweeps.tracking import (
     open_parent,
     runs_page,
 )
-from sweeps.worker import (
-    counts,
-    fail_stale,
-    load_spec,
-    overrides_from,
-    run_worker,
-    timing_summary,
-)
+from sweeps.worker import counts, fail_stale, run_worker
 from vicreg.config import ConfigError
 from vicreg.errors import DataError, first_line
 from vicreg.weights import ENV as IMAGENET_ENV
@@ -271,8 +266,7 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
     plan = Plan(args, spec, overrides, target, out_dir, study, tracking, gpus=gpus, n_workers=len(gpus) or args.workers,
                 deadline=time.time() + timeout if timeout else None)
     if args.max_time and plan.n_workers == 1 and not gpus:  # workers set their own alarm
-        signal.setitimer(signal.ITIMER_REAL, args.max_time)  # SIGALRM -> preempt("time limit")
-        plan.max_end = time.time() + args.max_time
+        plan.max_end = start_deadline(args.max_time)
 
     # Under the claim lock: machines starting together must find one parent run, and a worker
     # mid-claim has a trial without its pid yet.

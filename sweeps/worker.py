@@ -16,33 +16,31 @@ stays out of `ps`.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import signal
 import socket
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from vicreg.config import ConfigError, parse_overrides
+from vicreg.config import ConfigError
 from vicreg.errors import first_line
 
 from . import optuna_compat
 from .best import load_confirmed, record_best
+from .cli import load_spec, overrides_from, start_deadline
 from .context import SweepContext, worker_threads
 from .gpu_share import gpu_slot, set_memory_share
 from .objective import dry_run_objective, objective
 from .outcome import SweepStopped, outcome_of
 from .signals import Preempted, check_interrupted, handlers
 from .storage import StorageUnavailable, claim_lock, heartbeats_trustworthy, open_study
-from .study import StudySpec, check_init, load_study
+from .study import check_init
 from .tracking import PARENT_ATTR, Tracking, TrackingUnavailable, close_stale
 
 STORAGE_ENV = "VICREG_SWEEP_STORAGE"
@@ -238,70 +236,7 @@ def _ended(study: optuna.Study, ctx: SweepContext, trial: optuna.Trial, e: BaseE
     return frozen, consecutive
 
 
-def timing_summary(path: Path, offset: int = 0) -> str | None:
-    """'per trial (mean of N, W workers): ...' from the timings.jsonl lines after `offset` bytes."""
-    if not path.is_file():
-        return None
-    with open(path) as f:
-        f.seek(offset)
-        rows = []
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a killed worker: timings are informative only
-    if not rows:
-        return None
-
-    def ms(key: str) -> float:
-        return 1000 * sum(r[key] for r in rows) / len(rows)
-
-    workers = len({(r["host"], r["worker"]) for r in rows})
-    storage = sorted(r["storage"] for r in rows)
-    p95 = 1000 * storage[min(len(storage) - 1, int(0.95 * len(storage)))]
-    line = (f"time per trial (mean of {len(rows)} trials, {workers} worker{'s' * (workers > 1)}): "
-            f"{ms('total'):.0f} ms = training+evaluation {ms('work'):.0f} + MLflow {ms('mlflow'):.0f} + "
-            f"Optuna storage+sampler {ms('storage'):.0f} (p95 {p95:.0f}) + waiting for the claim lock "
-            f"{ms('lock_wait'):.0f}")
-    split = evaluation_split(rows)
-    return line if split is None else f"{line}\n{split}"
-
-
-def evaluation_split(rows: list[dict]) -> str | None:
-    """'of which: pretraining P + probe Q + final scoring S (...)': the trials that ran all three
-    (completed ones: a pruned trial has no final scoring), mean seconds per trial."""
-    done = [r for r in rows if r.get("score", 0) > 0 and r.get("pretrain", 0) > 0]
-    if not done:
-        return None
-
-    def s(key: str) -> float:
-        return sum(r.get(key, 0.0) for r in done) / len(done)
-
-    share = (s("probe") + s("score")) / (s("pretrain") + s("probe") + s("score"))
-    base = sum(r.get("baselines", 0.0) for r in rows)
-    return (f"  of which, per completed trial (mean of {len(done)}): pretraining {s('pretrain'):.1f} s + pruning probe "
-            f"{s('probe'):.1f} s + final scoring {s('score'):.1f} s: evaluation is {share:.0%} of it"
-            + (f"; the baselines took {base:.1f} s once for the study" if base > 0.05 else ""))
-
-
 # --- the worker process's entry point ------------------------------------------------
-
-
-def overrides_from(sets: list[str], data_root: str | None, test_root: str | None) -> dict[str, Any]:
-    """--set KEY=VALUE items, --data-root and --test-root as config overrides."""
-    out = dict(parse_overrides(sets))
-    if data_root:
-        out["data.root"] = data_root
-    if test_root:
-        out["data.test_root"] = test_root
-    return out
-
-
-def load_spec(path: str | Path, dry_run: bool) -> StudySpec:
-    """The study file; a dry run is its own study (Optuna study, MLflow experiment, runs/
-    folder, best file)."""
-    spec = load_study(path)
-    return dataclasses.replace(spec, name=f"{spec.name}-dryrun") if dry_run else spec
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -345,10 +280,7 @@ def main(argv: list[str] | None = None) -> int:
                        per_gpu=a.per_gpu, progress=False, dry_run=a.dry_run)
     timeout = a.timeout or spec.budget.timeout_s
     with handlers():
-        max_end = None
-        if a.max_time:
-            signal.setitimer(signal.ITIMER_REAL, a.max_time)  # SIGALRM -> preempt("time limit")
-            max_end = time.time() + a.max_time
+        max_end = start_deadline(a.max_time)
         try:
             run_worker(study, ctx, a.trials, dry_run_objective if a.dry_run else objective,
                        time.time() + timeout if timeout else None, max_time_end=max_end)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 import sweeps.confirm
-from sweeps.best import confirmed_table, study_report, verdict_lines
 from sweeps.confirm import confirm_seeds, rank_key, register_best
+from sweeps.reports import confirmed_table, study_report, verdict_lines
 
 
 def test_confirm_seeds_never_equal_the_trial_seed_and_quote_seeds_are_disjoint() -> None:

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from sweeps import gpu_share
+from sweeps.cli import load_spec
 from sweeps.launch import spawn_workers
 from sweeps.run import main, parse_args
-from sweeps.worker import load_spec
 from tests.helpers import journal_study, study_runs, write_study
 
 
@@ -152,7 +152,7 @@ def test_packing_benchmark_study_and_table(tmp_path) -> None:
     no confirm stage), and its table reads trials/h against one worker's at each size."""
     import importlib.util
 
-    from sweeps.worker import load_spec
+    from sweeps.cli import load_spec
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_packing.py"
     spec_ = importlib.util.spec_from_file_location("gpu_packing", path)

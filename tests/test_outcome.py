@@ -125,7 +125,7 @@ def test_with_retry_waits_out_an_outage_and_then_gives_up(capsys) -> None:
 
 def test_record_best_writes_the_top_trials_in_order(tmp_path, synthetic_root) -> None:
     from sweeps.best import record_best
-    from sweeps.worker import load_spec
+    from sweeps.cli import load_spec
     from tests.helpers import write_study
 
     spec = load_spec(write_study(tmp_path, synthetic_root, top_k=2), False)

@@ -7,6 +7,7 @@ import csv
 import fcntl
 import hashlib
 import io
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -77,3 +78,15 @@ def csv_text(rows: list[list[Any]]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     return buf.getvalue()
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's content; None when there is no file; ValueError('<path>: cannot be parsed')
+    when it is damaged (each caller says what to do about it)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"{path}: cannot be parsed") from None
