@@ -21,7 +21,7 @@ from vicreg.config import ConfigError, DataConfig, primary_metric, unflatten
 from vicreg.io import atomic_write, csv_text, read_json
 from vicreg.seen import pretrain_note
 
-from .study import config_values
+from .space import config_values
 from .tracking import log_best
 
 if TYPE_CHECKING:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from vicreg.config import parse_overrides
+from vicreg.config import ConfigError, parse_overrides
 
 from .study import StudySpec, load_study
 
@@ -38,3 +39,17 @@ def start_deadline(max_time: float | None) -> float | None:
         return None
     signal.setitimer(signal.ITIMER_REAL, max_time)  # SIGALRM -> preempt("time limit") (sweeps/signals.py)
     return time.time() + max_time
+
+
+def writable(folder: Path, what: str) -> None:
+    """The folder, or the nearest folder above it that exists, takes a file: else one line now,
+    not a traceback after the first trial. Nothing is created but a temporary file, removed at
+    once (a shared --out may be filling on another machine)."""
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{what} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None

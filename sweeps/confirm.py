@@ -50,7 +50,7 @@ from .context import SweepContext
 from .objective import trial_summary
 from .outcome import OUTCOMES
 from .signals import check_interrupted
-from .study import config_values
+from .space import config_values
 from .tracking import Run, best_version, close_stale_confirm, register_encoder, start_run, tracked
 
 CONFIRM_SEED_BLOCK = 1000  # confirm seeds start at the next multiple of this above the trial's seed

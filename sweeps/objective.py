@@ -25,7 +25,7 @@ from .context import SweepContext
 from .outcome import Diverged, TrialFailed, failures_recorded
 from .resume import trial_checkpoints
 from .signals import check_interrupted, preemptible
-from .study import suggest_all
+from .space import suggest_all
 
 if TYPE_CHECKING:
     import torch

@@ -21,7 +21,6 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ import optuna
 
 from sweeps import optuna_compat
 from sweeps.best import best_file, load_confirmed, read_best, record_best
-from sweeps.cli import load_spec, overrides_from, start_deadline
+from sweeps.cli import load_spec, overrides_from, start_deadline, writable
 from sweeps.context import SweepContext
 from sweeps.gpu_share import worker_gpus
 from sweeps.launch import run_workers
@@ -173,14 +172,6 @@ def predict_entry(spec: StudySpec, args: argparse.Namespace) -> int:
     return 0
 
 
-def _space(d) -> object:
-    if d.kind == "by":
-        return {str(c): _space(sub) for c, sub in d.cases.items()}
-    return d.choices or [d.low, d.high]
-
-
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -203,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         check_arguments(args)
         target = args.trials or spec.budget.trials
         out_dir = Path(args.out or f"runs/{spec.name}")
-        _writable(out_dir, "--out")
+        writable(out_dir, "--out")
         if args.storage and args.storage.startswith("journal:"):
-            _writable(Path(args.storage.removeprefix("journal:")).parent, "--storage journal:")
+            writable(Path(args.storage.removeprefix("journal:")).parent, "--storage journal:")
         preflight(spec, overrides)
         if args.storage and mask_url(args.storage) != args.storage:  # it carries a password
             print("note: the password in --storage is visible to other users of this machine (ps); "
@@ -243,20 +234,6 @@ class Plan:
     max_end: float | None = None  # --max-time in this process (one worker, no --gpus)
 
 
-def _writable(folder: Path, what: str) -> None:
-    """The folder, or the nearest folder above it that exists, takes a file: else one line now,
-    not a traceback after the first trial. Nothing is created but a temporary file, removed at
-    once (a shared --out may be filling on another machine)."""
-    existing = next(p for p in [folder, *folder.parents] if p.exists())
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, "not a folder")
-        with tempfile.NamedTemporaryFile(dir=existing):
-            pass
-    except OSError as e:
-        raise ConfigError(f"{what} {folder}: cannot write there ({e.strerror or type(e).__name__})") from None
-
-
 def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int, out_dir: Path) -> int:
     gpus = worker_gpus([g.strip() for g in args.gpus.split(",")], args.per_gpu) if args.gpus else []
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -280,7 +257,7 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
                 "direction": spec.objective.direction,
                 "sampler": {"name": spec.sampler.name, "seed": spec.sampler.seed, **spec.sampler.options},
                 "pruner": {"name": spec.pruner.name, **spec.pruner.options},
-                "search": {d.key: _space(d) for d in spec.search},
+                "search": {d.key: d.described() for d in spec.search},
                 "storage": describe_url(args.storage)})
             study.set_user_attr(PARENT_ATTR, parent)
             plan.parent = parent
@@ -394,8 +371,6 @@ def _confirm_stage(plan: Plan) -> None:
     doc, confirmed = read_best(best_file(spec)), load_confirmed(out_dir) or {}
     if tracking is not None and parent is not None and ranked and doc is not None:
         log_confirmed(tracking, parent, confirmed.get("headline"), study_report(doc))
-
-
 
 
 def summary(spec: StudySpec, args: argparse.Namespace, tracking: Tracking | None) -> None:

@@ -45,54 +45,9 @@ from vicreg.config import (
 )
 from vicreg.errors import first_line
 
+from .space import Dimension, parse_dimension
+
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
-
-
-@dataclass
-class Dimension:
-    key: str  # dotted config key, e.g. "optim.lr"
-    kind: str  # float | int | choice | by
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list[Any] = field(default_factory=list)
-    by: str | None = None  # kind "by": the key whose value picks the case
-    cases: dict[Any, Dimension] = field(default_factory=dict)
-    name: str | None = None  # Optuna's parameter name (default: key)
-
-    def suggest(self, trial: optuna.Trial, values: dict[str, Any] | None = None) -> Any:
-        """This entry's value for the trial; `values` holds the entries suggested before it."""
-        name = self.name or self.key
-        if self.kind == "by":
-            return self.cases[(values or {})[self.by]].suggest(trial)
-        if self.kind == "float":
-            return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
-        if self.kind == "int":
-            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return trial.suggest_categorical(name, self.choices)
-
-    def extremes(self) -> list[tuple[dict[str, Any], Any]]:
-        """(other keys fixed, value) pairs to check against the config's types before the study starts."""
-        if self.kind == "by":
-            return [({self.by: case, **fixed}, v) for case, d in self.cases.items() for fixed, v in d.extremes()]
-        if self.kind == "choice":
-            return [({}, c) for c in self.choices]
-        cast = float if self.kind == "float" else int
-        return [({}, cast(self.low)), ({}, cast(self.high))]
-
-
-def config_values(params: dict[str, Any]) -> dict[str, Any]:
-    """A trial's Optuna params under their config keys: {'optim.lr[adam]': 1e-3} -> {'optim.lr': 1e-3}."""
-    return {key.split("[", 1)[0]: value for key, value in params.items()}
-
-
-def suggest_all(trial: optuna.Trial, search: list[Dimension]) -> dict[str, Any]:
-    """{config key: value} for every search entry, in file order (a `by` entry sees its key)."""
-    values: dict[str, Any] = {}
-    for d in search:
-        values[d.key] = d.suggest(trial, values)
-    return values
 
 
 # Allowed names, declared once: the typed loader checks them (vicreg.config.load_dataclass).
@@ -256,60 +211,6 @@ class StudySpec(StudyFile):
         return optuna.pruners.NopPruner()
 
 
-def _dimension(path: Path, key: str, spec: Any, earlier: dict[str, Dimension] | None = None) -> Dimension:
-    where = f"{path}: search entry '{key}'"
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{where}: expected a mapping like {{float: [lo, hi]}} or {{choice: [...]}}")
-    if "by" in spec:
-        by = spec["by"]
-        parent = (earlier or {}).get(by)
-        if parent is None or parent.kind != "choice":
-            raise ConfigError(f"{where}: 'by: {by}' must name a choice entry of the search")
-        cases = {c: v for c, v in spec.items() if c != "by"}
-        if set(cases) != set(parent.choices):
-            raise ConfigError(f"{where}: needs one range for each choice of {by} "
-                              f"({', '.join(map(str, parent.choices))}), got {', '.join(map(str, cases))}")
-        subs = {}
-        for case, sub in cases.items():
-            d = _dimension(path, f"{key}[{case}]", sub)
-            if d.kind == "by":
-                raise ConfigError(f"{where}: a 'by' entry cannot nest another")
-            subs[case] = dataclasses.replace(d, key=key, name=f"{key}[{case}]")
-        return Dimension(key, "by", by=by, cases=subs)
-    kinds = [k for k in ("float", "int", "choice") if k in spec]
-    extra = set(spec) - {"float", "int", "choice", "log", "step"}
-    if len(kinds) != 1 or extra:
-        raise ConfigError(f"{where}: needs exactly one of float/int/choice (plus log/step), got {sorted(spec)}")
-    kind = kinds[0]
-    if kind == "choice":
-        choices = spec["choice"]
-        if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"{where}: choice needs a non-empty list")
-        if len({repr(c) for c in choices}) != len(choices):
-            raise ConfigError(f"{where}: choice has duplicates")
-        return Dimension(key, "choice", choices=choices)
-    bounds = spec[kind]
-    if not isinstance(bounds, list) or len(bounds) != 2:
-        raise ConfigError(f"{where}: {kind} needs [low, high]")
-    try:
-        low, high = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: bounds must be numbers, got {bounds}") from None
-    if kind == "int" and (low != int(low) or high != int(high)):
-        raise ConfigError(f"{where}: int bounds must be integers, got {bounds}")
-    if not low < high:
-        raise ConfigError(f"{where}: empty range [{bounds[0]}, {bounds[1]}] (need low < high)")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ConfigError(f"{where}: log must be true or false")
-    if log and low <= 0:
-        raise ConfigError(f"{where}: a log range needs low > 0, got {bounds[0]}")
-    step = spec.get("step")
-    if step is not None and (log or not isinstance(step, (int, float)) or step <= 0):
-        raise ConfigError(f"{where}: step must be a positive number and cannot be combined with log")
-    return Dimension(key, kind, low, high, log, step)
-
-
 def _options(raw: dict[str, Any], section: str, typed: tuple[str, ...]) -> None:
     """sampler/pruner: the keys other than `typed` are the Optuna class's options."""
     value = raw.get(section)
@@ -345,7 +246,7 @@ def load_study(path: str | Path) -> StudySpec:
                 raise AttributeError
         except AttributeError:
             raise ConfigError(f"{path}: search entry '{key}' is not a config key (like optim.lr)") from None
-        dim = _dimension(path, key, spec, {d.key: d for d in search})
+        dim = parse_dimension(path, key, spec, {d.key: d for d in search})
         for fixed, value in dim.extremes():  # every value must make a valid config
             trial_raw = copy.deepcopy(f.base)
             for k, v in {**fixed, key: value}.items():
