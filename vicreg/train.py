@@ -147,6 +147,37 @@ def data_placement(cfg: Config, images: torch.Tensor | Rows, workers_per_device:
                      resolve_device(cfg.train.device), cfg.data.device_budget_mb, workers_per_device)
 
 
+def _restore(state: dict[str, Any], cfg: Config, path: Path, model: VICRegModel, opt: torch.optim.Optimizer,
+             ) -> tuple[int, int, float, int, list[dict[str, float]]]:
+    """Load a checkpoint written with this config into `model` and `opt` -> (the epoch to start
+    at, steps done, best loss, epochs without improvement, history); another config's is refused."""
+    if state["key"] != _training_key(cfg):
+        diff = [k for k in state["key"] if state["key"][k] != _training_key(cfg).get(k)]
+        raise ConfigError(f"{path} was written with a different config ({', '.join(diff)}); "
+                          "use another train.checkpoint_dir, or delete it (make clean) to start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return state["epoch"] + 1, state["step"], state["best"], state["wait"], state["history"]
+
+
+def _asked_to_stop(callbacks: Sequence[Callback], report: Report) -> str | None:
+    """Every callback sees the report; the first that asks to stop gives the reason (True: a
+    generic one). All are called, so that each logs the epoch even when an earlier one stops."""
+    answers = [cb(report) for cb in callbacks]
+    return next((a if isinstance(a, str) else "stopped by a callback" for a in answers if a), None)
+
+
+def _on_device(images: torch.Tensor | Rows, device: torch.device) -> torch.Tensor:
+    """The whole selection on the training device (a chunk at a time from the cache's Rows)."""
+    return images.materialise(device) if isinstance(images, Rows) else images.to(device, non_blocking=True)
+
+
+def _epoch_line(epoch: int, epochs: int, m: dict[str, float]) -> str:
+    return (f"epoch {epoch + 1:3d}/{epochs}  loss {m['loss']:.4f}  inv {m['invariance']:.4f}  "
+            f"var {m['variance']:.4f}  cov {m['covariance']:.4f}  lr {m['lr']:.2e}  std {m['std']:.3f}  "
+            f"{m['images_per_s']:.1f} img/s")
+
+
 def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callback] = (),
              workers_per_device: int = 1) -> PretrainResult:
     """Pretrain encoder + expander with VICReg on uint8 `images` (N, C, size, size): a tensor,
@@ -177,8 +208,7 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
     where = data_placement(cfg, images, workers_per_device)
     if tc.progress:
         tqdm.write(f"data: {'on the device' if where.on_device else 'streamed'} ({where.reason})")
-    if where.on_device:  # once; batches are indexed on the device
-        images = images.materialise(device) if isinstance(images, Rows) else images.to(device, non_blocking=True)
+    images = _on_device(images, device) if where.on_device else images  # once; batches are indexed there
     n, bs = images.shape[0], dc.batch_size
     # By default the last partial batch is dropped (VICReg's statistics are over the batch);
     # kept with train.drop_last false, unless it is a single image (no variance to take).
@@ -194,14 +224,7 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
     ckpt_path = Path(tc.checkpoint_dir) / CHECKPOINT_NAME if tc.checkpoint_dir else None
     state = checkpoint.read_checkpoint(ckpt_path, device) if ckpt_path is not None else None
     if state is not None:
-        if state["key"] != _training_key(cfg):
-            diff = [k for k in state["key"] if state["key"][k] != _training_key(cfg).get(k)]
-            raise ConfigError(f"{ckpt_path} was written with a different config ({', '.join(diff)}); "
-                              "use another train.checkpoint_dir, or delete it (make clean) to start over")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        best, wait, history = state["best"], state["wait"], state["history"]
+        start_epoch, step, best, wait, history = _restore(state, cfg, ckpt_path, model, opt)
         if state.get("status"):  # the run had already ended; nothing more to do
             return PretrainResult(model, state["status"], state["reason"], start_epoch, step, best,
                                   history, None, ckpt_path, str(device), where.param(), where.reason)
@@ -237,8 +260,7 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
             if tc.log_every_steps and step % tc.log_every_steps == 0:
                 # Deliberate sync, only when the user asked for per-step reports.
                 m = dict(zip(METRIC_NAMES, vals.tolist())) | {"lr": lr}
-                answers = [cb(Report("step", epoch, step, m, model)) for cb in callbacks]
-                stop_mid = next((a if isinstance(a, str) else "stopped by a callback" for a in answers if a), None)
+                stop_mid = _asked_to_stop(callbacks, Report("step", epoch, step, m, model))
                 if stop_mid:  # the epoch is cut short: it is neither recorded nor checkpointed
                     break
 
@@ -262,18 +284,12 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
         else:
             wait += 1
         if tc.progress:  # one line per epoch, also when the bar is off (logs, SLURM, nohup)
-            tqdm.write(f"epoch {epoch + 1:3d}/{tc.epochs}  loss {metrics['loss']:.4f}  "
-                       f"inv {metrics['invariance']:.4f}  var {metrics['variance']:.4f}  "
-                       f"cov {metrics['covariance']:.4f}  lr {lr:.2e}  std {metrics['std']:.3f}  "
-                       f"{metrics['images_per_s']:.1f} img/s")
+            tqdm.write(_epoch_line(epoch, tc.epochs, metrics))
 
         # A callback's stop (a prune) wins over early stopping on the same epoch: a pruned trial
         # must not be recorded as a finished one.
-        ended = None
-        for cb in callbacks:
-            answer = cb(Report("epoch", epoch, step, metrics, model))
-            if answer and ended is None:
-                ended = ("stopped", answer if isinstance(answer, str) else "stopped by a callback")
+        stop = _asked_to_stop(callbacks, Report("epoch", epoch, step, metrics, model))
+        ended = ("stopped", stop) if stop else None
         if ended is None and tc.patience and wait >= tc.patience:
             ended = ("early_stopped", f"loss did not improve by {tc.min_delta} for "
                      f"{tc.patience} epochs (best {best:.4f})")

@@ -11,6 +11,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -32,65 +33,86 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check `value` against the annotation `tp`; return it converted (int -> float, list -> tuple)."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        return _union(value, typing.get_args(tp), where)
     if origin is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
             listed = ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}"
             raise ConfigError(f"{where}={value!r} must be {listed}")
         return value
-    if origin is tuple and typing.get_args(tp)[-1] is Ellipsis:  # tuple[str, ...]: any length
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        item = typing.get_args(tp)[0]
-        # Class names may be written as numbers (classes: [0, 1, 2]): they name the labels' text.
-        return tuple(_coerce(str(v) if item is str and isinstance(v, int) and not isinstance(v, bool) else v,
-                             item, where) for v in value)
     if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):
-            # PyYAML reads `1e-3` (no dot) as a string; accept any float literal.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return _tuple(value, typing.get_args(tp), where)
     if tp is Any:
         return value
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return value
+    if tp in _SCALARS:
+        return _SCALARS[tp](value, where)
     raise ConfigError(f"{where}: unsupported type {tp}")
+
+
+def _union(value: Any, args: tuple, where: str) -> Any:
+    """`X | None` and the like: the first member that takes the value; else the first's error."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _coerce(value, arg, where)
+        except ConfigError as e:
+            errors.append(str(e))
+    raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+
+
+def _tuple(value: Any, args: tuple, where: str) -> tuple:
+    """tuple[str, ...] (any length) or tuple[float, float] (fixed), from a YAML list."""
+    if args[-1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item = args[0]
+        # Class names may be written as numbers (classes: [0, 1, 2]): they name the labels' text.
+        return tuple(_coerce(str(v) if item is str and isinstance(v, int) and not isinstance(v, bool) else v,
+                             item, where) for v in value)
+    if not isinstance(value, (list, tuple)) or len(value) != len(args):
+        raise ConfigError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+    return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    return value
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, str):
+        # PyYAML reads `1e-3` (no dot) as a string; accept any float literal.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _str(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[Any, str], Any]] = {bool: _bool, int: _int, float: _float, str: _str}
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
