@@ -23,12 +23,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/ensure_postgres.sh
-	$(PY) -m ruff check vicreg sweeps tests benchmarks
+	$(PY) -m ruff check vicreg sweeps tests benchmarks devtools
 	$(PY) -m pytest -q -x -p no:cacheprovider --durations=15
 
 # The inner loop: everything not marked slow (servers, load, notebooks, kill/resume sweeps).
 test-fast: $(STAMP)
-	$(PY) -m ruff check vicreg sweeps tests benchmarks
+	$(PY) -m ruff check vicreg sweeps tests benchmarks devtools
 	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow" --durations=10
 
 benchmarks: $(STAMP)

@@ -6,7 +6,7 @@ and on PostgreSQL, side by side in one run: what the storage costs, and how far 
 Each configuration is one `sweeps/run.py --dry-run` sweep (the whole machinery, no training:
 sampling, three reported epochs with pruning checks, the claim lock, tell, best-config file)
 of the demo study's search space with the random sampler, in a fresh study. PostgreSQL is a
-throwaway server on loopback (tests/pg.py; needs Debian's `postgresql`). MLflow is off unless
+throwaway server on loopback (devtools/postgres.py; needs Debian's `postgresql`). MLflow is off unless
 --tracking (then a fresh SQLite store per configuration). Trials/min is measured from the
 first trial's start to the last one's end, so process start-up is not counted.
 """
@@ -66,8 +66,8 @@ def main() -> None:
     p.add_argument("--tracking", action="store_true", help="MLflow on (a SQLite store per configuration)")
     args = p.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sys.path.insert(0, str(ROOT))  # tests/pg.py: the throwaway server the tests start (tests/ is not installed)
-    from tests.pg import start_postgres
+    sys.path.insert(0, str(ROOT))  # devtools/postgres.py: the throwaway server the tests start (not installed)
+    from devtools.postgres import start_postgres
 
     pg = start_postgres()
     results = []

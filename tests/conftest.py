@@ -53,9 +53,9 @@ def synthetic_images(synthetic_root: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A throwaway PostgreSQL on loopback (tests/pg.py). Skips when it cannot start, except in
+    """A throwaway PostgreSQL on loopback (devtools/postgres.py). Skips when it cannot start, except in
     CI (.ci/run sets CI=1), where that is a failure: `make test` installs the package."""
-    from tests.pg import start_postgres
+    from devtools.postgres import start_postgres
 
     try:
         server = start_postgres()

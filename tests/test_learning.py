@@ -24,7 +24,7 @@ MARGIN = MEAN_GAIN - 3 * SD_GAIN
 @pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
                     reason="the textures live in scikit-image's wheel (the dev extra installs it)")
 def test_a_few_epochs_on_real_images_beat_the_untrained_encoder() -> None:
-    from benchmarks.learning import quick_learning
+    from devtools.learning import quick_learning
 
     assert MARGIN > 0, "the margin must say pretraining helps: rerun benchmarks/learning.py --quick"
     mine, floor = quick_learning(seed=0)

@@ -1,5 +1,5 @@
 """Workers on one PostgreSQL-backed study, against a real server on loopback (the
-`postgres` fixture of conftest.py: a throwaway cluster, see tests/pg.py)."""
+`postgres` fixture of conftest.py: a throwaway cluster, see devtools/postgres.py)."""
 
 from __future__ import annotations
 
