@@ -78,10 +78,10 @@ def trial_metric(trial: optuna.trial.FrozenTrial) -> str:
 
 
 def top_trials(study: optuna.Study, spec: StudySpec, k: int | None = None) -> list[optuna.trial.FrozenTrial]:
-    """The best `k` (default: the study's top_k) COMPLETE trials by the objective (CV folds only)."""
+    """The best `k` (default: the study's best_file_trials) COMPLETE trials by the objective (CV folds only)."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     ranked = sorted(done, key=lambda t: t.value, reverse=spec.objective.direction == "maximize")
-    return ranked[:spec.top_k if k is None else k]
+    return ranked[:spec.best_file_trials if k is None else k]
 
 
 def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None, parent_id: str | None,
@@ -131,7 +131,7 @@ def record_best(study: optuna.Study, spec: StudySpec, tracking: Tracking | None,
         rows = [["rank", "trial", "value", m, "accuracy", "auc", "mlflow_run_id", *keys]]
         rows += [[e["rank"], e["trial"], e["value"], e[m], e["accuracy"], e["auc"], e["mlflow_run_id"],
                   *[e["params"].get(k) for k in keys]] for e in entries]
-        table = path.with_name(f"{spec.name}.top{spec.top_k}.csv")
+        table = path.with_name(f"{spec.name}.top{spec.best_file_trials}.csv")
         atomic_write(table, csv_text(rows))
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         log_best(tracking, parent_id, top[0].value, done,

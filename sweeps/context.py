@@ -21,7 +21,7 @@ import numpy as np
 import optuna
 
 from vicreg.config import Config, flatten, primary_metric
-from vicreg.weights import resolve_init
+from vicreg.imagenet import resolve_init
 
 from .outcome import failure_reason
 from .study import StudySpec

@@ -54,7 +54,7 @@ from sweeps.tracking import (
 from sweeps.worker import counts, fail_stale, run_worker
 from vicreg.config import ConfigError
 from vicreg.errors import DataError, first_line
-from vicreg.weights import ENV as IMAGENET_ENV
+from vicreg.imagenet import ENV as IMAGENET_ENV
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -112,7 +112,7 @@ class StudyFile:
     # The pruning probe scores at most this many CV images, a fixed stratified subset (0: all):
     # one encoder pass over 4,000 images per probe keeps it a small part of an epoch on large sets.
     probe_max_images: int = 4000
-    top_k: int = 5
+    best_file_trials: int = 5  # the top trials (by CV) listed in the best-configurations file
     max_consecutive_failures: int = 3
     log_checkpoint: bool = True
     log_plots: bool = True  # loss-terms, confusion and curve PNGs per run (about 1 s each)
@@ -219,10 +219,42 @@ def _options(raw: dict[str, Any], section: str, typed: tuple[str, ...]) -> None:
             "options": {k: v for k, v in value.items() if k not in typed}}
 
 
+def _search(path: Path, entries: dict[str, Any], base: dict[str, Any]) -> list[Dimension]:
+    """The study file's `search:` mapping, parsed and checked: each key a config key, each value
+    at its extremes (with the entry it depends on) making a valid config with `base`."""
+    if not entries:
+        raise ConfigError(f"{path}: 'search' must map config keys to distributions")
+    defaults = Config()
+    search: list[Dimension] = []
+    # Conditional (`by`) entries after the rest, so that the entry they depend on is sampled first.
+    ordered = sorted(entries.items(), key=lambda kv: isinstance(kv[1], dict) and "by" in kv[1])
+    for key, spec in ordered:
+        try:
+            get_key(defaults, key)
+            if "." not in key:
+                raise AttributeError
+        except AttributeError:
+            raise ConfigError(f"{path}: search entry '{key}' is not a config key (like optim.lr)") from None
+        dim = parse_dimension(path, key, spec, {d.key: d for d in search})
+        for fixed, value in dim.extremes():  # every value must make a valid config
+            trial_raw = copy.deepcopy(base)
+            for k, v in {**fixed, key: value}.items():
+                set_key(trial_raw, k, v)
+            try:
+                config_from_dict(trial_raw, source="")
+            except ConfigError as e:
+                raise ConfigError(f"{path}: search entry '{key}': value {value!r} is invalid ({e})") from None
+        search.append(dim)
+    return search
+
+
 def load_study(path: str | Path) -> StudySpec:
     """Read and check a study file; any problem is a ConfigError naming the file and entry."""
     path = Path(path)
     raw = {k: v for k, v in read_yaml(path).items() if v is not None}  # `key:` alone = the default
+    if "top_k" in raw:  # the name before 2026-12: it read like confirm.top_k
+        raise ConfigError(f"{path}: 'top_k' is now 'best_file_trials' (the trials the best file lists; "
+                          f"confirm.top_k is how many are pretrained again)")
     _options(raw, "sampler", ("name", "seed"))
     _options(raw, "pruner", ("name",))
     f: StudyFile = load_dataclass(StudyFile, raw, str(path))
@@ -233,29 +265,7 @@ def load_study(path: str | Path) -> StudySpec:
     elif primary == "f1" and "kappa" in f.objective.metric:
         raise ConfigError(f"{path}: objective.metric={f.objective.metric} ranks unordered classes (data.ordinal "
                           f"false) by an order they do not have: use f1_mean (the default), probe_f1 or accuracy_mean")
-    if not f.search:
-        raise ConfigError(f"{path}: 'search' must map config keys to distributions")
-    defaults = Config()
-    search: list[Dimension] = []
-    # Conditional (`by`) entries after the rest, so that the entry they depend on is sampled first.
-    ordered = sorted(f.search.items(), key=lambda kv: isinstance(kv[1], dict) and "by" in kv[1])
-    for key, spec in ordered:
-        try:
-            get_key(defaults, key)
-            if "." not in key:
-                raise AttributeError
-        except AttributeError:
-            raise ConfigError(f"{path}: search entry '{key}' is not a config key (like optim.lr)") from None
-        dim = parse_dimension(path, key, spec, {d.key: d for d in search})
-        for fixed, value in dim.extremes():  # every value must make a valid config
-            trial_raw = copy.deepcopy(f.base)
-            for k, v in {**fixed, key: value}.items():
-                set_key(trial_raw, k, v)
-            try:
-                config_from_dict(trial_raw, source="")
-            except ConfigError as e:
-                raise ConfigError(f"{path}: search entry '{key}': value {value!r} is invalid ({e})") from None
-        search.append(dim)
+    search = _search(path, f.search, f.base)
     checks = [
         (f.budget.trials >= 1, "budget.trials", "must be an integer >= 1"),
         (f.budget.epochs is None or f.budget.epochs >= 1, "budget.epochs", "must be an integer >= 1"),
@@ -264,6 +274,7 @@ def load_study(path: str | Path) -> StudySpec:
          "sampler.name", "grid needs every search entry to be a choice"),
         (f.confirm.top_k >= 0 and 0 <= f.confirm.seeds < 500, "confirm", "top_k >= 0 and 0 <= seeds < 500"),
         (f.checkpoint_every >= 1, "checkpoint_every", "must be an integer >= 1 (epochs between a trial's checkpoints)"),
+        (f.best_file_trials >= 1, "best_file_trials", "must be an integer >= 1"),
         (f.probe_max_images >= 0, "probe_max_images", "must be a number of images >= 0 (0: all)"),
         (f.system_metrics_interval_s >= 0, "system_metrics_interval_s", "must be a number of seconds >= 0 (0: off)"),
         ("train.epochs" not in f.search or f.budget.epochs is None, "budget.epochs",
@@ -306,7 +317,7 @@ def _check_options(path: Path, section: str, options: dict[str, Any]) -> None:
 
 def check_init(spec: StudySpec, overrides: dict[str, Any]) -> None:
     """A study that can start from ImageNet weights needs the file before any trial starts."""
-    from vicreg.weights import init_weights
+    from vicreg.imagenet import init_weights
 
     cfg = spec.config({}, overrides)
     for init in spec.values_of("model.init", overrides):

@@ -222,6 +222,8 @@ STUDIES = [
     ({"probe_every": "often"}, "probe_every"),
     ({"probe_max_images": -1}, "probe_max_images must be a number of images >= 0"),
     ({"unknown_key": 1}, "unknown key 'unknown_key'"),
+    ({"top_k": 5}, "'top_k' is now 'best_file_trials'"),
+    ({"best_file_trials": 0}, "best_file_trials must be an integer >= 1"),
 ]
 
 

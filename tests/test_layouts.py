@@ -120,7 +120,7 @@ def test_channels_follow_the_data_and_16_bit_is_scaled(tmp_path: Path) -> None:
     assert d.train.images.max() > 200 and d.train.images.float().mean() < 150
     colour = make_csv_set(tmp_path / "rgb", per_class=4, test=0, mode="RGB")
     cfg = config_from_dict(csv_config(colour, tmp_path / "cache", folds=2, holdout=0.0, split_column=None))
-    from vicreg.weights import resolve_init
+    from vicreg.imagenet import resolve_init
 
     assert resolve_init(cfg).model.in_channels == 3
     assert load_datasets(cfg.data).train.images.shape[1] == 3

@@ -6,8 +6,8 @@ import torchvision
 from torch import nn
 
 from vicreg.config import ConfigError, ModelConfig
+from vicreg.imagenet import ENV, STANDARD_FILES, init_weights
 from vicreg.model import build_expander, build_model, uses_small_stem
-from vicreg.weights import ENV, STANDARD_FILES, init_weights
 
 
 @pytest.mark.parametrize("size,channels,small", [(32, 1, True), (64, 3, True), (96, 1, False)])

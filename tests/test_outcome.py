@@ -128,7 +128,7 @@ def test_record_best_writes_the_top_trials_in_order(tmp_path, synthetic_root) ->
     from sweeps.cli import load_spec
     from tests.helpers import write_study
 
-    spec = load_spec(write_study(tmp_path, synthetic_root, top_k=2), False)
+    spec = load_spec(write_study(tmp_path, synthetic_root, best_file_trials=2), False)
     study = optuna.create_study(direction="maximize")
     for value in (0.2, 0.5, 0.4):
         t = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)})

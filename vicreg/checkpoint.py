@@ -297,8 +297,8 @@ def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], to
 def encoder_from_state(state: dict[str, Any], p: Path) -> tuple[dict[str, Any], torch.nn.Module]:
     """load_encoder_checkpoint's work on an already loaded file `p`: (config dict, encoder)."""
     from .config import config_from_dict, unflatten
+    from .imagenet import uses_small_stem
     from .model import build_encoder  # here: the model imports this module's weights loading
-    from .weights import uses_small_stem
 
     if isinstance(state.get("encoder"), dict) and isinstance(state.get("config"), dict):  # a sweep run's artifact
         raw, weights = unflatten(state["config"]), state["encoder"]

@@ -98,9 +98,9 @@ def vicreg_loss(
 ) -> VICRegTerms:
     """VICReg loss of two views' embeddings, each of shape (n, d).
 
-    Conventions (reference code, not the paper's equations as the seed writes them):
+    Conventions (reference code, not the paper's equations as the original report writes them):
       - invariance = mean over all n*d elements of (z_a - z_b)^2, i.e. ``F.mse_loss``;
-        the seed's eq. (2) divides the summed squared distances by n only, which is
+        the original report's eq. (2) divides the summed squared distances by n only, which is
         d times larger. Computed on the local batch, before any gather.
       - variance = (v(z_a) + v(z_b)) / 2: averaged over the two branches, where eq. (1)
         sums them (a known paper/code difference).

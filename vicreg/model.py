@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from .config import ModelConfig
-from .weights import init_weights, uses_small_stem
+from .imagenet import init_weights, uses_small_stem
 
 _FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048}
 
@@ -25,7 +25,7 @@ def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool | 
     `cfg.zero_init_residual`) is set (the reference VICReg backbone, Goyal et al. 2017; a
     degenerate feature extractor if never trained: every residual branch outputs 0), or,
     under `cfg.init` imagenet/auto, loaded
-    from a local torchvision state-dict file (vicreg.weights says which; never downloaded).
+    from a local torchvision state-dict file (vicreg.imagenet says which; never downloaded).
     Inputs of 64 px and below get the CIFAR stem (3x3 stride-1 conv, no max-pool) unless
     `cfg.small_stem` says otherwise or ImageNet weights are loaded, since a 7x7/2 conv + pool
     leaves a 32 px image 2x2 pixels by the last stage.
@@ -37,7 +37,7 @@ def build_encoder(cfg: ModelConfig, image_size: int, zero_init_residual: bool | 
     if weights is not None:
         load_torchvision_weights(net, weights)
     if cfg.in_channels is None:
-        raise ValueError("model.in_channels is null: resolve it from the data first (vicreg.weights.resolve_init)")
+        raise ValueError("model.in_channels is null: resolve it from the data first (vicreg.imagenet.resolve_init)")
     old = net.conv1
     if small:
         net.conv1 = nn.Conv2d(cfg.in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

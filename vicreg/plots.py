@@ -1,4 +1,4 @@
-"""PNG figures for runs: loss terms (the seed's figures 4-5), confusion matrix, train/val curves."""
+"""PNG figures for runs: loss terms (the original report's figures 4-5), confusion matrix, train/val curves."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def plot_confusion(matrix: np.ndarray, path: str | os.PathLike, title: str = "",
 
 def plot_curves(fold_curves: list[list[dict]], path: str | os.PathLike, title: str = "", metric: str = "kappa") -> None:
     """Train/validation accuracy, loss and the primary score (`metric`) per epoch for every fold
-    (the seed's figures 7-8)."""
+    (the original report's figures 7-8)."""
     fig = Figure(figsize=(14, 3.6))
     axes = fig.subplots(1, 3)
     for k, curves in enumerate(fold_curves):

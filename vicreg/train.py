@@ -27,10 +27,10 @@ from . import checkpoint
 from .augment import TwoViews, channel_stats
 from .config import Config, ConfigError, LossConfig, to_dict
 from .data.rows import Rows, epoch_batches, placement
+from .imagenet import resolve_init
 from .loss import VICRegTerms, vicreg_loss
 from .model import VICRegModel, build_model
 from .optim import build_optimizer, lr_at, peak_lr, set_lr, warmup_steps
-from .weights import resolve_init
 
 CHECKPOINT_NAME = "last.pt"
 METRIC_NAMES = ("loss", "invariance", "variance", "covariance", "std")

@@ -12,7 +12,7 @@
 Protocols (`eval.protocol`):
   linear    frozen encoder, features extracted once, a trained linear layer per fold
   head      frozen encoder, features extracted once, an MLP head with dropout per fold
-  conv+head the last ResNet stage trained with the head (the seed's best transfer setting)
+  conv+head the last ResNet stage trained with the head (the original report's best transfer setting)
   full      the whole network, discriminative learning rates per stage and gradual
             unfreezing from the top (Romero et al., Med. Phys. 2020; Howard & Ruder 2018)
 

@@ -11,7 +11,7 @@ head seed as it, and cached: a baseline's scores depend only on what `baseline_k
   imagenet     torchvision ImageNet weights from a local file, with their own 7x7 stem; grey
                input sums conv1's RGB filters. Scored whenever a file is found:
                eval.imagenet_weights, else the file `model.init: imagenet` would load
-               (vicreg.weights). With `model.init: imagenet` this is the floor that continued
+               (vicreg.imagenet). With `model.init: imagenet` this is the floor that continued
                pretraining must beat.
 
 Both untrained encoders are scored as torchvision builds them, in eval mode: random-init's
@@ -37,9 +37,9 @@ import torch
 from torch import nn
 
 from ..config import Config, ModelConfig, primary_metric, to_dict
+from ..imagenet import find_imagenet_file
 from ..io import atomic_write, digest, file_digest, file_lock
 from ..model import build_encoder
-from ..weights import find_imagenet_file
 from .protocol import EvalData, evaluate
 from .report import EvalReport
 
@@ -96,7 +96,7 @@ def baseline_kinds(cfg: Config) -> list[str]:
 # The trainer's files whose code a baseline's scores run through: a change to any of them (a
 # different init, normalisation or head) must not reuse a cached floor computed before it.
 # Paths in the vicreg package; a folder stands for every module in it.
-BASELINE_SOURCES = ("evaluate", "model.py", "augment.py", "weights.py", "config")
+BASELINE_SOURCES = ("evaluate", "model.py", "augment.py", "imagenet.py", "config")
 
 
 @functools.cache
