@@ -456,3 +456,30 @@ def test_the_curve_scores_are_scikit_learns() -> None:
         assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
         assert got["kappa"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic", labels=[0, 1, 2, 3]))
         assert got["f1"] == pytest.approx(f1_score(y, pred, labels=[0, 1, 2, 3], average="macro", zero_division=0))
+
+
+def test_the_scores_file_has_one_format_for_evaluate_and_the_sweep(tmp_path) -> None:
+    """folds_scores.csv (docs/results.md): a row per model and CV fold with the kept epoch, then
+    pooled and hold-out rows without one; the sweep's run artifacts write the same text."""
+    import csv
+    import io
+
+    from sweeps.tracking.runs import write_artifacts
+    from vicreg.evaluate import EvalReport, FoldResult, scores_csv
+    from vicreg.train import PretrainResult
+
+    m0 = {"kappa": 0.5, "f1": 0.25, "accuracy": 0.75, "auc": 0.125}
+    vic = EvalReport("vicreg", "linear", [FoldResult(0, m0, best_epoch=3), FoldResult(1, {**m0, "kappa": 0.0})],
+                     pooled={**m0, "kappa": 0.375}, holdout={**m0, "auc": float("nan")})
+    base = EvalReport("random-init", "linear", [FoldResult(0, m0, best_epoch=1)])
+    rows = list(csv.reader(io.StringIO(scores_csv([vic, base]))))
+    assert rows == [["model", "split", "kappa", "f1", "accuracy", "auc", "epoch"],
+                    ["vicreg", "fold 0", "0.500000", "0.250000", "0.750000", "0.125000", "3"],
+                    ["vicreg", "fold 1", "0.000000", "0.250000", "0.750000", "0.125000", "0"],
+                    ["vicreg", "pooled", "0.375000", "0.250000", "0.750000", "0.125000", ""],
+                    ["vicreg", "holdout", "0.500000", "0.250000", "0.750000", "nan", ""],
+                    ["random-init", "fold 0", "0.500000", "0.250000", "0.750000", "0.125000", "1"]]
+    cfg = tiny_config(tmp_path)
+    write_artifacts(tmp_path, cfg, PretrainResult(None, "completed", "", 1, 1, 0.0), [vic, base], plots=False,
+                    checkpoint=False)
+    assert (tmp_path / "folds_scores.csv").read_text() == scores_csv([vic, base])
