@@ -142,7 +142,7 @@ def autocast_for(device: torch.device, precision: str) -> AbstractContextManager
 
 
 def data_placement(cfg: Config, images: torch.Tensor | Rows, workers_per_device: int = 1):
-    """Where `pretrain` keeps `images`: on the device, or streamed (vicreg/batches.placement)."""
+    """Where `pretrain` keeps `images`: on the device, or streamed (vicreg.data.rows.placement)."""
     return placement(cfg.data.on_device, images.shape[0] * math.prod(images.shape[1:]),
                      resolve_device(cfg.train.device), cfg.data.device_budget_mb, workers_per_device)
 

@@ -82,7 +82,7 @@ def evaluate(encoder: nn.Module, data: EvalData, cfg: EvalConfig, device: torch.
     every fold and scored only with `score_holdout`. With `data.test_images`, each fold's
     model predicts them and the report holds the mean probabilities (for the submission
     file). cfg.protocol picks the protocol (raw pixels, which have no conv stage to fine-tune,
-    are scored with a config whose protocol says so: vicreg.baselines).
+    are scored with a config whose protocol says so: baselines.py).
     """
     protocol = cfg.protocol
     if protocol not in names(Protocol):
