@@ -12,7 +12,7 @@ The headline (the primary verdict, the hold-out verdicts and the number to quote
 vicreg/verdict.py) comes from seeds that chose nothing. With one configuration confirmed,
 those are its confirm seeds. With several, ranking them on their confirm seeds is a
 selection, and a seed's luck is shared by its CV and hold-out scores, so the winner's
-hold-out on the same seeds would read high (the winner's curse; tests/test_confirm.py shows
+hold-out on the same seeds would read high (the winner's curse; tests/sweeps/test_confirm.py shows
 it by simulation). The winner is therefore pretrained once more on a disjoint block of seeds
 (1500.. for trial seed 0), and the headline is quoted on that block alone.
 

@@ -5,7 +5,7 @@ at exactly --trials), so a few things that `study.optimize` does inside Optuna a
 the heartbeat thread of a running trial, writing the state of a trial this worker does not
 hold a `Trial` object for (a dead worker's), and reading a trial back after `tell`. Optuna
 has no public API for these. `check()` names any of them that an Optuna release moved;
-tests/test_optuna_compat.py runs it, and `sweeps/run.py` runs it before any work.
+tests/sweeps/test_optuna_compat.py runs it, and `sweeps/run.py` runs it before any work.
 pyproject.toml bounds Optuna to the major version these were checked against.
 """
 

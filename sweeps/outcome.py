@@ -141,7 +141,7 @@ def outcome_of(e: BaseException | None, packed: bool = False, confirm: bool = Fa
 
 
 def markdown_table() -> str:
-    """docs/sweeps.md's table of how a trial ends (checked by tests/test_outcome.py)."""
+    """docs/sweeps.md's table of how a trial ends (checked by tests/sweeps/test_outcome.py)."""
     rows = ["| what happened | Optuna state | MLflow status / `state` | enqueued again | sweep exit code | "
             "what it means |", "|---|---|---|---|---|---|"]
     for o in OUTCOMES.values():

@@ -81,3 +81,11 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.section("measured by the tests")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture()
+def env(tmp_path: Path, synthetic_root: Path, monkeypatch) -> dict:
+    """A sweep's working folder: cwd (mlruns/ and runs/ land here), the synthetic set, and a
+    SQLite MLflow store in it."""
+    monkeypatch.chdir(tmp_path)
+    return {"dir": tmp_path, "root": synthetic_root, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}

@@ -16,7 +16,8 @@ import optuna
 import yaml
 from mlflow.tracking import MlflowClient
 
-RUN_PY = str(Path(__file__).resolve().parents[1] / "sweeps" / "run.py")
+REPO = Path(__file__).resolve().parents[1]  # the repository root
+RUN_PY = str(REPO / "sweeps" / "run.py")
 
 
 def write_study(folder: Path, root: Path, name: str = "tiny", **over) -> Path:
@@ -100,3 +101,18 @@ def start_mlflow_server(folder: Path, backend: str, port: int) -> subprocess.Pop
             time.sleep(0.5)
     proc.terminate()
     raise AssertionError("mlflow server did not start")
+
+
+def sweep_args(env: dict, study: Path, *extra: str) -> list[str]:
+    """A sweep's command line for the `env` fixture: its study, tracking store and runs folder."""
+    return ["--config", str(study), "--tracking-uri", env["uri"], "--out", str(env["dir"] / "runs"), *extra]
+
+
+def env_runs(env: dict, name: str = "tiny"):
+    """(client, parent runs, trial runs) of the `env` fixture's tracking store."""
+    return study_runs(env["uri"], name)
+
+
+def env_optuna(env: dict, name: str = "tiny"):
+    """The Optuna study a sweep under the `env` fixture journaled in its runs folder."""
+    return journal_study(env["dir"] / "runs", name)

@@ -3,8 +3,8 @@ Each row runs the command in this process and must end with exit code 2 and one 
 stderr that names the key, file or flag and what is wrong: no traceback, nothing accepted
 silently, nothing written outside the run's folder. Crafted files for every loader (.pt,
 CIFAR batch, registry MLmodel, stored trial attributes) have their own tests in
-tests/test_checkpoint.py and tests/test_resume.py; unreadable images and CSV names in
-tests/test_layouts.py."""
+tests/vicreg/test_checkpoint.py and tests/sweeps/test_resume.py; unreadable images and CSV names in
+tests/vicreg/test_data_own.py."""
 
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ import pytest
 import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
+ROOT = REPO
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # Commands a test machine cannot run, each with why (and where its substance is tested).
@@ -29,8 +31,8 @@ NOT_RUN = {
     "sudo -u postgres": "a database host's set-up; tests/test_postgres.py runs sweeps on a throwaway server",
     "mlflow server": "a tracking server; tests/test_notebooks.py starts one",
     "export ": "an environment variable for the server above",
-    "sbatch ": "a SLURM cluster; tests/test_sweeps.py runs the script's command as a dry run",
-    "kubectl ": "a Kubernetes cluster; tests/test_sweeps.py runs the Job's command as a dry run",
+    "sbatch ": "a SLURM cluster; tests/sweeps/test_run.py runs the script's command as a dry run",
+    "kubectl ": "a Kubernetes cluster; tests/sweeps/test_run.py runs the Job's command as a dry run",
     "--gpus 0,1": "needs two GPUs; benchmarks/gpu_check.sh runs --gpus on a GPU machine",
     "@db-host": "needs the shared PostgreSQL and MLflow hosts of docs/machines.md; tests/test_postgres.py",
 }

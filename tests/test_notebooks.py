@@ -14,9 +14,9 @@ import pytest
 from nbclient import NotebookClient
 
 from sweeps.run import main
-from tests.helpers import start_mlflow_server, write_study
+from tests.helpers import REPO, start_mlflow_server, write_study
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = REPO / "notebooks"
 
 
 @pytest.fixture(scope="module")

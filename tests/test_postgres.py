@@ -21,12 +21,6 @@ from tests.helpers import RUN_PY, start_mlflow_server, stop_mid_trial, study_run
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-@pytest.fixture()
-def env(tmp_path: Path, synthetic_root: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return {"dir": tmp_path, "root": synthetic_root, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-
-
 def _quick_study(env, trials: int, epochs: int = 1) -> Path:
     path = write_study(env["dir"], env["root"], budget={"trials": trials}, probe_every=0, log_checkpoint=False)
     text = path.read_text().replace("epochs: 2", f"epochs: {epochs}")

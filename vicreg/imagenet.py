@@ -21,7 +21,7 @@ from .config import Config, ConfigError, ModelConfig
 
 ENV = "VICREG_IMAGENET_WEIGHTS"
 # The standard file names in torchvision's weight enums (ResNet18_Weights.IMAGENET1K_V1.url
-# and so on); tests/test_model.py checks them against the installed torchvision.
+# and so on); tests/vicreg/test_model.py checks them against the installed torchvision.
 STANDARD_FILES = {
     "resnet18": ("resnet18-f37072fd.pth",),
     "resnet34": ("resnet34-b627a593.pth",),

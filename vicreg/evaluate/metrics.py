@@ -43,7 +43,7 @@ def scores(y: np.ndarray, probs: np.ndarray) -> dict:
 def curve_scores(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """accuracy, quadratic kappa and macro-F1 of predicted labels (N,), from one confusion
     matrix: the per-epoch validation curve's numbers, the same as scikit-learn's
-    (tests/test_evaluate.py checks them against it) without its per-call input validation,
+    (tests/vicreg/test_evaluate.py checks them against it) without its per-call input validation,
     which cost more than the head's training on small folds. Kappa: Cohen (1968), weights
     (i - j)^2 / (C - 1)^2."""
     c = np.bincount(y * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes).astype(float)

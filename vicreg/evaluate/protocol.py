@@ -37,7 +37,7 @@ class EvalData:
 
 def fold_split(folds: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Fold k's (training, validation) image indices: training is every other CV fold, never
-    the hold-out. (The null test's positive control patches this to leak, tests/test_sweeps.py.)"""
+    the hold-out. (The null test's positive control patches this to leak, tests/test_null.py.)"""
     return np.flatnonzero((folds != HOLDOUT) & (folds != k)), np.flatnonzero(folds == k)
 
 

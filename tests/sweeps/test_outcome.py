@@ -4,8 +4,6 @@ holding the table, and two helpers the sweep leans on (with_retry, record_best).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 import sqlalchemy.exc as sa_exc
@@ -23,6 +21,7 @@ from sweeps.outcome import (
 )
 from sweeps.signals import Preempted
 from sweeps.tracking import Run, tracked
+from tests.helpers import REPO
 
 # what happened -> (Optuna state, MLflow status, state tag, retry, counts as a failure, exit code)
 EXPECTED = [
@@ -96,7 +95,7 @@ def test_tracked_ends_each_run_as_the_table_says(event, where, row: str, expecte
 
 
 def test_the_sweeps_page_holds_the_table() -> None:
-    page = (Path(__file__).resolve().parents[1] / "docs" / "sweeps.md").read_text()
+    page = (REPO / "docs" / "sweeps.md").read_text()
     assert markdown_table() in page, "docs/sweeps.md's fault table differs from sweeps/outcome.py: paste it"
 
 

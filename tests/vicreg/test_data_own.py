@@ -15,6 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
+from tests.helpers import REPO
 from vicreg.config import ConfigError, config_from_dict, load_config, primary_metric
 from vicreg.data import load_datasets
 from vicreg.data.own import check, data_channels, scan
@@ -188,7 +189,7 @@ def test_ordinal_must_be_said_and_nominal_sets_rank_by_f1(tmp_path: Path) -> Non
         config_from_dict({"data": {"dataset": "folder", "root": "x"}})
     from sweeps.study import load_study
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     doc = yaml.safe_load((root / "experiments" / "folder.yaml").read_text())
     doc["base"]["data"]["ordinal"] = False
     path = tmp_path / "s.yaml"
@@ -232,7 +233,7 @@ def test_sweep_confirm_and_predict_on_a_csv_set(tmp_path: Path, monkeypatch, gra
 
     monkeypatch.chdir(tmp_path)
     root = make_csv_set(tmp_path / "set", per_class=10 if len(grades) > 2 else 20, test=6, grades=grades)
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     doc = yaml.safe_load((repo / "experiments" / "folder.yaml").read_text())
     doc["base"]["data"] |= {k: v for k, v in csv_config(root, tmp_path / "cache", classes=grades)["data"].items()
                             if k != "root"}
@@ -354,7 +355,7 @@ def test_check_data_takes_a_copy_of_the_folder_study(tmp_path: Path) -> None:
         for i in range(n):
             Image.new("RGB", (20, 20), (40 * i, 90, 9)).save(root / c / f"{i}.png")
     study = tmp_path / "my-set.yaml"
-    shutil.copy(Path(__file__).resolve().parents[1] / "experiments" / "folder.yaml", study)
+    shutil.copy(REPO / "experiments" / "folder.yaml", study)
     r = subprocess.run([sys.executable, "-m", "vicreg", "check-data", "--config", str(study), "--data-root", str(root)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -4,9 +4,9 @@ lock's order, --mps without the binary, and run.py's argument checks."""
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import optuna
@@ -17,13 +17,7 @@ from sweeps import gpu_share
 from sweeps.cli import load_spec
 from sweeps.launch import spawn_workers
 from sweeps.run import main, parse_args
-from tests.helpers import journal_study, study_runs, write_study
-
-
-@pytest.fixture()
-def env(tmp_path: Path, synthetic_root: Path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return {"dir": tmp_path, "root": synthetic_root, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+from tests.helpers import REPO, journal_study, study_runs, write_study
 
 
 def test_two_gpus_three_workers_each(env, monkeypatch) -> None:
@@ -81,27 +75,41 @@ def test_an_out_of_memory_trial_packed_is_retried_alone(env, monkeypatch, capsys
 
 def test_an_alone_trial_waits_for_the_packed_ones_and_keeps_new_ones_out(tmp_path) -> None:
     """Packed trial A holds the GPU; alone trial B asks next and waits for A; packed trial C asks
-    while B waits, and starts only after B: the gate keeps B from being starved."""
-    events: list[tuple[str, float]] = []
+    while B waits, and starts only after B: the gate keeps B from being starved. Ordered by
+    events and polls (with deadlines), not by sleeps."""
+    events: list[str] = []
+    a_started, a_may_end = threading.Event(), threading.Event()
 
-    def trial(name: str, alone: bool, hold: float) -> None:
+    def trial(name: str, alone: bool) -> None:
         with gpu_share.gpu_slot(tmp_path, 2, alone):
-            events.append((f"{name} start", time.monotonic()))
-            time.sleep(hold)
-            events.append((f"{name} end", time.monotonic()))
+            events.append(f"{name} start")
+            if name == "A":
+                a_started.set()
+                assert a_may_end.wait(10)
+            events.append(f"{name} end")
 
-    threads = [threading.Thread(target=trial, args=("A", False, 0.6))]
+    def gate_held() -> bool:  # B holds the turnstile while it waits for A's place
+        with open(next(tmp_path.glob("*.gate"))) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
+    threads = [threading.Thread(target=trial, args=(n, n == "B")) for n in "ABC"]
     threads[0].start()
-    time.sleep(0.15)
-    threads.append(threading.Thread(target=trial, args=("B", True, 0.3)))
+    assert a_started.wait(10)
     threads[1].start()
-    time.sleep(0.15)
-    threads.append(threading.Thread(target=trial, args=("C", False, 0.05)))
-    threads[2].start()
+    deadline = time.monotonic() + 10
+    while not gate_held():
+        assert time.monotonic() < deadline, "B never took the gate"
+        time.sleep(0.01)
+    threads[2].start()  # C now queues behind B at the gate, whenever it gets there
+    a_may_end.set()
     for t in threads:
         t.join(timeout=10)
-    order = [name for name, _ in sorted(events, key=lambda e: e[1])]
-    assert order == ["A start", "A end", "B start", "B end", "C start", "C end"], order
+    assert events == ["A start", "A end", "B start", "B end", "C start", "C end"], events
 
 
 def test_each_gpu_has_its_own_lock_on_a_host_with_dots_in_its_name(tmp_path, monkeypatch) -> None:
@@ -154,7 +162,7 @@ def test_packing_benchmark_study_and_table(tmp_path) -> None:
 
     from sweeps.cli import load_spec
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_packing.py"
+    path = REPO / "benchmarks" / "gpu_packing.py"
     spec_ = importlib.util.spec_from_file_location("gpu_packing", path)
     bench = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(bench)

@@ -21,6 +21,7 @@ from PIL import Image
 
 import vicreg.data.cache as data_mod
 from tests.conftest import tiny_config
+from tests.helpers import REPO
 from vicreg.config import DataConfig, load_config
 from vicreg.data import HOLDOUT, load_datasets, make_folds, pretrain_selection
 from vicreg.data.drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
@@ -525,5 +526,5 @@ def test_the_data_package_names_resolve_and_its_layout_checks_load_no_torch() ->
     code = ("import sys, vicreg.data.drac22, vicreg.data.own, vicreg.data.synthetic, vicreg.data.splits\n"
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
     assert out.stdout.strip() == "False", out.stderr
