@@ -58,7 +58,7 @@ def _off_diagonal(m: torch.Tensor) -> torch.Tensor:
 
 
 def variance_term(z: torch.Tensor, eps: float = 1e-4, gamma: float = 1.0) -> torch.Tensor:
-    """mean_j relu(gamma - sqrt(Var(z_j) + eps)) for z of shape (n, d); seed eqs. (3)-(4)."""
+    """mean_j relu(gamma - sqrt(Var(z_j) + eps)) for z of shape (n, d); the paper's eqs. (3)-(4)."""
     std = torch.sqrt(z.var(dim=0) + eps)
     return F.relu(gamma - std).mean()
 
