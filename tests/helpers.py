@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import yaml
@@ -116,3 +117,17 @@ def env_runs(env: dict, name: str = "tiny"):
 def env_optuna(env: dict, name: str = "tiny"):
     """The Optuna study a sweep under the `env` fixture journaled in its runs folder."""
     return journal_study(env["dir"] / "runs", name)
+
+
+def vicreg_cli(capsys, *args: str) -> SimpleNamespace:
+    """`vicreg ARGS` in this process (no interpreter and torch start-up per call): returncode,
+    stdout and stderr, as subprocess.run would give them. Warnings go to pytest, not stderr."""
+    from vicreg.__main__ import main
+
+    capsys.readouterr()  # what came before is not this command's
+    try:
+        code = main(list(args))
+    except SystemExit as e:  # argparse's usage errors
+        code = e.code if isinstance(e.code, int) else 1
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)

@@ -196,7 +196,22 @@ def test_another_machine_s_dead_trial_is_found_by_its_heartbeat(postgres, env, m
     for key, value in {"host": "gpu-box-2", "pid": 4242, "mlflow_run_id": run.info.run_id}.items():
         victim.set_user_attr(key, value)
     storage.record_heartbeat(optuna_compat.trial_id(victim))
-    time.sleep(3.5)  # past the grace period (and the 3 s the server must be up before heartbeats count)
+    # Poll (with a deadline) until the database itself says the heartbeat is past the grace period
+    # and the server has been up for the heartbeat interval + grace (before that, sweeps.storage
+    # does not read missing heartbeats as dead workers).
+    import sqlalchemy
+
+    def stale() -> bool:
+        with storage.engine.connect() as conn:
+            age, up = conn.execute(sqlalchemy.text(
+                "SELECT extract(epoch FROM now() - max(heartbeat)),"
+                " extract(epoch FROM now() - pg_postmaster_start_time()) FROM trial_heartbeats")).one()
+        return float(age) > 2 and float(up) >= 3
+
+    deadline = time.monotonic() + 30
+    while not stale():
+        assert time.monotonic() < deadline, "the heartbeat never went stale"
+        time.sleep(0.2)
     assert main(["--config", str(study_file), "--storage", url, "--tracking-uri", env["uri"],
                  "--out", str(env["dir"] / "runs")]) == 0
     trials = optuna.load_study(study_name="tiny", storage=url).trials

@@ -21,7 +21,7 @@ from PIL import Image
 
 import vicreg.data.cache as data_mod
 from tests.conftest import tiny_config
-from tests.helpers import REPO
+from tests.helpers import REPO, vicreg_cli
 from vicreg.config import DataConfig, load_config
 from vicreg.data import HOLDOUT, load_datasets, make_folds, pretrain_selection
 from vicreg.data.drac22 import LABELS_CSV, TASK_DIR, TEST_DIR, TRAIN_DIR
@@ -407,13 +407,8 @@ def test_missing_drac22_root_points_to_the_data(tmp_path: Path, monkeypatch) -> 
         load_datasets(cfg)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vicreg", *args], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
-
-
-def test_check_data_cli(root: Path) -> None:
-    ok = _cli("check-data", "--data-root", str(root))
+def test_check_data_cli(root: Path, capsys) -> None:
+    ok = vicreg_cli(capsys, "check-data", "--data-root", str(root))
     assert ok.returncode == 0, ok.stderr
     counts = grade_counts(60)
     expected = f"training images: 60 (grade 0: {counts[0]}, 1: {counts[1]}, 2: {counts[2]}); test images: 20"
@@ -422,16 +417,16 @@ def test_check_data_cli(root: Path) -> None:
     train[-1].write_bytes(b"")
     train[-2].write_bytes(train[-2].read_bytes()[:50])  # rows late in the CSV: the bad grade is early
     _csv(root).write_text(_csv(root).read_text().replace(",1\n", ",7\n", 1))
-    bad = _cli("check-data", "--data-root", str(root))
+    bad = vicreg_cli(capsys, "check-data", "--data-root", str(root))
     assert bad.returncode == 1
     errors = [line for line in bad.stdout.splitlines() if line.startswith("error:")]
     assert len(errors) == 3
-    missing = _cli("check-data", "--data-root", str(root / "nope"))
+    missing = vicreg_cli(capsys, "check-data", "--data-root", str(root / "nope"))
     assert missing.returncode == 2 and "data root does not exist" in missing.stderr
 
 
-def test_make_synthetic_cli(tmp_path: Path) -> None:
-    r = _cli("make-synthetic", "--out", str(tmp_path), "--count", "12", "--size", "16", "--seed", "1")
+def test_make_synthetic_cli(tmp_path: Path, capsys) -> None:
+    r = vicreg_cli(capsys, "make-synthetic", "--out", str(tmp_path), "--count", "12", "--size", "16", "--seed", "1")
     assert r.returncode == 0, r.stderr
     assert len(list((_task(tmp_path) / TRAIN_DIR).glob("*.png"))) == 12
 

@@ -5,8 +5,6 @@ classes, named labels and names without extensions; every fault one line."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.helpers import REPO
+from tests.helpers import REPO, vicreg_cli
 from vicreg.config import ConfigError, config_from_dict, load_config, primary_metric
 from vicreg.data import load_datasets
 from vicreg.data.own import check, data_channels, scan
@@ -171,13 +169,12 @@ def test_missing_column_lists_the_columns_found(tmp_path: Path) -> None:
         scan(config_from_dict(csv_config(root, tmp_path, label_column="grade")).data)
 
 
-def test_check_data_cli_prints_one_line_each(tmp_path: Path) -> None:
+def test_check_data_cli_prints_one_line_each(tmp_path: Path, capsys) -> None:
     root = make_csv_set(tmp_path / "set", per_class=5, test=0)
     (root / "train_images" / "sev001.jpg").unlink()
     cfg_path = tmp_path / "own.yaml"
     cfg_path.write_text(yaml.safe_dump(csv_config(root, tmp_path / "cache", split_column=None)))
-    r = subprocess.run([sys.executable, "-m", "vicreg", "check-data", "--config", str(cfg_path)],
-                       capture_output=True, text=True)
+    r = vicreg_cli(capsys, "check-data", "--config", str(cfg_path))
     assert r.returncode == 1, r.stderr
     errors = [line for line in r.stdout.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "image 'sev001' is not in" in errors[0]
@@ -344,7 +341,7 @@ def test_folder_links_cannot_reach_outside_the_root(tmp_path: Path) -> None:
 
 
 
-def test_check_data_takes_a_copy_of_the_folder_study(tmp_path: Path) -> None:
+def test_check_data_takes_a_copy_of_the_folder_study(tmp_path: Path, capsys) -> None:
     """The documented line: `vicreg check-data --config my-set.yaml --data-root DIR` on a copy of
     experiments/folder.yaml (a study file: its base is read)."""
     import shutil
@@ -356,7 +353,6 @@ def test_check_data_takes_a_copy_of_the_folder_study(tmp_path: Path) -> None:
             Image.new("RGB", (20, 20), (40 * i, 90, 9)).save(root / c / f"{i}.png")
     study = tmp_path / "my-set.yaml"
     shutil.copy(REPO / "experiments" / "folder.yaml", study)
-    r = subprocess.run([sys.executable, "-m", "vicreg", "check-data", "--config", str(study), "--data-root", str(root)],
-                       capture_output=True, text=True)
+    r = vicreg_cli(capsys, "check-data", "--config", str(study), "--data-root", str(root))
     assert r.returncode == 0, r.stderr
     assert "labelled images: 13 (a: 7, b: 6)" in r.stdout

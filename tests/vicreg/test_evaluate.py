@@ -18,6 +18,7 @@ import torch
 from sklearn.metrics import cohen_kappa_score
 
 from tests.conftest import tiny_config
+from tests.helpers import vicreg_cli
 from vicreg.__main__ import main as cli_main
 from vicreg.augment import channel_stats
 from vicreg.data import HOLDOUT, load_datasets, make_folds
@@ -235,14 +236,14 @@ def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path) -> None:
     assert rows[0] == "case,class,P0,P1,P2" and sorted(x.split(",")[0] for x in rows[1:]) == test_names
 
 
-def test_cli_user_errors_are_one_line(tmp_path) -> None:
-    r = _cli("evaluate", "--checkpoint", str(tmp_path / "missing.pt"))
+def test_cli_user_errors_are_one_line(tmp_path, capsys) -> None:
+    r = vicreg_cli(capsys, "evaluate", "--checkpoint", str(tmp_path / "missing.pt"))
     expected = f"error: checkpoint {tmp_path / 'missing.pt'} does not exist"
     assert r.returncode == 2 and r.stderr.strip() == expected
-    r = _cli("evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--set", "eval.protocol=svm")
+    r = vicreg_cli(capsys, "evaluate", "--checkpoint", str(tmp_path / "x.pt"), "--set", "eval.protocol=svm")
     assert r.returncode == 2
     (tmp_path / "c.yaml").write_text("eval:\n  protocol: svm\n")
-    r = _cli("evaluate", "--config", str(tmp_path / "c.yaml"), "--checkpoint", str(tmp_path / "x.pt"))
+    r = vicreg_cli(capsys, "evaluate", "--config", str(tmp_path / "c.yaml"), "--checkpoint", str(tmp_path / "x.pt"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "eval.protocol='svm' must be linear, head, conv+head or full" in r.stderr
 
