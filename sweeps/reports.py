@@ -160,3 +160,20 @@ def evaluation_split(rows: list[dict]) -> str | None:
     return (f"  of which, per completed trial (mean of {len(done)}): pretraining {s('pretrain'):.1f} s + pruning probe "
             f"{s('probe'):.1f} s + final scoring {s('score'):.1f} s: evaluation is {share:.0%} of it"
             + (f"; the baselines took {base:.1f} s once for the study" if base > 0.05 else ""))
+
+
+def closing_lines(spec: StudySpec, dry_run: bool, tracking_uri: str | None, experiment_id: str | None) -> None:
+    """What a sweep prints last: the best file (--best's table), and where to see the runs."""
+    from .text import mask_url
+    from .tracking import runs_page
+
+    print()
+    if dry_run:
+        print("dry run: nothing was trained, so no best-configurations file is written")
+    if (dry_run or print_best(spec) == 0) and experiment_id is not None:
+        uri = tracking_uri or "sqlite:///mlflow.db"
+        server = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        if server == "http://127.0.0.1:5000":
+            print(f"MLflow UI on this store: mlflow ui --backend-store-uri {mask_url(uri)} "
+                  f"--host 127.0.0.1 --port 5000  (or: make ui)")
+        print(f"the study's runs: {runs_page(server, experiment_id)}")

@@ -36,7 +36,7 @@ from sweeps.gpu_share import worker_gpus
 from sweeps.launch import run_workers
 from sweeps.objective import dry_run_objective, objective
 from sweeps.outcome import SweepStopped, outcome_of
-from sweeps.reports import print_best, study_report, timing_summary
+from sweeps.reports import closing_lines, print_best, study_report, timing_summary
 from sweeps.signals import Preempted, handlers
 from sweeps.storage import StorageUnavailable, claim_lock, open_study
 from sweeps.study import EXPERIMENTS_DIR, StudySpec, check_init, study_path
@@ -49,7 +49,6 @@ from sweeps.tracking import (
     log_confirmed,
     log_study_plots,
     open_parent,
-    runs_page,
 )
 from sweeps.worker import counts, fail_stale, run_worker
 from vicreg.config import ConfigError
@@ -245,25 +244,7 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
     if args.max_time and plan.n_workers == 1 and not gpus:  # workers set their own alarm
         plan.max_end = start_deadline(args.max_time)
 
-    # Under the claim lock: machines starting together must find one parent run, and a worker
-    # mid-claim has a trial without its pid yet.
-    parent = None
-    with claim_lock(study, out_dir):
-        if tracking is not None:
-            parent = open_parent(tracking, spec.name, study.user_attrs.get(PARENT_ATTR), {
-                "sampler": spec.sampler.name, "pruner": spec.pruner.name, "metric": spec.objective.metric,
-                "dataset": spec.config({}, overrides).data.dataset}, {
-                "study_file": str(spec.path), "metric": spec.objective.metric,
-                "direction": spec.objective.direction,
-                "sampler": {"name": spec.sampler.name, "seed": spec.sampler.seed, **spec.sampler.options},
-                "pruner": {"name": spec.pruner.name, **spec.pruner.options},
-                "search": {d.key: d.described() for d in spec.search},
-                "storage": describe_url(args.storage)})
-            study.set_user_attr(PARENT_ATTR, parent)
-            plan.parent = parent
-        stale = fail_stale(study, tracking)
-    if stale:
-        print(f"trials {stale} were left running by a dead worker: marked failed, will be retried")
+    parent = _open_parent(plan)
     c = counts(study)
     print(f"study '{spec.name}': {c['done']}/{target} trials finished"
           + (f", resuming ({c['failed']} failed before)" if c["done"] or c["failed"] else "")
@@ -273,9 +254,54 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
     timings_from = timings.stat().st_size if timings.is_file() else 0
     status, code = "FINISHED", 0
     try:
-        if not args.confirm:
+        status, code = _stages(plan, c)
+    finally:
+        if tracking is not None and parent is not None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the parent's bookkeeping finish
+            if code == 0 and counts(study)["done"] < target:
+                status = "KILLED"  # stopped by --timeout before the target
+            log_study_plots(tracking, parent, study, out_dir / "plots")
+            tracking.end(parent, status, {"FINISHED": "COMPLETE"}.get(status, status))
+    if code in (0, 1):
+        line = timing_summary(timings, timings_from)
+        if line:
+            print(line)
+        closing_lines(spec, args.dry_run, args.tracking_uri, tracking.experiment_id if tracking else None)
+    return code
+
+
+def _open_parent(plan: Plan) -> str | None:
+    """The study's MLflow parent run (found or made), and the trials a dead worker left running
+    failed, under the claim lock: machines starting together must find one parent run, and a
+    worker mid-claim has a trial without its pid yet."""
+    spec, study, tracking = plan.spec, plan.study, plan.tracking
+    with claim_lock(study, plan.out_dir):
+        if tracking is not None:
+            plan.parent = open_parent(tracking, spec.name, study.user_attrs.get(PARENT_ATTR), {
+                "sampler": spec.sampler.name, "pruner": spec.pruner.name, "metric": spec.objective.metric,
+                "dataset": spec.config({}, plan.overrides).data.dataset}, {
+                "study_file": str(spec.path), "metric": spec.objective.metric,
+                "direction": spec.objective.direction,
+                "sampler": {"name": spec.sampler.name, "seed": spec.sampler.seed, **spec.sampler.options},
+                "pruner": {"name": spec.pruner.name, **spec.pruner.options},
+                "search": {d.key: d.described() for d in spec.search},
+                "storage": describe_url(plan.args.storage)})
+            study.set_user_attr(PARENT_ATTR, plan.parent)
+        stale = fail_stale(study, tracking)
+    if stale:
+        print(f"trials {stale} were left running by a dead worker: marked failed, will be retried")
+    return plan.parent
+
+
+def _stages(plan: Plan, c: dict) -> tuple[str, int]:
+    """The trials, then the confirm stage (when asked, or when the trials reached the target);
+    -> the parent run's status and the exit code, from how they ended (sweeps/outcome.py)."""
+    try:
+        if not plan.args.confirm:
             status, code = _run_trials(plan, c)
-        if args.confirm or (code == 0 and counts(study)["done"] >= target):
+        else:
+            status, code = "FINISHED", 0
+        if plan.args.confirm or (code == 0 and counts(plan.study)["done"] >= plan.target):
             try:
                 _confirm_stage(plan)
             except (KeyboardInterrupt, SweepStopped):
@@ -295,19 +321,7 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
         status, code = "KILLED", outcome_of(e).exit_code
         print("\ninterrupted: the running trial is marked failed and its MLflow run ended; "
               "run the same command again to resume", file=sys.stderr)
-    finally:
-        if tracking is not None and parent is not None:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the parent's bookkeeping finish
-            if code == 0 and counts(study)["done"] < target:
-                status = "KILLED"  # stopped by --timeout before the target
-            log_study_plots(tracking, parent, study, out_dir / "plots")
-            tracking.end(parent, status, {"FINISHED": "COMPLETE"}.get(status, status))
-    if code in (0, 1):
-        line = timing_summary(timings, timings_from)
-        if line:
-            print(line)
-        summary(spec, args, tracking)
-    return code
+    return status, code
 
 
 def _run_trials(plan: Plan, c: dict) -> tuple[str, int]:
@@ -372,18 +386,6 @@ def _confirm_stage(plan: Plan) -> None:
     if tracking is not None and parent is not None and ranked and doc is not None:
         log_confirmed(tracking, parent, confirmed.get("headline"), study_report(doc))
 
-
-def summary(spec: StudySpec, args: argparse.Namespace, tracking: Tracking | None) -> None:
-    print()
-    if args.dry_run:
-        print("dry run: nothing was trained, so no best-configurations file is written")
-    if (args.dry_run or print_best(spec) == 0) and tracking is not None:
-        uri = args.tracking_uri or "sqlite:///mlflow.db"
-        server = uri if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-        if server == "http://127.0.0.1:5000":
-            print(f"MLflow UI on this store: mlflow ui --backend-store-uri {mask_url(uri)} "
-                  f"--host 127.0.0.1 --port 5000  (or: make ui)")
-        print(f"the study's runs: {runs_page(server, tracking.experiment_id)}")
 
 
 if __name__ == "__main__":
