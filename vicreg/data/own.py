@@ -127,6 +127,24 @@ def _resolve_image(folder: Path, name: str, on_disk: dict[str, Path]) -> Path | 
     return None
 
 
+def _csv_image(path: Path, folder: Path, line: int, name: str, column: str, seen: dict[str, int],
+               on_disk: dict[str, Path]) -> tuple[str | None, Path | None]:
+    """A CSV row's image: (the row's problem or None, the file or None: not found). An empty,
+    repeated, absolute or '..' name, or a link that leads outside `folder`, is a problem with no file."""
+    if not name:
+        return f"{path}: row {line}: empty {column!r}", None
+    if name in seen:
+        return f"{path}: row {line}: duplicate image {name!r} (first on row {seen[name]})", None
+    seen[name] = line
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        return f"{path}: row {line}: image {name!r} must be a name inside {folder} (no absolute path, no '..')", None
+    image = _resolve_image(folder, name, on_disk)
+    if image is not None and not image.resolve().is_relative_to(folder.resolve()):
+        return (f"{path}: row {line}: image {name!r} is a link that leads outside {folder} ({image.resolve()}); "
+                f"refused: copy the file in, or point data.images at its folder"), None
+    return None, image
+
+
 def scan_csv(cfg: DataConfig) -> OwnFiles:
     """root/<labels>.csv with an image and a label column; images under root/<images>."""
     root = _root(cfg)
@@ -156,35 +174,18 @@ def scan_csv(cfg: DataConfig) -> OwnFiles:
     seen: dict[str, int] = {}
     used: set[Path] = set()
     for (line, r), test_row in zip(rows, is_test):
-        name = r[image_col]
-        if not name:
-            out.problems.append(f"{path}: row {line}: empty {image_col!r}")
-            continue
-        if name in seen:
-            out.problems.append(f"{path}: row {line}: duplicate image {name!r} (first on row {seen[name]})")
-            continue
-        seen[name] = line
-        label = r[label_col]
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            out.problems.append(f"{path}: row {line}: image {name!r} must be a name inside {folder} (no absolute "
-                                f"path, no '..')")
-            continue
-        image = _resolve_image(folder, name, on_disk)
-        if image is not None and not image.resolve().is_relative_to(folder.resolve()):
-            out.problems.append(f"{path}: row {line}: image {name!r} is a link that leads outside {folder} "
-                                f"({image.resolve()}); refused: copy the file in, or point data.images at its folder")
-            continue
+        name, label = r[image_col], r[label_col]
+        problem, image = _csv_image(path, folder, line, name, image_col, seen, on_disk)
         if image is not None:
             used.add(image)  # it has a row, even a bad one: not an image without a row
-        if not test_row and label not in index:
-            listed = ", ".join(out.classes)
-            out.problems.append(f"{path}: row {line}: label {label!r} is not among the classes ({listed})")
-            continue
-        if image is None:
-            out.problems.append(f"{path}: row {line}: image {name!r} is not in {folder} "
-                                f"(tried the name and {', '.join(EXTENSIONS)})")
-            continue
-        if test_row:
+        if problem is None and not test_row and label not in index:
+            problem = f"{path}: row {line}: label {label!r} is not among the classes ({', '.join(out.classes)})"
+        if problem is None and image is None:
+            tried = ", ".join(EXTENSIONS)
+            problem = f"{path}: row {line}: image {name!r} is not in {folder} (tried the name and {tried})"
+        if problem is not None:
+            out.problems.append(problem)
+        elif test_row:
             out.test.append(image)
             out.test_names.append(name)
         else:
