@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from learning_ablate import ablate
-from learning_runs import ROOT, Bench, make_bench, pm, reports, run_all, versus
+from learning_runs import ROOT, Bench, pm, reports, run_all, versus
 from learning_timing import timing
 
 from devtools.learning import QUICK, quick_learning
@@ -175,7 +175,7 @@ def main() -> None:
         return
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"learning-{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
-    b = make_bench(args.dataset, args.epochs, out)
+    b = Bench(args.dataset, args.epochs, out)
     print(f"{b.name}: {args.epochs} epochs, {args.seeds} seeds, runs kept in {out}", flush=True)
     if args.ablate:
         ablate(b, args.seeds, args.jobs, run=not args.report, rows=args.rows)

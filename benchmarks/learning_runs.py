@@ -45,10 +45,6 @@ class Bench:
         return ROOT / "experiments" / f"{self.name}.yaml"
 
 
-def make_bench(name: str, epochs: int, out: Path) -> Bench:
-    return Bench(name, epochs, out)
-
-
 def bench_data(b: Bench, cfg: Config) -> tuple[EvalData, torch.Tensor, dict]:
     """(what the probe scores, what pretraining sees, the record of it) under `cfg`."""
     data = load_datasets(cfg.data)

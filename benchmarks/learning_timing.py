@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from learning_peer import peer_pretrain
-from learning_runs import make_bench
+from learning_runs import Bench
 
 from vicreg.data import load_datasets, make_folds
 from vicreg.evaluate import EvalData, evaluate
@@ -29,7 +29,7 @@ def timing(sizes: tuple[int, ...], n_images: int, epochs: int) -> None:
     print("| px | precision | ours s | peer s | ours/peer | ours: views s | step s | rest s | probe s |")
     print("|---|---|---|---|---|---|---|---|---|")
     for size in sizes:
-        b = make_bench("digits", epochs, Path("/tmp"))
+        b = Bench("digits", epochs, Path("/tmp"))
         data = load_datasets(b.config({"data.image_size": size}).data)
         images, labels = data.train.images[:n_images], data.train.labels[:n_images]
         folds = make_folds(data.train.names[:n_images], labels, 5, 0)

@@ -8,9 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from vicreg.config import Config, config_from_dict, set_key
+from vicreg.config import Config, config_from_dict, read_yaml, set_key
 from vicreg.data import load_datasets, make_folds
 from vicreg.evaluate import EvalData, evaluate
 from vicreg.evaluate.baselines import score_baseline
@@ -22,7 +20,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 def recipe(name: str, overrides: dict[str, Any] | None = None) -> Config:
     """The base config of experiments/<name>.yaml (a study file) with progress bars off and
     `overrides` ({dotted key: value}) applied: the learning benchmark's recipe per data set."""
-    raw = yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())["base"]
+    raw = read_yaml(EXPERIMENTS / f"{name}.yaml")["base"]
     raw["train"]["progress"] = False
     for key, value in (overrides or {}).items():
         set_key(raw, key, value)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .best import QUOTE, best_file, read_best
+from .text import mask_url
+from .tracking import runs_page
 
 if TYPE_CHECKING:
     from .study import StudySpec
@@ -164,9 +166,6 @@ def evaluation_split(rows: list[dict]) -> str | None:
 
 def closing_lines(spec: StudySpec, dry_run: bool, tracking_uri: str | None, experiment_id: str | None) -> None:
     """What a sweep prints last: the best file (--best's table), and where to see the runs."""
-    from .text import mask_url
-    from .tracking import runs_page
-
     print()
     if dry_run:
         print("dry run: nothing was trained, so no best-configurations file is written")

@@ -41,7 +41,9 @@ from torch import nn
 
 from . import config
 from .errors import CheckpointError, UnsafeCheckpoint, first_line
+from .imagenet import uses_small_stem
 from .io import atomic_write
+from .model import build_encoder
 
 CONVERT = "vicreg convert-checkpoint --trust"
 # What `convert --trust` may rebuild beyond torch's own weights-only set: objects whose
@@ -296,12 +298,8 @@ def load_encoder_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], to
 
 def encoder_from_state(state: dict[str, Any], p: Path) -> tuple[dict[str, Any], torch.nn.Module]:
     """load_encoder_checkpoint's work on an already loaded file `p`: (config dict, encoder)."""
-    from .config import config_from_dict, unflatten
-    from .imagenet import uses_small_stem
-    from .model import build_encoder  # here: the model imports this module's weights loading
-
     if isinstance(state.get("encoder"), dict) and isinstance(state.get("config"), dict):  # a sweep run's artifact
-        raw, weights = unflatten(state["config"]), state["encoder"]
+        raw, weights = config.unflatten(state["config"]), state["encoder"]
     elif isinstance(state.get("model"), dict) and isinstance(state.get("config"), dict):  # pretrain's last.pt
         raw = state["config"]
         weights = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
@@ -309,7 +307,7 @@ def encoder_from_state(state: dict[str, Any], p: Path) -> tuple[dict[str, Any], 
         raise CheckpointError(
             f"{p}: not a VICReg checkpoint: expected 'model' and 'config' (pretrain's last.pt) or 'encoder' and "
             f"'config' (a sweep run's checkpoint/encoder.pt); found {', '.join(map(repr, list(state)[:5])) or 'none'}")
-    cfg = config_from_dict(raw, source=str(p))
+    cfg = config.config_from_dict(raw, source=str(p))
     # Every weight comes from the checkpoint: build the same network (the stem it was trained
     # with) without reading the ImageNet file it once started from, which may not be here.
     stem = uses_small_stem(cfg.model, cfg.data.image_size) if cfg.model.small_stem is None else cfg.model.small_stem

@@ -88,5 +88,5 @@ def read_json(path: str | os.PathLike) -> Any:
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # UnicodeDecodeError is one
         raise ValueError(f"{path}: cannot be parsed") from None
