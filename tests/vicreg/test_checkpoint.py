@@ -210,7 +210,7 @@ def test_a_registry_mlmodel_cannot_lead_outside_its_folder(tmp_path, monkeypatch
      r"do not fit this encoder: \d+ missing \(e.g. 'conv1.weight'\), 2 unexpected \(e.g. 'weight'\)"),
     (lambda p: _encoder_file(p, encoder={k: v[..., :1] if v.ndim == 4 else v for k, v in
                                          build_encoder(tiny_config().model, 32).state_dict().items()}),
-     r"\d+ of another shape \(e.g. 'conv1.weight': \(64, 1, 3, 1\) in the file, \(64, 1, 3, 3\) in the encoder\)"),
+     r"\d+ of another shape \(e.g. 'conv1.weight': \(64, 1, 7, 1\) in the file, \(64, 1, 7, 7\) in the encoder\)"),
 ])
 def test_malformed_files_are_one_line(tmp_path, capsys, make, words: str) -> None:
     path = tmp_path / "bad.pt"
