@@ -4,6 +4,7 @@ server; and a terminal-summary section for figures the tests measure along the w
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from vicreg.config import Config, load_config
 # Two threads, as a sweep's single worker uses on this 2-core machine, also under pytest-xdist:
 # the resume tests compare an in-process run with a subprocess bit for bit, and a different
 # thread count changes float sums.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
 
 
 def tiny_config(tmp: Path | None = None, **sets: object) -> Config:
@@ -86,9 +87,28 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
             terminalreporter.write_line(line)
 
 
+@pytest.fixture(scope="session")
+def new_store(tmp_path_factory: pytest.TempPathFactory):
+    """new_store(folder) -> the URI of an empty MLflow SQLite store at folder/mlflow.db.
+
+    A copy of one store made once per session: a new store runs MLflow's schema migrations
+    (1.3 s on this machine), a copy takes 0.03 s. Creating a store from nothing stays tested:
+    tests/test_docs.py runs the documented sweeps in a fresh folder."""
+    from mlflow.tracking import MlflowClient
+
+    template = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{template}").search_experiments()  # creates the tables
+
+    def make(folder: Path) -> str:
+        shutil.copyfile(template, folder / "mlflow.db")
+        return f"sqlite:///{folder / 'mlflow.db'}"
+
+    return make
+
+
 @pytest.fixture()
-def env(tmp_path: Path, synthetic_root: Path, monkeypatch) -> dict:
-    """A sweep's working folder: cwd (mlruns/ and runs/ land here), the synthetic set, and a
-    SQLite MLflow store in it."""
+def env(tmp_path: Path, synthetic_root: Path, monkeypatch, new_store) -> dict:
+    """A sweep's working folder: cwd (mlruns/ and runs/ land here), the synthetic set, and an
+    empty SQLite MLflow store in it."""
     monkeypatch.chdir(tmp_path)
-    return {"dir": tmp_path, "root": synthetic_root, "uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    return {"dir": tmp_path, "root": synthetic_root, "uri": new_store(tmp_path)}

@@ -51,12 +51,14 @@ EXPECT = [
     ("vicreg-sweep", r"quote: hold-out"),
 ]
 
-# Appended to a sweep that trains (argparse: the last value wins): one trial of one epoch at 16 px,
-# one confirm seed. The documented line runs whole; only its size shrinks.
+# Appended to a sweep that trains (argparse: the last value wins): one trial of one epoch at 16 px
+# on the ResNet's ImageNet stem (tests/conftest.py's tiny_config says why), one confirm seed. The
+# documented line runs whole; only its size shrinks.
 SMALL_SWEEP = ["--trials", "1", "--seeds", "1", "--set", "train.epochs=1", "--set", "data.image_size=16",
                "--set", "eval.epochs=1", "--set", "data.batch_size=16", "--set", "model.init=random",
-               "--set", "optim.name=adam", "--set", "optim.lr=0.001", "--set", "model.expander_hidden=64"]
-SMALL_PRETRAIN = ["--set", "train.epochs=1"]
+               "--set", "optim.name=adam", "--set", "optim.lr=0.001", "--set", "model.expander_hidden=64",
+               "--set", "model.small_stem=false"]
+SMALL_PRETRAIN = ["--set", "train.epochs=1", "--set", "model.small_stem=false"]
 
 
 def documented_commands() -> list[tuple[str, str]]:

@@ -21,6 +21,7 @@ MEAN_GAIN, SD_GAIN = 0.0673, 0.0107
 MARGIN = MEAN_GAIN - 3 * SD_GAIN
 
 
+@pytest.mark.slow  # 20 s of pretraining and probing: make test, not the inner loop
 @pytest.mark.skipif(importlib.util.find_spec("skimage") is None,
                     reason="the textures live in scikit-image's wheel (the dev extra installs it)")
 def test_a_few_epochs_on_real_images_beat_the_untrained_encoder() -> None:

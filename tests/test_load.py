@@ -22,12 +22,12 @@ LOCK_ERRORS = re.compile(r"database is locked|deadlock|could not obtain lock|Loc
 
 @pytest.mark.parametrize("storage", ["journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_eight_workers_200_short_trials(storage: str, request, tmp_path: Path, synthetic_root: Path,
-                                        report) -> None:
+                                        report, new_store) -> None:
     url = request.getfixturevalue("postgres").createdb("load") if storage == "postgresql" else None
     study = write_study(tmp_path, synthetic_root, name="load", budget={"trials": TRIALS}, probe_every=1,
                         sampler={"name": "tpe", "seed": 0, "n_startup_trials": 10},
                         pruner={"name": "median", "n_startup_trials": 5, "n_warmup_steps": 1})
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path)
     cmd = [sys.executable, RUN_PY, "--config", str(study), "--dry-run", "--workers", str(WORKERS),
            "--tracking-uri", uri, "--out", str(tmp_path / "runs")] + (["--storage", url] if url else [])
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)

@@ -20,7 +20,7 @@ NOTEBOOKS = REPO / "notebooks"
 
 
 @pytest.fixture(scope="module")
-def tiny_store(tmp_path_factory, synthetic_root):
+def tiny_store(tmp_path_factory, synthetic_root, new_store):
     """A 3-trial study that varied the optimiser, in its own project-like folder, its study file
     outside experiments/ (as a user's copy is) and without plots (log_plots: false)."""
     tmp = tmp_path_factory.mktemp("project")
@@ -31,7 +31,7 @@ def tiny_store(tmp_path_factory, synthetic_root):
                                 "optim.lr": {"float": [1e-4, 1e-2], "log": True}})
     doc = study.read_text().replace("baselines: false", "baselines: true")
     study.write_text(doc.replace("top_k: 0", "top_k: 1").replace("seeds: 0", "seeds: 1"))
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    uri = new_store(tmp)
     cwd = os.getcwd()
     os.chdir(tmp)
     try:

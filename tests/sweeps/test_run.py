@@ -25,11 +25,11 @@ from tests.helpers import (
 )
 
 
-def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
-    study = write_study(env["dir"], env["root"], log_checkpoint=True, log_plots=True)
+def test_two_trials_tracked_then_resumed_to_three(env, capsys) -> None:
+    study = write_study(env["dir"], env["root"], log_checkpoint=True, log_plots=True, budget={"trials": 2})
     assert main(sweep_args(env, study)) == 0
     client, parents, trials = env_runs(env)
-    assert len(parents) == 1 and len(trials) == 3
+    assert len(parents) == 1 and len(trials) == 2
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     for r in trials:
@@ -66,12 +66,12 @@ def test_three_trials_tracked_then_resumed_to_four(env, capsys) -> None:
     assert (env["dir"] / "runs" / "folds.csv").is_file()
 
     # Resume: --trials is the total; the parent run is found again, not duplicated.
-    assert main(sweep_args(env, study, "--trials", "4")) == 0
+    assert main(sweep_args(env, study, "--trials", "3")) == 0
     _, parents, trials = env_runs(env)
-    assert len(parents) == 1 and len(trials) == 4
+    assert len(parents) == 1 and len(trials) == 3
     resumed = env_optuna(env).trials
-    assert len(resumed) == 4
-    assert resumed[3].params not in [t.params for t in resumed[:3]]  # the sampler did not start over
+    assert len(resumed) == 3
+    assert resumed[2].params not in [t.params for t in resumed[:2]]  # the sampler did not start over
     capsys.readouterr()
     assert main(["--config", str(study), "--best"]) == 0
     out = capsys.readouterr().out

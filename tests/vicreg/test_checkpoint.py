@@ -94,7 +94,7 @@ def test_crafted_confirm_encoder_is_not_registered(tmp_path, capsys, monkeypatch
     assert not registered and not marker.exists() and not path.exists()
 
 
-def test_crafted_registry_models_run_nothing(tmp_path) -> None:
+def test_crafted_registry_models_run_nothing(tmp_path, new_store) -> None:
     """A model version whose weights file is crafted, and one logged as a pickled Python model:
     our --predict path refuses both in one line, and MLflow's own loader refuses ours."""
     import mlflow
@@ -103,7 +103,7 @@ def test_crafted_registry_models_run_nothing(tmp_path) -> None:
     from sweeps.tracking import Tracking, load_encoder
 
     marker = tmp_path / "marker"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path)
     mlflow.set_tracking_uri(uri)
     tracking = Tracking.open(uri, "s")
     data = tmp_path / "encoder"
@@ -114,9 +114,12 @@ def test_crafted_registry_models_run_nothing(tmp_path) -> None:
         def __reduce__(self):
             return open, (str(marker), "w")
 
+    # pip_requirements given, as sweeps/tracking/registry.py gives them: MLflow otherwise infers them
+    # in a subprocess that loads the model (seconds, and beside the point here).
     with mlflow.start_run(experiment_id=tracking.experiment_id):
-        ours = mlflow.pyfunc.log_model(name="a", loader_module="sweeps.pyfunc_encoder", data_path=str(data))
-        pickled = mlflow.pyfunc.log_model(name="b", python_model=Pickled())
+        ours = mlflow.pyfunc.log_model(name="a", loader_module="sweeps.pyfunc_encoder", data_path=str(data),
+                                       pip_requirements=[])
+        pickled = mlflow.pyfunc.log_model(name="b", python_model=Pickled(), pip_requirements=[])
     marker.unlink(missing_ok=True)  # cloudpickle called __reduce__ while logging; loading must not
     for info, match in ((ours, r"encoder.pt: refused: .*io.open"), (pickled, "not a weights-only")):
         version = mlflow.register_model(info.model_uri, f"m-{info.name}")
@@ -178,7 +181,8 @@ def test_malformed_cifar_batches_are_one_line(tmp_path, batch: dict, words: str)
 
 
 @pytest.mark.parametrize("data_path", ["/etc", "../../../../outside/encoder", "encoder/../../escape"])
-def test_a_registry_mlmodel_cannot_lead_outside_its_folder(tmp_path, monkeypatch, data_path: str) -> None:
+def test_a_registry_mlmodel_cannot_lead_outside_its_folder(tmp_path, monkeypatch, new_store,
+                                                          data_path: str) -> None:
     """A crafted MLmodel naming our loader and a data path that is absolute or climbs out of
     the downloaded model folder: refused in one line, nothing outside is read."""
     import mlflow
@@ -186,7 +190,7 @@ def test_a_registry_mlmodel_cannot_lead_outside_its_folder(tmp_path, monkeypatch
     from sweeps.tracking import Tracking, load_encoder
 
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path)
     mlflow.set_tracking_uri(uri)
     tracking = Tracking.open(uri, "s")
     model = tmp_path / "model"

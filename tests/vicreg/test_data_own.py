@@ -221,7 +221,7 @@ def test_macro_f1_matches_scikit_learn() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("grades", [GRADES, ["non-referable", "referable"]], ids=["5-classes", "binary"])
-def test_sweep_confirm_and_predict_on_a_csv_set(tmp_path: Path, monkeypatch, grades: list[str]) -> None:
+def test_sweep_confirm_and_predict_on_a_csv_set(tmp_path: Path, monkeypatch, new_store, grades: list[str]) -> None:
     """A 3-trial sweep of the folder template on a made CSV set (5 named classes, unordered;
     or 2, as referable vs non-referable retinopathy, whose AUC once crashed every evaluation),
     its confirm stage with its registered model, then predict: the reports, verdicts and
@@ -246,7 +246,7 @@ def test_sweep_confirm_and_predict_on_a_csv_set(tmp_path: Path, monkeypatch, gra
     study = tmp_path / "own.yaml"
     study.write_text(yaml.safe_dump(doc))
     out = tmp_path / "runs"
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_store(tmp_path)
     assert main(["--config", str(study), "--data-root", str(root), "--tracking-uri", uri, "--out", str(out)]) == 0
     confirmed = json.loads((out / "confirmed.json").read_text())["ranked"]
     assert confirmed[0]["metric"] == "f1" and "cv_f1" in confirmed[0]["scores"]["vicreg"]
