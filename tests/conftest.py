@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# As sweeps/tracking/__init__.py sets it, before a test module imports mlflow first.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 from vicreg.config import Config, load_config
 
 # Two threads, as a sweep's single worker uses on this 2-core machine, also under pytest-xdist:

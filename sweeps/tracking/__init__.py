@@ -13,9 +13,19 @@ We call MLflow's client API directly instead of optuna-integration's MLflowCallb
 failed trials logged like completed ones). Every function takes explicit ids, so several
 worker processes can log to the same study without shared global state. What callers use
 is re-exported here.
+
+MLflow's usage telemetry (MLflow 3 sends usage events to its maintainers from a background
+thread) is off unless the user turns it on (MLFLOW_DISABLE_TELEMETRY=false): a study of
+patients' images should send nothing anywhere the user did not name, and on a machine without
+a route out the thread cost each command 2.5 s of waiting at exit. It is set before the first
+import of mlflow, which happens in this package.
 """
 
-from vicreg.errors import first_line
+import os
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from vicreg.errors import first_line  # noqa: E402  (after the setting above, as are the imports below)
 
 from ..text import mask_url
 from .read import download_artifact, find_parent_run, metric_histories, trial_runs
