@@ -21,15 +21,19 @@ demo: $(STAMP)
 	$(VENV)/bin/vicreg pretrain --config experiments/pretrain_synthetic.yaml
 	$(VENV)/bin/vicreg-sweep --study demo
 
+# pytest-xdist: one worker a core, at most 4 (tests/conftest.py gives each its share of torch
+# threads); a file's tests that share a costly fixture stay on one worker (xdist_group).
+XDIST ?= -n auto --maxprocesses 4 --dist loadgroup
+
 test: $(STAMP)
 	bash scripts/ensure_postgres.sh
 	$(PY) -m ruff check vicreg sweeps tests benchmarks devtools
-	$(PY) -m pytest -q -x -p no:cacheprovider --durations=15
+	$(PY) -m pytest -q -x -p no:cacheprovider $(XDIST) --durations=15
 
 # The inner loop: everything not marked slow (servers, load, notebooks, kill/resume sweeps).
 test-fast: $(STAMP)
 	$(PY) -m ruff check vicreg sweeps tests benchmarks devtools
-	$(PY) -m pytest -q -x -p no:cacheprovider -m "not slow" --durations=10
+	$(PY) -m pytest -q -x -p no:cacheprovider $(XDIST) -m "not slow" --durations=10
 
 benchmarks: $(STAMP)
 	$(PY) benchmarks/throughput.py

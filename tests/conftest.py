@@ -10,15 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from vicreg.config import Config, load_config
+
 # As sweeps/tracking/__init__.py sets it, before a test module imports mlflow first.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from vicreg.config import Config, load_config
-
-# Two threads, as a sweep's single worker uses on this 2-core machine, also under pytest-xdist:
-# the resume tests compare an in-process run with a subprocess bit for bit, and a different
-# thread count changes float sums.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, os.cpu_count() or 1))
+# Torch threads: the cores shared between pytest-xdist's workers, at most two (torch's OpenMP threads
+# spin while they wait: on 2 cores, two workers of 2 threads each ran the documented commands 3.5
+# times slower than of 1 thread each). Subprocesses inherit the count through OMP_NUM_THREADS: the
+# kill-and-resume test compares a subprocess sweep with an in-process one bit for bit, and float
+# sums depend on the thread count.
+THREADS = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 def tiny_config(tmp: Path | None = None, **sets: object) -> Config:

@@ -17,6 +17,8 @@ from sweeps.run import main
 from tests.helpers import REPO, start_mlflow_server, write_study
 
 NOTEBOOKS = REPO / "notebooks"
+# One pytest-xdist worker runs this file (make test: --dist loadgroup), so the study is swept once.
+pytestmark = pytest.mark.xdist_group("notebooks")
 
 
 @pytest.fixture(scope="module")

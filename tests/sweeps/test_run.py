@@ -12,7 +12,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
 
 from sweeps.run import main
@@ -107,11 +106,8 @@ def test_a_diverging_trial_does_not_stop_the_sweep(env) -> None:
 
 
 def _start(env, study: Path, *extra: str) -> subprocess.Popen:
-    """The sweep in a subprocess, on as many torch threads as this process uses (the kill-and-resume
-    test compares its scores with an in-process run's bit for bit, and float sums depend on it)."""
-    threads = {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, RUN_PY, *sweep_args(env, study, *extra)], cwd=env["dir"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ | threads)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def _wait_for_running_trial(env, proc: subprocess.Popen, timeout: float = 120) -> None:
