@@ -25,7 +25,7 @@ import os
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from vicreg.errors import first_line  # noqa: E402  (after the setting above, as are the imports below)
+from vicreg.errors import first_line
 
 from ..text import mask_url
 from .read import download_artifact, find_parent_run, metric_histories, trial_runs
