@@ -260,7 +260,8 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the parent's bookkeeping finish
             if code == 0 and counts(study)["done"] < target:
                 status = "KILLED"  # stopped by --timeout before the target
-            log_study_plots(tracking, parent, study, out_dir / "plots")
+            if spec.log_plots:  # a study that asks for no plots gets none (Optuna's take ~2 s)
+                log_study_plots(tracking, parent, study, out_dir / "plots")
             tracking.end(parent, status, {"FINISHED": "COMPLETE"}.get(status, status))
     if code in (0, 1):
         line = timing_summary(timings, timings_from)

@@ -115,7 +115,7 @@ class StudyFile:
     best_file_trials: int = 5  # the top trials (by CV) listed in the best-configurations file
     max_consecutive_failures: int = 3
     log_checkpoint: bool = True
-    log_plots: bool = True  # loss-terms, confusion and curve PNGs per run (about 1 s each)
+    log_plots: bool = True  # loss-terms, confusion and curve PNGs per run (~1 s each), Optuna's on the parent (2 s)
     system_metrics_interval_s: float = 10.0  # MLflow's CPU/memory/GPU monitor on every run (0: off)
     checkpoint_every: int = 1  # epochs between a trial's checkpoints (a retried trial resumes there)
     keep_checkpoints: bool = False  # keep a trial's checkpoints after it completes or is pruned

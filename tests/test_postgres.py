@@ -50,7 +50,7 @@ def test_three_workers_finish_exactly_the_target(postgres, env) -> None:
 
 def test_a_killed_worker_s_trial_is_retried_by_another(postgres, env) -> None:
     url = postgres.createdb("killed")
-    study = _quick_study(env, trials=4, epochs=4)
+    study = _quick_study(env, trials=3, epochs=3)
     proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--storage", url, "--workers", "2",
                              "--tracking-uri", env["uri"], "--out", str(env["dir"] / "runs")], cwd=env["dir"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -72,7 +72,7 @@ def test_a_killed_worker_s_trial_is_retried_by_another(postgres, env) -> None:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out
     trials = optuna.load_study(study_name="tiny", storage=url).trials
-    assert sum(t.state.name == "COMPLETE" for t in trials) == 4
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 3
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert [t.number for t in failed] == [victim.number]
     retry = [t for t in trials if t.user_attrs.get("retry_of") == victim.number]
@@ -153,12 +153,12 @@ def test_postgres_restart_mid_study(postgres, env) -> None:
     """The database goes away for a few seconds while two workers are mid-trial (reporting
     probe values every epoch): they wait, reconnect, and the study ends at exactly its target."""
     url = postgres.createdb("restart")
-    study = write_study(env["dir"], env["root"], budget={"trials": 6}, probe_every=1, log_checkpoint=False)
+    study = write_study(env["dir"], env["root"], budget={"trials": 4}, probe_every=1, log_checkpoint=False)
     study.write_text(study.read_text().replace("epochs: 2", "epochs: 3"))
     proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--storage", url, "--workers", "2",
                              "--tracking-uri", env["uri"], "--out", str(env["dir"] / "runs")], cwd=env["dir"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_for(lambda: _done(url) >= 2, proc, "two finished trials")
+    _wait_for(lambda: _done(url) >= 1, proc, "a finished trial")  # then both workers are mid-trial
     postgres.stop()  # fast shutdown: every open session is cut
     time.sleep(4)
     postgres.start()
@@ -167,11 +167,11 @@ def test_postgres_restart_mid_study(postgres, env) -> None:
     assert "storage: unreachable" in out and "reachable again" in out, out  # the outage was really met
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
-    assert len(done) == 6 and len({t.number for t in trials}) == len(trials)
+    assert len(done) == 4 and len({t.number for t in trials}) == len(trials)
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     _, parents, runs = study_runs(env["uri"])
     assert len(parents) == 1 and all(r.info.status != "RUNNING" for r in runs)
-    assert sum(r.info.status == "FINISHED" for r in runs) == 6
+    assert sum(r.info.status == "FINISHED" for r in runs) == 4
 
 
 def test_another_machine_s_dead_trial_is_found_by_its_heartbeat(postgres, env, monkeypatch) -> None:

@@ -235,7 +235,7 @@ def test_sweep_confirm_and_predict_on_a_csv_set(tmp_path: Path, monkeypatch, new
     doc["base"]["data"] |= {k: v for k, v in csv_config(root, tmp_path / "cache", classes=grades)["data"].items()
                             if k != "root"}
     doc["base"]["data"] |= {"image_size": 16, "batch_size": 16}
-    doc["base"]["model"] = {"expander_hidden": 32, "expander_out": 32, "expander_layers": 2}
+    doc["base"]["model"] = {"expander_hidden": 32, "expander_out": 32, "expander_layers": 2, "small_stem": False}
     doc["base"]["train"] = {"epochs": 2}
     doc["base"]["eval"] = {"protocol": "linear", "epochs": 3}
     doc["name"] = "own"

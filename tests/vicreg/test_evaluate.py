@@ -196,7 +196,7 @@ def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path) -> None:
     ckpt_dir = tmp_path / "ckpt"
     sets = ["--set", "data.dataset=synthetic", "--set", f"data.root={synthetic_root}",
             "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.image_size=32",
-            "--set", "data.batch_size=16", "--set", "model.expander_hidden=64",
+            "--set", "data.batch_size=16", "--set", "model.expander_hidden=64", "--set", "model.small_stem=false",
             "--set", "model.expander_out=64", "--set", "train.epochs=1", "--set", "train.progress=false",
             "--set", f"train.checkpoint_dir={ckpt_dir}", "--set", "optim.name=adam",
             "--set", "optim.lr=0.001", "--set", "eval.epochs=2", "--set", "data.folds=3"]
