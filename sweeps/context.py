@@ -68,6 +68,7 @@ class SweepContext:
     per_gpu: int = 1  # workers sharing this worker's GPU (--per-gpu; sweeps/gpu_share.py)
     progress: bool = True
     dry_run: bool = False  # the sweep machinery with a stand-in for training (dry_run_objective)
+    group: Any = None  # sweeps/group.py's TrialGroup of a --gpus-per-trial worker's rank 0; None: one process
     work_s: float = 0.0  # seconds the last trial spent training and evaluating (for timings)
     # ... of which: pretraining, the pruning probe, final scoring (MLflow calls excluded)
     phases: dict[str, float] = field(default_factory=dict)

@@ -60,6 +60,8 @@ def objective(trial: optuna.Trial, ctx: SweepContext) -> float:
             callbacks = [probe_pruner(trial, ctx, data, folds, device, primary_metric(cfg.data)), run.log_epoch]
             with run.monitor(ctx.spec.system_metrics_interval_s), preemptible():
                 with ctx.phase("pretrain"):
+                    if ctx.group is not None:  # --gpus-per-trial: the group's other ranks train with this one
+                        ctx.group.share(run_cfg)
                     result = pretrain(run_cfg, images, callbacks, ctx.per_gpu)
                 if result.status in ("diverged", "stopped"):  # stopped: the probe pruner said so
                     ctx.drop_checkpoints(run_cfg)

@@ -4,9 +4,9 @@ Every place that turns an ending into a state reads OUTCOMES, never the message 
 MLflow run's status and state tag (tracking.tracked), the trial's Optuna state, whether it is
 enqueued again and whether it counts towards max_consecutive_failures (worker.run_worker),
 the sweep's exit code and parent-run status (run.py), and the confirm stage. What happened is
-told by type: an exception class below (or optuna.TrialPruned, KeyboardInterrupt and
-signals.Preempted), or a block that returned. The fault table of docs/sweeps.md is generated from
-this table (`markdown_table`), and a test checks each row and that the page holds it.
+told by type: an exception class below (or optuna.TrialPruned, KeyboardInterrupt,
+signals.Preempted and vicreg.errors.RankLost), or a block that returned. The fault table of
+docs/sweeps.md is generated from this table (`markdown_table`), and a test checks each row and that the page holds it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Literal
 
 import optuna
 
-from vicreg.errors import first_line
+from vicreg.errors import RankLost, first_line
 
-from .signals import Preempted
+from .signals import PREEMPT, Preempted
 
 if TYPE_CHECKING:
     from vicreg.config import Config
@@ -84,6 +84,9 @@ OUTCOMES: dict[str, Outcome] = {o.event: o for o in (
             "stops at once; the next start resumes it from its last checkpoint"),
     Outcome("--max-time", "FAIL", "KILLED", "PREEMPTED", "re-enqueued", False, 0,
             "stops at once (the job ran its time as planned); the next start resumes it"),
+    Outcome("a rank of its group died (--gpus-per-trial)", "FAIL", "FAILED", "RANK_LOST", "re-enqueued", False, 1,
+            "its worker group ends (its process group is broken); another group or the next start resumes the "
+            "trial from its last checkpoint"),
 )}
 
 
@@ -133,6 +136,8 @@ def outcome_of(e: BaseException | None, packed: bool = False, confirm: bool = Fa
         return OUTCOMES["pruned"]
     if isinstance(e, Preempted):
         return OUTCOMES["--max-time" if e.time_limit else "SIGTERM"]
+    if isinstance(e, RankLost):  # a rank ended by the same SIGTERM is the preemption, not a fault
+        return OUTCOMES["SIGTERM" if PREEMPT["reason"] else "a rank of its group died (--gpus-per-trial)"]
     if isinstance(e, KeyboardInterrupt):
         return OUTCOMES["Ctrl-C"]
     if isinstance(e, OutOfMemory):

@@ -36,8 +36,9 @@ from .best import load_confirmed, record_best
 from .cli import load_spec, overrides_from, start_deadline
 from .context import SweepContext, worker_threads
 from .gpu_share import gpu_slot, set_memory_share
+from .group import TrialGroup, follow, join
 from .objective import dry_run_objective, objective
-from .outcome import SweepStopped, outcome_of
+from .outcome import RankLost, SweepStopped, outcome_of
 from .signals import Preempted, check_interrupted, handlers
 from .storage import StorageUnavailable, claim_lock, heartbeats_trustworthy, open_study
 from .study import check_init
@@ -191,7 +192,8 @@ def run_worker(study: optuna.Study, ctx: SweepContext, target: int, fn: Objectiv
             consecutive = 0
         except (Exception, KeyboardInterrupt) as e:
             frozen, consecutive = _ended(study, ctx, trial, e, consecutive)
-            if isinstance(e, KeyboardInterrupt):  # Ctrl-C, SIGTERM or --max-time stop this worker too
+            # Ctrl-C, SIGTERM or --max-time stop this worker too, and so does a lost rank (its group is broken)
+            if isinstance(e, (KeyboardInterrupt, RankLost)):
                 raise
         if frozen.state == TrialState.COMPLETE and not ctx.dry_run:  # a dry run leaves no best file
             try:  # after the tell: a failure here must not tell the finished trial again (_ended)
@@ -260,25 +262,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _follower(a: argparse.Namespace, spec, overrides: dict, group: TrialGroup) -> int:
+    """A rank other than 0 of a --gpus-per-trial group: no storage, no tracking, only training."""
+    worker_threads(a.workers)
+    ctx = SweepContext(spec, Path(a.out), overrides, None, None, a.index, progress=False)
+    try:
+        return follow(ctx, group)
+    except Exception as e:  # ends this rank; rank 0 records the trial (a lost rank)
+        print(f"worker {a.index} rank {group.world.rank}: {first_line(e, with_type=True)}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     storage = os.environ.get(STORAGE_ENV) or None
+    group: TrialGroup | None = None
     try:
         overrides = overrides_from(a.set, a.data_root, a.test_root)
         spec, _ = load_spec(a.config, a.dry_run).fixed(overrides)
         check_init(spec, overrides)
+        # --gpus-per-trial: join this worker's process group (none with one process, or a dry run)
+        group = None if a.dry_run else join(spec.config({}, overrides).train.device)
+        if group is not None and not group.world.main:
+            return _follower(a, spec, overrides, group)
         out_dir = Path(a.out)
         study = open_study(spec, storage, out_dir, a.index, a.storage_wait)
         tracking = None if a.no_tracking else Tracking.open(a.tracking_uri or os.environ.get(TRACKING_ENV), spec.name)
     except (ConfigError, FileNotFoundError, TrackingUnavailable, StorageUnavailable) as e:
         print(f"worker {a.index}: error: {e}", file=sys.stderr)
+        if group is not None:
+            group.close(2)
         return 2
     if not a.dry_run:
         worker_threads(a.workers)
         set_memory_share(a.per_gpu)
     ctx = SweepContext(spec, out_dir, overrides, tracking, study.user_attrs.get(PARENT_ATTR), a.index,
-                       per_gpu=a.per_gpu, progress=False, dry_run=a.dry_run)
-    timeout = a.timeout or spec.budget.timeout_s
+                       per_gpu=a.per_gpu, progress=False, dry_run=a.dry_run, group=group)
+    code = _lead(a, study, ctx)
+    if group is not None:
+        group.close(code)
+    return code
+
+
+def _lead(a: argparse.Namespace, study: optuna.Study, ctx: SweepContext) -> int:
+    """The worker's trials (rank 0 of a group) -> its exit code."""
+    timeout = a.timeout or ctx.spec.budget.timeout_s
     with handlers():
         max_end = start_deadline(a.max_time)
         try:
@@ -293,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         except Preempted as e:
             print(f"worker {a.index}: {e.reason}: its trial in flight is checkpointed and resumes on the next start",
                   file=sys.stderr)
+            return outcome_of(e).exit_code
+        except RankLost as e:
+            print(f"worker {a.index}: {e}; its trial resumes from its last checkpoint on the next start "
+                  f"(or in another worker)", file=sys.stderr)
             return outcome_of(e).exit_code
         except KeyboardInterrupt:
             return 130

@@ -66,20 +66,41 @@ def _labelled_folds(cfg: Config, out: str | None):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    """Under torchrun every process runs this: rank 0 checks the data and writes the folds file
+    first (the others read what it made), rank 0 alone prints and writes (vicreg/distributed.py)."""
     from .data import pretrain_selection
+    from .distributed import broadcast, setup
     from .seen import describe_pretrain
-    from .train import pretrain
+    from .train import pretrain, resolve_device
 
     cfg = _config(args)
-    data, folds = _labelled_folds(cfg, cfg.train.checkpoint_dir)
+    world, _ = setup(resolve_device(cfg.train.device))
+    failed = None
+    if world.main:
+        try:
+            data, folds = _labelled_folds(cfg, cfg.train.checkpoint_dir)
+        except Exception as e:
+            failed = e
+    if broadcast(failed is not None, world):
+        if failed is not None:
+            raise failed  # rank 0's one-line error (main)
+        return 2  # the other ranks stop with it, silently
+    if not world.main:
+        data, folds = _labelled_folds(cfg, cfg.train.checkpoint_dir)
     images, seen = pretrain_selection(data, folds, cfg.data)
-    print(f"pretraining on {images.shape[0]} {data.train.name} images at {cfg.data.image_size} px "
-          f"({describe_pretrain(seen)})")
-    if cfg.train.checkpoint_dir:
-        save_config(cfg, Path(cfg.train.checkpoint_dir) / "config.yaml")
+    if world.main:
+        print(f"pretraining on {images.shape[0]} {data.train.name} images at {cfg.data.image_size} px "
+              f"({describe_pretrain(seen)})" + (f" on {world.size} processes" if world.active else ""))
+        if cfg.train.checkpoint_dir:
+            save_config(cfg, Path(cfg.train.checkpoint_dir) / "config.yaml")
     result = pretrain(cfg, images)
-    print(f"{result.status}: {result.reason}; best loss {result.best_loss:.4f} after "
-          f"{result.epochs} epochs" + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""))
+    if world.main:
+        print(f"{result.status}: {result.reason}; best loss {result.best_loss:.4f} after "
+              f"{result.epochs} epochs" + (f"; checkpoint {result.checkpoint}" if result.checkpoint else ""))
+    if world.active:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     return 0 if result.status != "diverged" else 1
 
 

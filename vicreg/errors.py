@@ -25,6 +25,11 @@ class UnsafeCheckpoint(CheckpointError):
     """A file that only full unpickling (which can run code) would read."""
 
 
+class RankLost(RuntimeError):
+    """Data-parallel training lost a process: a collective failed because another rank died or
+    hung (vicreg/distributed.py). Its checkpoint is intact; a new group resumes from it."""
+
+
 def first_line(e: BaseException, limit: int = 300, with_type: bool = False, cause: bool = False,
                sentence: bool = False) -> str:
     """The first line of an exception's message (its type's name when it has none), cut at

@@ -16,12 +16,15 @@ import torch.nn.functional as F
 
 @dataclass
 class VICRegTerms:
-    """0-d tensors. `loss` is weighted; the three terms are unweighted."""
+    """0-d tensors. `loss` is weighted; the three terms are unweighted; `std` (detached) is the
+    first view's per-dimension standard deviation over the (global) batch, averaged over
+    dimensions: a collapse monitor (near 0: collapsed)."""
 
     loss: torch.Tensor
     invariance: torch.Tensor
     variance: torch.Tensor
     covariance: torch.Tensor
+    std: torch.Tensor
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -125,4 +128,5 @@ def vicreg_loss(
         variance = variance_term(z_a, eps) / 2 + variance_term(z_b, eps) / 2
         covariance = covariance_term(z_a) + covariance_term(z_b)
         loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
-    return VICRegTerms(loss=loss, invariance=invariance, variance=variance, covariance=covariance)
+        std = z_a.detach().std(dim=0).mean()
+    return VICRegTerms(loss=loss, invariance=invariance, variance=variance, covariance=covariance, std=std)

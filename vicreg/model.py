@@ -97,8 +97,14 @@ class VICRegModel(nn.Module):
         self.expander = expander
         self.feature_dim = feature_dim
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.expander(self.encoder(x))
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """x (B, C, H, W) -> z (B, out_dim); with a second view y, (z_x, z_y): one call for both
+        views, which DistributedDataParallel needs (one forward per backward), as the reference's
+        VICReg.forward(x, y)."""
+        if y is None:
+            return self.expander(self.encoder(x))
+        return self.expander(self.encoder(x)), self.expander(self.encoder(y))
 
 
 def build_model(cfg: ModelConfig, image_size: int) -> VICRegModel:
