@@ -34,8 +34,20 @@ def memory_fraction(per_gpu: int) -> float:
     return 1.0 if per_gpu <= 1 else (1.0 - MEMORY_MARGIN) / per_gpu
 
 
-def worker_gpus(gpus: list[str], per_gpu: int) -> list[str]:
-    """The GPU (CUDA_VISIBLE_DEVICES) of each worker: ['0', '0', '0', '1', '1', '1'] for 0,1 x 3."""
+def gpu_list(spec: str) -> list[str]:
+    """--gpus "0-3,6" -> ['0', '1', '2', '3', '6']."""
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out += [str(g) for g in range(int(lo), int(hi or lo) + 1)]
+    return out
+
+
+def worker_gpus(gpus: list[str], per_gpu: int, per_trial: int = 1) -> list[str]:
+    """The GPUs (CUDA_VISIBLE_DEVICES) of each worker: ['0', '0', '0', '1', '1', '1'] for 0,1 x 3
+    per GPU; ['0,1,2,3', '4,5,6,7'] for 0-7 with 4 GPUs per trial (a worker is then a group)."""
+    if per_trial > 1:
+        return [",".join(gpus[i:i + per_trial]) for i in range(0, len(gpus), per_trial)]
     return [g for g in gpus for _ in range(per_gpu)]
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 
 from .gpu_share import start_mps, stop_mps
+from .group import free_port, group_env
 from .signals import PREEMPT, check_interrupted
 from .study import StudySpec
 from .worker import STORAGE_ENV, TRACKING_ENV, counts
@@ -53,6 +54,11 @@ def spawn_workers(args: argparse.Namespace, spec: StudySpec, target: int, out_di
     cmd += [flag for flag, on in (("--no-tracking", args.no_tracking), ("--dry-run", args.dry_run)) if on]
     if gpus:
         cmd += ["--per-gpu", str(args.per_gpu)]
+    # --gpus-per-trial: each worker is a group of that many processes (sweeps/group.py); a dry run
+    # trains nothing, so its workers are rank 0 alone.
+    ranks = 1 if args.dry_run else args.gpus_per_trial
+    if ranks > 1:
+        cmd[cmd.index("--workers") + 1] = str(n * ranks)  # the CPU cores are shared among every process
     procs = []
     for i in range(n):
         env = dict(os.environ)
@@ -62,7 +68,10 @@ def spawn_workers(args: argparse.Namespace, spec: StudySpec, target: int, out_di
                 env[name] = value
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i]  # gpus: one entry per worker (gpu_share.worker_gpus)
-        procs.append(subprocess.Popen([*cmd, "--index", str(i)], env=env))
+        port = free_port() if ranks > 1 else 0
+        for rank in range(ranks):
+            group = group_env(rank, ranks, port) if ranks > 1 else {}
+            procs.append(subprocess.Popen([*cmd, "--index", str(i)], env=env | group))
     return procs
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 import time
@@ -32,7 +33,7 @@ from sweeps import optuna_compat
 from sweeps.best import best_file, load_confirmed, read_best, record_best
 from sweeps.cli import load_spec, overrides_from, start_deadline, writable
 from sweeps.context import SweepContext
-from sweeps.gpu_share import worker_gpus
+from sweeps.gpu_share import gpu_list, worker_gpus
 from sweeps.launch import run_workers
 from sweeps.objective import dry_run_objective, objective
 from sweeps.outcome import SweepStopped, outcome_of
@@ -70,6 +71,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "trial in flight; it resumes on the next start (for SLURM time limits, preemptible machines)")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
     p.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU (--per-gpu N: N per GPU)")
+    p.add_argument("--gpus-per-trial", type=int, default=1, metavar="N",
+                   help="each trial trains on N GPUs at once (a group of N processes, data-parallel; "
+                        "sweeps/group.py): --gpus 0-7 --gpus-per-trial 4 runs two 4-GPU trials at once. Without "
+                        "--gpus, each of --workers is a group of N (with --set train.device=cpu: N CPU processes)")
     p.add_argument("--per-gpu", type=int, default=1, metavar="N",
                    help="with --gpus: N worker processes on each GPU, each capped at (1 - 5%%)/N of its memory; a "
                         "trial that still runs out of memory is retried once alone on its GPU")
@@ -118,8 +123,13 @@ ARGUMENT_CHECKS: list[tuple[Callable[[argparse.Namespace], bool], str]] = [
     (lambda a: a.storage_wait < 0, "--storage-wait must be a number of seconds >= 0"),
     (lambda a: a.storage is not None and a.storage.strip() in ("", "journal:"),
      "--storage needs a database URL or journal:PATH"),
-    (lambda a: bool(a.gpus) and not all(g.strip().isdigit() for g in a.gpus.split(",")),
-     "--gpus takes comma-separated GPU numbers, e.g. 0,1"),
+    (lambda a: bool(a.gpus) and not all(re.fullmatch(r"\d+(-\d+)?", g.strip()) for g in a.gpus.split(",")),
+     "--gpus takes comma-separated GPU numbers or ranges, e.g. 0,1 or 0-7"),
+    (lambda a: a.gpus_per_trial < 1, "--gpus-per-trial must be >= 1"),
+    (lambda a: a.gpus_per_trial > 1 and a.per_gpu > 1,
+     "--gpus-per-trial and --per-gpu do not combine: a trial on several GPUs has them to itself"),
+    (lambda a: bool(a.gpus) and len(gpu_list(a.gpus)) % a.gpus_per_trial != 0,
+     "--gpus must list a multiple of --gpus-per-trial GPUs (each trial takes that many)"),
     (lambda a: a.per_gpu < 1, "--per-gpu must be >= 1"),
     (lambda a: a.per_gpu > 1 and not a.gpus, "--per-gpu needs --gpus (the GPUs to pack the workers on)"),
     (lambda a: a.mps and not a.gpus, "--mps needs --gpus (the GPUs whose MPS daemon to start)"),
@@ -234,7 +244,7 @@ class Plan:
 
 
 def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int, out_dir: Path) -> int:
-    gpus = worker_gpus([g.strip() for g in args.gpus.split(",")], args.per_gpu) if args.gpus else []
+    gpus = worker_gpus(gpu_list(args.gpus), args.per_gpu, args.gpus_per_trial) if args.gpus else []
     out_dir.mkdir(parents=True, exist_ok=True)
     study = open_study(spec, args.storage, out_dir, 0, args.storage_wait)
     tracking = None if args.no_tracking else Tracking.open(args.tracking_uri, spec.name)
@@ -330,7 +340,7 @@ def _run_trials(plan: Plan, c: dict) -> tuple[str, int]:
     workers (sweeps/launch.py). Returns the parent run's status and the exit code."""
     args, spec, study, target = plan.args, plan.spec, plan.study, plan.target
     status, code = "FINISHED", 0
-    if plan.n_workers > 1 or plan.gpus:  # --gpus 3 must still pin the worker to GPU 3
+    if plan.n_workers > 1 or plan.gpus or args.gpus_per_trial > 1:  # --gpus 3 must still pin the worker to GPU 3
         procs = run_workers(args, spec, study, target, plan.out_dir, plan.gpus)
         dead = [i for i, p in enumerate(procs) if p.returncode]
         if dead and counts(study)["done"] < target:

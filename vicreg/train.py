@@ -279,8 +279,21 @@ def pretrain(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callb
     """
     try:
         return _train(cfg, images, callbacks, workers_per_device)
-    except torch.distributed.DistError as e:  # gloo or NCCL: another rank died or hung
-        raise RankLost(f"a process of this training's group is gone ({first_line(e)})") from e
+    except RuntimeError as e:
+        if _lost_rank(e):
+            raise RankLost(f"a process of this training's group is gone ({first_line(e)})") from e
+        raise
+
+
+def _lost_rank(e: RuntimeError) -> bool:
+    """A collective's failure: torch's DistError, or gloo's transport errors (a plain RuntimeError
+    naming gloo: "Connection closed by peer" when another rank died)."""
+    import torch.distributed as dist
+
+    if isinstance(e, dist.DistError):
+        return True
+    in_group = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return in_group and any(k in str(e) for k in ("gloo", "NCCL", "Connection closed by peer"))
 
 
 def _train(cfg: Config, images: torch.Tensor | Rows, callbacks: Sequence[Callback],

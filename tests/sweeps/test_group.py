@@ -1,0 +1,106 @@
+"""--gpus-per-trial: a worker is a group of processes training each trial together (sweeps/group.py),
+checked on the CPU with gloo (--set train.device=cpu)."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from sweeps.gpu_share import gpu_list, worker_gpus
+from sweeps.group import group_env
+from sweeps.run import main
+from tests.helpers import env_optuna, env_runs, stop_mid_trial, sweep_args, write_study
+
+GROUP = ["--gpus-per-trial", "2", "--set", "train.device=cpu"]
+
+
+def test_gpus_split_into_one_group_per_trial() -> None:
+    assert gpu_list("0-3,6") == ["0", "1", "2", "3", "6"]
+    assert worker_gpus(gpu_list("0-7"), 1, 4) == ["0,1,2,3", "4,5,6,7"]  # two 4-GPU trials at once
+    assert worker_gpus(["0", "1"], 3) == ["0", "0", "0", "1", "1", "1"]
+    env = group_env(1, 4, 29500)
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["MASTER_PORT"]) == ("1", "4", "1", "29500")
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--gpus", "0-2", "--gpus-per-trial", "2"], "--gpus must list a multiple of --gpus-per-trial"),
+    (["--gpus", "0,1", "--gpus-per-trial", "2", "--per-gpu", "2"], "--gpus-per-trial and --per-gpu do not combine"),
+    (["--gpus-per-trial", "0"], "--gpus-per-trial must be >= 1"),
+])
+def test_bad_group_flags_are_one_line(env, capsys, argv: list[str], match: str) -> None:
+    study = write_study(env["dir"], env["root"])
+    assert main(sweep_args(env, study, *argv)) == 2
+    assert match in capsys.readouterr().err
+
+
+@pytest.mark.slow  # 2-process trials: make test
+def test_two_rank_trials_report_prune_and_track_once(env) -> None:
+    """Two trials on 2-process groups: each is one Optuna trial with one report per epoch and one
+    MLflow run with one value per epoch (rank 0's); then a pruner that stops every trial at its
+    first report ends both ranks' training at that epoch, and the worker goes on to the next."""
+    study = write_study(env["dir"], env["root"], budget={"trials": 2})
+    assert main(sweep_args(env, study, *GROUP)) == 0
+    trials = env_optuna(env).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in trials)
+    client, parents, runs = env_runs(env)
+    assert len(parents) == 1 and len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:
+        assert sorted(m.step for m in client.get_metric_history(r.info.run_id, "loss")) == [1, 2]
+
+    pruned = write_study(env["dir"], env["root"], name="pruned", budget={"trials": 2},
+                         pruner={"name": "threshold", "lower": 2.0})  # a kappa is never 2: pruned at epoch 1
+    assert main(sweep_args(env, pruned, *GROUP)) == 0
+    trials = env_optuna(env, "pruned").trials
+    assert [(t.state.name, t.user_attrs["pruned_epoch"]) for t in trials] == [("PRUNED", 1), ("PRUNED", 1)]
+    client, _, runs = env_runs(env, "pruned")
+    assert len(runs) == 2 and all(r.info.status == "KILLED" for r in runs)
+    assert all(sorted(m.step for m in client.get_metric_history(r.info.run_id, "loss")) == [1] for r in runs)
+
+
+@pytest.mark.slow
+def test_a_killed_rank_fails_the_trial_and_it_resumes(env) -> None:
+    """kill -9 of rank 1 mid-trial: rank 0's next collective fails, the trial is FAIL with a lost
+    rank (not counted as a failure) and enqueued again; the next start resumes it from its
+    checkpoint and finishes it, in the same MLflow run."""
+    import subprocess
+    import sys
+
+    from tests.helpers import RUN_PY
+
+    study = write_study(env["dir"], env["root"], budget={"trials": 1})
+    study.write_text(study.read_text().replace("epochs: 2", "epochs: 6"))
+    proc = subprocess.Popen([sys.executable, RUN_PY, *sweep_args(env, study, *GROUP)], cwd=env["dir"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ckpt = env["dir"] / "runs" / "checkpoints"
+    deadline = time.time() + 180
+    while not list(ckpt.glob("*/last.pt")):  # an epoch is checkpointed
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
+        time.sleep(0.2)
+    follower = _rank_pid(proc.pid, "1")
+    assert stop_mid_trial(follower, lambda: proc.poll() is None, signal.SIGKILL), "the trial ended before the kill"
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    first = env_optuna(env).trials[0]
+    assert first.state.name == "FAIL" and "group is gone" in first.user_attrs["reason"], out
+    assert main(sweep_args(env, study, *GROUP)) == 0
+    trials = env_optuna(env).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs.get("resumed_at_epoch", 1) > 1
+    client, _, runs = env_runs(env)
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"  # the retry continued the trial's run
+    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")) == list(range(1, 7))
+
+
+def _rank_pid(sweep_pid: int, rank: str) -> int:
+    """The pid of the worker process with RANK=`rank` among the sweep's children."""
+    from pathlib import Path
+
+    for child in Path(f"/proc/{sweep_pid}/task").glob("*/children"):
+        for pid in child.read_text().split():
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            if f"RANK={rank}".encode() in environ:
+                return int(pid)
+    raise AssertionError(f"no rank {rank} among the sweep's workers")
