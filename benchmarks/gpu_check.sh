@@ -8,6 +8,8 @@
 #      system metrics (system/gpu_0_utilization_percentage)
 #   5. the scale table on the GPU (benchmarks/scale.py --device cuda, 1k and 16k images):
 #      streamed vs on-device images/s where the copy runs beside the step (not measured yet)
+#   6. data-parallel scaling: one pretraining on 1, 2, 4, 8 GPUs (those present) under torchrun,
+#      global batch 256 x N at 224 px; images/s and efficiency against N x one GPU (not measured yet)
 #
 #   bash benchmarks/gpu_check.sh                 # or: make gpu-check; OUT=DIR to choose the folder
 set -euo pipefail
@@ -68,6 +70,27 @@ step "5. scale on the GPU (1k and 16k images, streamed vs on-device)"
 "$PY" benchmarks/scale.py --device cuda --sizes 1000 16000 --steps 30 --json "$OUT/scale.json" \
     2>&1 | tee "$OUT/scale.txt" | tail -8
 
+step "6. data-parallel scaling (torchrun, 1/2/4/8 GPUs)"
+NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+"$PY" -m vicreg make-synthetic --out "$OUT/ddp-data" --count 2048 --size 256 --seed 0 >/dev/null
+: > "$OUT/scaling.txt"
+for N in 1 2 4 8; do
+  [ "$N" -le "$NGPU" ] || break
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node "$N" -m vicreg pretrain \
+      --set data.dataset=synthetic --set "data.root=$OUT/ddp-data" --set "data.cache_dir=$OUT/ddp-cache" \
+      --set data.image_size=224 --set "data.batch_size=$(( 256 * N ))" --set train.epochs=3 \
+      --set data.include_test_in_pretrain=false --set "train.checkpoint_dir=$OUT/ddp-$N" > "$OUT/ddp-$N.txt" 2>&1
+  "$PY" - "$OUT" "$N" >> "$OUT/scaling.txt" <<'EOF'
+import sys
+from pathlib import Path
+from vicreg.checkpoint import read_checkpoint
+out, n = Path(sys.argv[1]), int(sys.argv[2])
+rate = lambda k: read_checkpoint(out / f"ddp-{k}" / "last.pt")["history"][-1]["images_per_s"]  # last epoch: warm
+print(f"{n} GPU(s): {rate(n):.0f} images/s, efficiency {rate(n) / (n * rate(1)):.2f} of {n} x one GPU")
+EOF
+done
+cat "$OUT/scaling.txt"
+
 step "summary (paste into the note)"
 {
   echo "GPU check, $(cat "$OUT/device.txt"), $(date -u +%Y-%m-%d), folder $OUT"
@@ -75,6 +98,7 @@ step "summary (paste into the note)"
   echo; echo "Throughput:"; grep -E '^\|' "$OUT/throughput.txt" || true
   echo; echo "Packing:"; grep -E '^\||best packing' "$OUT/packing.txt" || true
   echo; echo "Scale:"; grep -E '^\||^goal' "$OUT/scale.txt" || true
+  echo; echo "Data-parallel scaling (global batch 256 x N, 224 px):"; cat "$OUT/scaling.txt"
   echo; cat "$OUT/demo-gpu-metrics.txt"
   grep -E '^  pretraining vs|^quote' "$OUT/demo.txt" || true
 } | tee "$OUT/summary.md"

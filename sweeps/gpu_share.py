@@ -35,10 +35,12 @@ def memory_fraction(per_gpu: int) -> float:
 
 
 def gpu_list(spec: str) -> list[str]:
-    """--gpus "0-3,6" -> ['0', '1', '2', '3', '6']."""
+    """--gpus "0-3,6" -> ['0', '1', '2', '3', '6']; [] when a range runs backwards ("3-1")."""
     out = []
     for part in spec.split(","):
         lo, _, hi = part.strip().partition("-")
+        if int(hi or lo) < int(lo):
+            return []
         out += [str(g) for g in range(int(lo), int(hi or lo) + 1)]
     return out
 

@@ -123,7 +123,8 @@ ARGUMENT_CHECKS: list[tuple[Callable[[argparse.Namespace], bool], str]] = [
     (lambda a: a.storage_wait < 0, "--storage-wait must be a number of seconds >= 0"),
     (lambda a: a.storage is not None and a.storage.strip() in ("", "journal:"),
      "--storage needs a database URL or journal:PATH"),
-    (lambda a: bool(a.gpus) and not all(re.fullmatch(r"\d+(-\d+)?", g.strip()) for g in a.gpus.split(",")),
+    (lambda a: bool(a.gpus) and not all(re.fullmatch(r"\d+(-\d+)?", g.strip()) for g in a.gpus.split(","))
+     or bool(a.gpus) and not gpu_list(a.gpus),
      "--gpus takes comma-separated GPU numbers or ranges, e.g. 0,1 or 0-7"),
     (lambda a: a.gpus_per_trial < 1, "--gpus-per-trial must be >= 1"),
     (lambda a: a.gpus_per_trial > 1 and a.per_gpu > 1,

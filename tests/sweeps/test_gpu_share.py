@@ -141,7 +141,8 @@ def test_mps_without_its_binary_is_one_line(env, monkeypatch, capsys) -> None:
 @pytest.mark.parametrize("extra, message", [
     (["--max-time", "-5"], "--max-time must be a number of seconds > 0"),
     (["--workers", "0"], "--workers must be >= 1"),
-    (["--gpus", "x,y"], "--gpus takes comma-separated GPU numbers, e.g. 0,1"),
+    (["--gpus", "x,y"], "--gpus takes comma-separated GPU numbers or ranges, e.g. 0,1 or 0-7"),
+    (["--gpus", "3-1"], "--gpus takes comma-separated GPU numbers or ranges, e.g. 0,1 or 0-7"),
     (["--confirm", "--seeds", "0"], "--seeds must be 1..499"),
     (["--per-gpu", "2"], "--per-gpu needs --gpus"),
     (["--gpus", "0", "--per-gpu", "0"], "--per-gpu must be >= 1"),

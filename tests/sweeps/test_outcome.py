@@ -19,9 +19,10 @@ from sweeps.outcome import (
     outcome_of,
     typed,
 )
-from sweeps.signals import Preempted
+from sweeps.signals import PREEMPT, Preempted
 from sweeps.tracking import Run, tracked
 from tests.helpers import REPO
+from vicreg.errors import RankLost
 
 # what happened -> (Optuna state, MLflow status, state tag, retry, counts as a failure, exit code)
 EXPECTED = [
@@ -39,6 +40,8 @@ EXPECTED = [
     (Preempted("terminated (SIGTERM)"), {}, "SIGTERM", ("FAIL", "KILLED", "PREEMPTED", "re-enqueued", False, 143)),
     (Preempted("time limit (--max-time)", time_limit=True), {}, "--max-time",
      ("FAIL", "KILLED", "PREEMPTED", "re-enqueued", False, 0)),
+    (RankLost("a process of this training's group is gone"), {}, "a rank of its group died (--gpus-per-trial)",
+     ("FAIL", "FAILED", "RANK_LOST", "re-enqueued", False, 1)),
 ]
 
 
@@ -51,6 +54,12 @@ def test_every_row_of_the_table(event, where, row: str, expected: tuple) -> None
 
 def test_the_table_has_no_row_without_an_event() -> None:
     assert {r[2] for r in EXPECTED} == set(OUTCOMES)
+
+
+def test_a_rank_lost_to_the_same_sigterm_is_the_preemption(monkeypatch) -> None:
+    # The scheduler signals every rank: rank 0 may see its peer's death before its own SIGTERM.
+    monkeypatch.setitem(PREEMPT, "reason", "terminated (SIGTERM)")
+    assert outcome_of(RankLost("gone")).event == "SIGTERM"
 
 
 def test_torch_out_of_memory_is_typed_and_other_errors_are_not() -> None:

@@ -247,6 +247,7 @@ def test_max_time_stops_at_the_limit_and_loses_nothing(env, capsys) -> None:
 def test_scheduler_files_run_the_sweep(env) -> None:
     """scripts/sweep.sbatch runs as SLURM would run it (here as a --dry-run on a journal), and
     the Kubernetes Job's command is one our command line accepts, for a study that loads."""
+    from sweeps.gpu_share import gpu_list
     from sweeps.run import parse_args
     from sweeps.study import load_study, study_path
 
@@ -263,14 +264,30 @@ def test_scheduler_files_run_the_sweep(env) -> None:
         optuna.storages.journal.JournalFileBackend(str(env["dir"] / "j.log")))
     trials = optuna.load_study(study_name="demo-dryrun", storage=journal).trials
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 8  # its --dry-run --trials 8 ran
-    job = yaml.safe_load((repo / "scripts" / "sweep-job.yaml").read_text())
-    # Kubernetes accepts backoffLimitPerIndex (each worker's pod retried on its own) only in an Indexed Job.
-    assert "backoffLimitPerIndex" not in job["spec"] or job["spec"]["completionMode"] == "Indexed"
-    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:2] == ["python", "sweeps/run.py"]
-    args = parse_args(command[2:])
-    assert args.max_time and args.out.startswith("/shared/") and args.storage.startswith("postgresql://")
-    assert load_study(study_path(args.study)).name == args.study
+    # Its multi-GPU-per-trial variant: two 2-GPU groups (a dry run starts each group's rank 0 only).
+    run = subprocess.run(
+        ["bash", str(repo / "scripts" / "sweep.sbatch"), "--set", f"data.cache_dir={env['dir'] / 'cache'}"],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "DRY_RUN": "1", "STUDY": "demo",
+             "STORAGE": f"journal:{env['dir'] / 'j2.log'}", "SWEEP_OUT": str(env["dir"] / "runs2"),
+             "DATA_ROOT": str(env["root"]), "MLFLOW_TRACKING_URI": env["uri"], "GPUS": "4", "GPUS_PER_TRIAL": "2"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    trials = optuna.load_study(study_name="demo-dryrun", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(env["dir"] / "j2.log")))).trials
+    assert {t.user_attrs["cuda_visible_devices"] for t in trials} <= {"0,1", "2,3"}
+    for name, gpus in (("sweep-job.yaml", 1), ("sweep-job-multigpu.yaml", 4)):
+        job = yaml.safe_load((repo / "scripts" / name).read_text())
+        # Kubernetes accepts backoffLimitPerIndex (each worker's pod retried on its own) only in an Indexed Job.
+        assert "backoffLimitPerIndex" not in job["spec"] or job["spec"]["completionMode"] == "Indexed"
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        command = container["command"]
+        assert command[:2] == ["python", "sweeps/run.py"]
+        args = parse_args(command[2:])
+        assert args.max_time and args.out.startswith("/shared/") and args.storage.startswith("postgresql://")
+        assert load_study(study_path(args.study)).name == args.study
+        # the pod's GPUs are the trial's: one group of --gpus-per-trial over the listed --gpus
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus == args.gpus_per_trial
+        assert len(gpu_list(args.gpus)) == gpus if args.gpus else gpus == 1
 
 
 @pytest.mark.slow
