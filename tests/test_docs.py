@@ -1,12 +1,11 @@
 """The documentation can be trusted: every command in a ```bash block of README.md and docs/ is
-run here, on made data, through the installed commands, and its output checked (or it is
+run here, on made data, through the installed commands' entry points, and its output checked (or it is
 listed in NOT_RUN with the reason it cannot run on a test machine); every relative link
 resolves; the configuration reference is what the code generates; and nothing in the
 repository points at a file outside it."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -108,15 +107,11 @@ def workspace(tmp_path_factory, synthetic_root):
 
 
 def _argv(command: str, subs: dict[str, str]) -> list[str]:
+    """The command's words after its program name, placeholders replaced, size shrunk."""
     words = [subs.get(w, w) for w in shlex.split(command)]
     if "--study" in words:  # the same study, from the workspace's copy (its best file lands there)
         i = words.index("--study")
         words[i:i + 2] = ["--config", f"experiments/{words[i + 1]}.yaml"]
-    bin_dir = Path(sys.executable).parent
-    if words[0] in ("vicreg", "vicreg-sweep"):  # the installed command when there is one
-        installed = bin_dir / words[0]
-        module = ["-m", "vicreg"] if words[0] == "vicreg" else [str(ROOT / "sweeps" / "run.py")]
-        words = ([str(installed)] if installed.is_file() else [sys.executable, *module]) + words[1:]
     if "vicreg-sweep" in command and not any(f in command for f in ("--best", "--dry-run", "--predict")):
         words += SMALL_SWEEP
     if "vicreg-sweep" in command and "--dry-run" in command:
@@ -125,7 +120,19 @@ def _argv(command: str, subs: dict[str, str]) -> list[str]:
         words += SMALL_PRETRAIN
     if "make-synthetic" in command:
         words += ["--count", "12", "--size", "64"]
-    return words
+    return words[1:]
+
+
+def _entry_point(program: str):
+    """The function pyproject.toml's [project.scripts] installs as `program`: the test calls it in
+    its own process (an interpreter, torch and MLflow start per command cost 5 s of CPU each;
+    test_shutil_which_finds_the_commands_after_install runs the installed files themselves)."""
+    import importlib
+
+    section = (ROOT / "pyproject.toml").read_text().split("[project.scripts]")[1].split("\n[")[0]
+    target = re.search(rf'^{re.escape(program)} = "([\w.]+):(\w+)"', section, re.M)
+    assert target, f"pyproject.toml installs no `{program}`"
+    return getattr(importlib.import_module(target.group(1)), target.group(2))
 
 
 def _reads_a_result(command: str) -> bool:
@@ -168,8 +175,12 @@ def test_every_documented_command_is_run_or_says_why() -> None:
 
 @pytest.mark.slow  # a dozen commands end to end: make test, not make test-fast
 @pytest.mark.parametrize("group", sorted(_groups()))
-def test_documented_commands_run(workspace, group: str) -> None:
+def test_documented_commands_run(workspace, group: str, monkeypatch, capfd) -> None:
     work, subs = workspace
+    # As from a clone's root, with a home of its own (no ~/.cache/torch weights, no MLflow settings).
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(work))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     seen = set()
     for page, command in _groups()[group]:
         pattern = next(p for key, p in EXPECT if key in command)
@@ -177,13 +188,18 @@ def test_documented_commands_run(workspace, group: str) -> None:
         if tuple(argv) in seen:  # the same line on two pages, or two placeholders for one made folder
             continue
         seen.add(tuple(argv))
-        out = subprocess.run(argv, cwd=work, capture_output=True, text=True, timeout=600,
-                             env={"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin",
-                                  "HOME": str(work), "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT),
-                                  "OMP_NUM_THREADS": os.environ["OMP_NUM_THREADS"]})  # tests/conftest.py
-        text = out.stdout + out.stderr
-        assert out.returncode == 0, f"{page}: `{command}` exited {out.returncode}:\n{text[-3000:]}"
+        code = _run(_entry_point(shlex.split(command)[0]), argv, capfd)
+        text = "".join(capfd.readouterr())
+        assert code == 0, f"{page}: `{command}` exited {code}:\n{text[-3000:]}"
         assert re.search(pattern, text), f"{page}: `{command}` did not print /{pattern}/:\n{text[-3000:]}"
+
+
+def _run(entry, argv: list[str], capfd) -> int:
+    capfd.readouterr()  # what came before is not this command's
+    try:
+        return entry(argv)
+    except SystemExit as e:  # argparse's usage errors
+        return e.code if isinstance(e.code, int) else 1
 
 
 def test_every_skipped_command_says_why_and_every_skip_is_used() -> None:
