@@ -271,7 +271,9 @@ def _run(args: argparse.Namespace, spec: StudySpec, overrides: dict, target: int
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the parent's bookkeeping finish
             if code == 0 and counts(study)["done"] < target:
                 status = "KILLED"  # stopped by --timeout before the target
-            if spec.log_plots:  # a study that asks for no plots gets none (Optuna's take ~2 s)
+            # A study that asks for no plots gets none (Optuna's take ~2 s), nor does a dry run,
+            # whose values are made up.
+            if spec.log_plots and not args.dry_run:
                 log_study_plots(tracking, parent, study, out_dir / "plots")
             tracking.end(parent, status, {"FINISHED": "COMPLETE"}.get(status, status))
     if code in (0, 1):
@@ -380,8 +382,6 @@ def _confirm_stage(plan: Plan) -> None:
     """Confirm the top-k configurations (sweeps/confirm.py), then record and show them."""
     args, spec, study, tracking, parent, out_dir = (plan.args, plan.spec, plan.study, plan.tracking, plan.parent,
                                                      plan.out_dir)
-    from sweeps.confirm import run_confirm
-
     seeds = args.seeds if args.seeds is not None else spec.confirm.seeds
     if args.dry_run:
         print("dry run: no confirm stage (it pretrains for real)")
@@ -389,6 +389,8 @@ def _confirm_stage(plan: Plan) -> None:
     if spec.confirm.top_k < 1 or seeds < 1:
         print("no confirm stage (the study's confirm.top_k or seeds is 0)")
         return
+    from sweeps.confirm import run_confirm  # torch and the trainer: 3 s a dry run need not pay
+
     print(f"confirm stage: the top {spec.confirm.top_k} configurations, pretrained again with {seeds} seeds "
           f"each, scored on the CV folds and the hold-out")
     ctx = SweepContext(spec, out_dir, plan.overrides, tracking, parent, 0, progress=True, dry_run=False)

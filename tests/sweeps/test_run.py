@@ -20,6 +20,7 @@ from tests.helpers import (
     env_optuna,
     env_runs,
     stop_mid_trial,
+    study_runs,
     sweep_args,
     write_study,
 )
@@ -264,6 +265,9 @@ def test_scheduler_files_run_the_sweep(env) -> None:
         optuna.storages.journal.JournalFileBackend(str(env["dir"] / "j.log")))
     trials = optuna.load_study(study_name="demo-dryrun", storage=journal).trials
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 8  # its --dry-run --trials 8 ran
+    # The demo study asks for Optuna's plots, but a dry run's values are made up: it draws none.
+    client, parents, _ = study_runs(env["uri"], "demo-dryrun")
+    assert len(parents) == 1 and "optuna" not in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     # Its multi-GPU-per-trial variant: two 2-GPU groups (a dry run starts each group's rank 0 only).
     run = subprocess.run(
         ["bash", str(repo / "scripts" / "sweep.sbatch"), "--set", f"data.cache_dir={env['dir'] / 'cache'}"],
