@@ -194,6 +194,7 @@ def _load_in_child(args) -> tuple[int, bytes]:
     return calls["n"], d.train.images.numpy().tobytes()
 
 
+@pytest.mark.slow  # two decoding processes: make test
 def test_two_processes_share_one_atomic_decode(root: Path, tmp_path: Path) -> None:
     cache = str(tmp_path / "cache")
     with mp.get_context("spawn").Pool(2) as pool:

@@ -66,6 +66,7 @@ def _rank_main(rank: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes (mp.spawn): make test
 def test_one_step_on_two_ranks_equals_one_process_on_the_concatenated_batch(tmp_path: Path) -> None:
     """The loss terms and the gradients of a step on 2 ranks (each half of a batch of 16, BatchNorm
     synchronised, DDP averaging) equal one process's on the whole batch (float32 tolerance)."""

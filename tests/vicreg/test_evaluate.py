@@ -386,7 +386,7 @@ def test_random_init_far_above_chance_where_random_features_separate(tmp_path) -
     # separate them, so an honest random-init baseline must score far above chance (0).
     make_synthetic(tmp_path / "d", count=150, size=96, seed=1, test_count=0)
     cfg = tiny_config(tmp_path, **{"data.dataset": "synthetic", "data.root": str(tmp_path / "d"),
-                                   "data.image_size": 64, "model.small_stem": "null"})  # the default's stem
+                                   "data.image_size": 32, "model.small_stem": "null"})  # the default's stem
     d = load_datasets(cfg.data)
     folds = make_folds(d.train.names, d.train.labels, 5, seed=0, holdout=0.2)
     kappa = probe_kappa(baseline_encoder("random-init", cfg, seed=0), d.train.images, d.train.labels, folds)

@@ -126,6 +126,7 @@ def _dist_worker(rank: int, world: int, port: int, a: torch.Tensor, b: torch.Ten
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two gloo processes (mp.spawn): make test
 def test_distributed_gather_sees_all_processes_with_correct_gradient() -> None:
     g = torch.Generator().manual_seed(3)
     a, b = torch.randn(16, 6, generator=g), torch.randn(16, 6, generator=g)

@@ -8,18 +8,39 @@ import torchvision
 
 import vicreg.train as train_mod
 from tests.conftest import tiny_config
+from vicreg.augment import TwoViews, channel_stats
 from vicreg.checkpoint import load_encoder_checkpoint
+from vicreg.loss import vicreg_loss
+from vicreg.model import build_model
 from vicreg.train import pretrain
 
 
+def _loss_on_fixed_views(model: torch.nn.Module, cfg, images: torch.Tensor) -> float:
+    """VICReg's loss of `model` on one fixed pair of views of `images` (the same crops, flips
+    and colours for every model it is asked about), batch statistics as in training."""
+    torch.manual_seed(123)
+    a, b = TwoViews(cfg.augment, cfg.data.image_size, cfg.model.in_channels, *channel_stats(images))(images)
+    with torch.no_grad():
+        z_a, z_b = model.train()(a, b)
+        return float(vicreg_loss(z_a, z_b, cfg.loss.sim_coeff, cfg.loss.std_coeff, cfg.loss.cov_coeff).loss)
+
+
 def test_a_few_epochs_lower_the_loss_without_collapse(synthetic_images) -> None:
-    # A learning test: the CIFAR stem that 32 px images get by default (the ImageNet stem of
-    # tiny_config leaves 2x2 maps by layer2, and its loss curve is noise over 4 epochs).
-    cfg = tiny_config(**{"train.epochs": 4, "optim.lr": 3e-3, "model.small_stem": True})
-    r = pretrain(cfg, synthetic_images.train.images)
-    assert r.status == "completed" and r.epochs == 4
-    losses = [h["loss"] for h in r.history]
-    assert losses[-1] < losses[0] - 0.5
+    """Two epochs lower the loss on the same views of the training images, against the
+    network they started from. (Per-epoch training losses are means over 3 batches of fresh
+    random views: on seed 1 the fourth epoch's was above the first's; on fixed views the drop
+    after two epochs was 0.61 to 1.38 over seeds 0-4, so 0.3 fails only a trainer that learns
+    half as fast as the slowest of them.)
+    The CIFAR stem that 32 px images get by default: the ImageNet stem of tiny_config leaves
+    2x2 maps by layer2."""
+    cfg = tiny_config(**{"train.epochs": 2, "optim.lr": 3e-3, "model.small_stem": True})
+    images = synthetic_images.train.images
+    torch.manual_seed(cfg.train.seed)  # the initial network pretrain builds
+    start = build_model(cfg.model, cfg.data.image_size)
+    r = pretrain(cfg, images)
+    assert r.status == "completed" and r.epochs == 2
+    before, after = _loss_on_fixed_views(start, cfg, images), _loss_on_fixed_views(r.model.cpu(), cfg, images)
+    assert after < before - 0.3, (before, after)
     assert all(h["std"] > 0.05 for h in r.history)
     for key in ("loss", "invariance", "variance", "covariance", "lr", "std", "images_per_s"):
         assert key in r.history[0]
