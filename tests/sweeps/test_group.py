@@ -13,7 +13,9 @@ from sweeps.group import group_env
 from sweeps.run import main
 from tests.helpers import env_optuna, env_runs, stop_mid_trial, sweep_args, write_study
 
-GROUP = ["--gpus-per-trial", "2", "--set", "train.device=cpu"]
+# Batches of 24 (12 a rank): 2 steps an epoch of the 48 pretraining images, each with its
+# gradient all-reduce, the cost of a step on 2 processes.
+GROUP = ["--gpus-per-trial", "2", "--set", "train.device=cpu", "--set", "data.batch_size=24"]
 
 
 def test_gpus_split_into_one_group_per_trial() -> None:

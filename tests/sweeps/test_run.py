@@ -153,7 +153,8 @@ def _epochs_checkpointed(env) -> int:
 
     for path in (env["dir"] / "runs" / "checkpoints").glob("trial*/last.pt"):
         try:
-            return len(torch.load(path, map_location="cpu", weights_only=True)["history"])
+            # mmap: the weights stay on disk; a poll reads the history, not 135 MB of tensors.
+            return len(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["history"])
         except Exception:  # replaced (atomically) while we read
             return 0
     return 0
