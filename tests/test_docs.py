@@ -52,10 +52,12 @@ EXPECT = [
 ]
 
 # Appended to a sweep that trains (argparse: the last value wins): one trial of one epoch at 16 px
-# on the ResNet's ImageNet stem (tests/conftest.py's tiny_config says why), one confirm seed. The
-# documented line runs whole; only its size shrinks.
-SMALL_SWEEP = ["--trials", "1", "--seeds", "1", "--set", "train.epochs=1", "--set", "data.image_size=16",
-               "--set", "eval.epochs=1", "--set", "data.batch_size=16", "--set", "model.init=random",
+# on the ResNet's ImageNet stem (tests/conftest.py's tiny_config says why), one confirm seed, in
+# one process (a second worker would start torch for no trial: tests/sweeps/test_run.py and
+# tests/test_postgres.py run several). The documented line runs whole; only its size shrinks.
+SMALL_SWEEP = ["--trials", "1", "--seeds", "1", "--workers", "1", "--set", "train.epochs=1",
+               "--set", "data.image_size=16", "--set", "eval.epochs=1", "--set", "data.batch_size=16",
+               "--set", "model.init=random",
                "--set", "optim.name=adam", "--set", "optim.lr=0.001", "--set", "model.expander_hidden=64",
                "--set", "model.small_stem=false"]
 SMALL_PRETRAIN = ["--set", "train.epochs=1", "--set", "model.small_stem=false"]

@@ -217,11 +217,12 @@ def test_another_machine_s_dead_trial_is_found_by_its_heartbeat(postgres, env, m
 def test_two_machines_stop_at_exactly_the_target(postgres, env) -> None:
     """Two launches with their own output folders (as on two machines: no shared file lock)
     against one PostgreSQL study: the advisory claim lock makes them stop at exactly 40,
-    and they share one MLflow parent run."""
+    and they share one MLflow parent run. One worker each (each launch runs its trials in its
+    own process): the race is between the launches, which share nothing but the database."""
     url = postgres.createdb("machines")
     study = write_study(env["dir"], env["root"], budget={"trials": 40}, probe_every=1)
     procs = [subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--storage", url, "--dry-run",
-                               "--workers", "2", "--tracking-uri", env["uri"], "--out", str(env["dir"] / f"m{i}")],
+                               "--tracking-uri", env["uri"], "--out", str(env["dir"] / f"m{i}")],
                               cwd=env["dir"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
