@@ -310,22 +310,25 @@ def test_cifar10_missing_says_where_and_what(tmp_path: Path) -> None:
 
 
 def test_synthetic_layout_balance_and_determinism(tmp_path: Path) -> None:
-    make_synthetic(tmp_path / "a", count=611, size=16, seed=3)
-    # Determinism on small sets (same seed: same bytes; another seed: other names and grades).
+    # The real set's balance: 611 training images split 329/212/70, and 386 test images by the
+    # default ratio (make_synthetic computes both so; the files are checked on a set of 30, since
+    # 997 generated images cost 7 s).
+    assert grade_counts(611) == [329, 212, 70]
     make_synthetic(tmp_path / "b", count=30, size=16, seed=3)
     make_synthetic(tmp_path / "b2", count=30, size=16, seed=3)
     make_synthetic(tmp_path / "c", count=30, size=16, seed=4, test_count=0)  # its CSV is drawn first
-    task = _task(tmp_path / "a")
+    task = _task(tmp_path / "b")
     rows = (task / LABELS_CSV).read_text().splitlines()
     assert rows[0] == "image name,DR grade"
     grades = [int(r.split(",")[1]) for r in rows[1:]]
-    assert np.bincount(grades).tolist() == [329, 212, 70]
+    assert np.bincount(grades).tolist() == grade_counts(30) == [17, 10, 3]
     names = [r.split(",")[0] for r in rows[1:]]
     assert all(len(n) == 7 and n.endswith(".png") for n in names)  # '001.png'
     tests = sorted(p.name for p in (task / TEST_DIR).glob("*.png"))
-    assert len(tests) == 386 and set(tests).isdisjoint(names)
+    assert len(tests) == round(30 * 386 / 611) and set(tests).isdisjoint(names)
     img = Image.open(task / TRAIN_DIR / names[0])
     assert img.mode == "L" and img.size == (16, 16)
+    # Determinism (same seed: same bytes; another seed: other names and grades).
     small = [(tmp_path / d / TASK_DIR) for d in ("b", "b2", "c")]
     assert [f.read_bytes() for f in sorted((small[0] / TRAIN_DIR).glob("*.png"))] == \
         [f.read_bytes() for f in sorted((small[1] / TRAIN_DIR).glob("*.png"))]
