@@ -59,11 +59,22 @@ class StorageUnavailable(RuntimeError):
 
 def transient(e: BaseException) -> bool:
     """Did this fail because the database could not be reached (so a retry may succeed)?
-    Optuna wraps SQLAlchemy errors raised at commit in StorageInternalError."""
-    if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__ is not None:
-        e = e.__cause__
-    return isinstance(e, (sa_exc.OperationalError, sa_exc.InterfaceError)) or bool(
-        getattr(e, "connection_invalidated", False))
+
+    The connection error can sit below others in the exception's chain: Optuna wraps the
+    SQLAlchemy errors raised in a session in StorageInternalError, and when a server restart
+    cuts a query that Optuna then retries another way in the same session (its _get_trials
+    fallback), SQLAlchemy raises PendingRollbackError with the OperationalError as its context.
+    Optuna rolls back and closes that session, so a retry starts clean. An error whose chain
+    holds no connection error (invalid data, an integrity error) is not retried."""
+    seen: set[int] = set()
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, (sa_exc.OperationalError, sa_exc.InterfaceError)) or getattr(
+                link, "connection_invalidated", False):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
 
 
 _local = threading.local()  # per thread: already inside a retried call? (no nested retry loops)

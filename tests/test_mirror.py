@@ -40,7 +40,6 @@ TESTED_IN = {
     "sweeps/reports.py": "tests/sweeps/test_confirm.py",
     "sweeps/signals.py": "tests/sweeps/test_run.py",  # Ctrl-C, SIGTERM, --max-time
     "sweeps/space.py": "tests/sweeps/test_study.py",
-    "sweeps/storage.py": "tests/test_postgres.py",
     "sweeps/tracking": "tests/sweeps/test_run.py",  # every MLflow call, through the runs it makes
 }
 

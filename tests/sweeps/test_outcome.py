@@ -1,12 +1,11 @@
 """How a trial ends, row by row: sweeps/outcome.py's table against an expected table written
 out here, `tracked` turning each ending into the MLflow status the table says, docs/sweeps.md
-holding the table, and two helpers the sweep leans on (with_retry, record_best)."""
+holding the table, and best.record_best, which the table's outcomes feed."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
-import sqlalchemy.exc as sa_exc
 import torch
 import yaml
 
@@ -106,29 +105,6 @@ def test_tracked_ends_each_run_as_the_table_says(event, where, row: str, expecte
 def test_the_sweeps_page_holds_the_table() -> None:
     page = (REPO / "docs" / "sweeps.md").read_text()
     assert markdown_table() in page, "docs/sweeps.md's fault table differs from sweeps/outcome.py: paste it"
-
-
-def test_with_retry_waits_out_an_outage_and_then_gives_up(capsys) -> None:
-    from sweeps.storage import StorageUnavailable, with_retry
-
-    calls = []
-
-    def flaky() -> str:
-        calls.append(1)
-        if len(calls) < 3:
-            raise sa_exc.OperationalError("select 1", {}, Exception("connection refused"))
-        return "ok"
-
-    assert with_retry(flaky, wait_s=30, what="a test") == "ok" and len(calls) == 3
-    assert "reachable again after an outage (a test)" in capsys.readouterr().err
-
-    def down() -> None:
-        raise sa_exc.OperationalError("select 1", {}, Exception("connection refused"))
-
-    with pytest.raises(StorageUnavailable, match=r"unreachable for 0 s \(during a test\); giving up"):
-        with_retry(down, wait_s=0.3, what="a test")
-    with pytest.raises(ValueError, match="not transient"):  # not a connection problem: no retry
-        with_retry(lambda: (_ for _ in ()).throw(ValueError("not transient")), wait_s=30, what="a test")
 
 
 def test_record_best_writes_the_top_trials_in_order(tmp_path, synthetic_root) -> None:
