@@ -66,7 +66,10 @@ def test_two_trials_tracked_then_resumed_to_three(env, capsys) -> None:
     assert (env["dir"] / "best" / "tiny.best-config.yaml").is_file()
     assert (env["dir"] / "runs" / "folds.csv").is_file()
 
-    # Resume: --trials is the total; the parent run is found again, not duplicated.
+    # Resume: --trials is the total; the parent run is found again, not duplicated. (The figures
+    # and the encoder file are checked above: the third trial goes without them, 4 s cheaper.)
+    study.write_text(study.read_text().replace("log_checkpoint: true", "log_checkpoint: false")
+                     .replace("log_plots: true", "log_plots: false"))
     assert main(sweep_args(env, study, "--trials", "3")) == 0
     _, parents, trials = env_runs(env)
     assert len(parents) == 1 and len(trials) == 3
