@@ -120,15 +120,21 @@ def env_optuna(env: dict, name: str = "tiny"):
     return journal_study(env["dir"] / "runs", name)
 
 
-def vicreg_cli(capsys, *args: str) -> SimpleNamespace:
-    """`vicreg ARGS` in this process (no interpreter and torch start-up per call): returncode,
-    stdout and stderr, as subprocess.run would give them. Warnings go to pytest, not stderr."""
-    from vicreg.__main__ import main
-
-    capsys.readouterr()  # what came before is not this command's
+def call_main(main: Callable[[list[str]], int], capture, *args: str) -> SimpleNamespace:
+    """A command's `main(ARGS)` in this process (no interpreter and torch start-up per call):
+    returncode, stdout and stderr, as subprocess.run would give them. `capture`: pytest's capsys,
+    or capfd when the command starts processes whose output counts too (sweep workers)."""
+    capture.readouterr()  # what came before is not this command's
     try:
         code = main(list(args))
     except SystemExit as e:  # argparse's usage errors
         code = e.code if isinstance(e.code, int) else 1
-    out = capsys.readouterr()
+    out = capture.readouterr()
     return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
+def vicreg_cli(capsys, *args: str) -> SimpleNamespace:
+    """`vicreg ARGS` in this process. Warnings go to pytest, not stderr."""
+    from vicreg.__main__ import main
+
+    return call_main(main, capsys, *args)

@@ -248,6 +248,10 @@ def test_bad_study_files(here: Path, capsys, synthetic_root: Path, change: dict,
      "cannot open the Optuna storage postgresql://u@db:notaport/optuna"),
     (["--gpus", "a,b"], "--gpus takes comma-separated GPU numbers"),
     (["--per-gpu", "2"], "--per-gpu needs --gpus"),
+    (["--gpus", "3-1"], "--gpus takes comma-separated GPU numbers or ranges"),
+    (["--gpus", "0-2", "--gpus-per-trial", "2"], "--gpus must list a multiple of --gpus-per-trial"),
+    (["--gpus", "0,1", "--gpus-per-trial", "2", "--per-gpu", "2"], "--gpus-per-trial and --per-gpu do not combine"),
+    (["--gpus-per-trial", "0"], "--gpus-per-trial must be >= 1"),
     (["--max-time", "0"], "--max-time must be a number of seconds > 0"),
     (["--set", "optim.lr=[1,"], "the value is not valid YAML"),
     (["--set", "train.device=tpu"], "train.device='tpu'"),
@@ -269,4 +273,4 @@ def test_unreadable_study_files(here: Path, capsys, content, words: str) -> None
 
 def test_the_table_is_at_least_a_hundred_inputs() -> None:
     """The issue's bar: at least 100 bad inputs, beside the crafted files of other tests."""
-    assert len(SETS) + len(CONFIG_FILES) + 9 + 3 * 2 + 1 + len(STUDIES) + 14 + 3 >= 100
+    assert len(SETS) + len(CONFIG_FILES) + 9 + 3 * 2 + 1 + len(STUDIES) + 18 + 3 >= 100

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from tests.helpers import REPO
+from tests.helpers import REPO, call_main
 
 ROOT = REPO
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -190,18 +190,10 @@ def test_documented_commands_run(workspace, group: str, monkeypatch, capfd) -> N
         if tuple(argv) in seen:  # the same line on two pages, or two placeholders for one made folder
             continue
         seen.add(tuple(argv))
-        code = _run(_entry_point(shlex.split(command)[0]), argv, capfd)
-        text = "".join(capfd.readouterr())
-        assert code == 0, f"{page}: `{command}` exited {code}:\n{text[-3000:]}"
+        out = call_main(_entry_point(shlex.split(command)[0]), capfd, *argv)
+        text = out.stdout + out.stderr
+        assert out.returncode == 0, f"{page}: `{command}` exited {out.returncode}:\n{text[-3000:]}"
         assert re.search(pattern, text), f"{page}: `{command}` did not print /{pattern}/:\n{text[-3000:]}"
-
-
-def _run(entry, argv: list[str], capfd) -> int:
-    capfd.readouterr()  # what came before is not this command's
-    try:
-        return entry(argv)
-    except SystemExit as e:  # argparse's usage errors
-        return e.code if isinstance(e.code, int) else 1
 
 
 def test_every_skipped_command_says_why_and_every_skip_is_used() -> None:

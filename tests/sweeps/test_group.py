@@ -26,17 +26,6 @@ def test_gpus_split_into_one_group_per_trial() -> None:
     assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["MASTER_PORT"]) == ("1", "4", "1", "29500")
 
 
-@pytest.mark.parametrize("argv,match", [
-    (["--gpus", "0-2", "--gpus-per-trial", "2"], "--gpus must list a multiple of --gpus-per-trial"),
-    (["--gpus", "0,1", "--gpus-per-trial", "2", "--per-gpu", "2"], "--gpus-per-trial and --per-gpu do not combine"),
-    (["--gpus-per-trial", "0"], "--gpus-per-trial must be >= 1"),
-])
-def test_bad_group_flags_are_one_line(env, capsys, argv: list[str], match: str) -> None:
-    study = write_study(env["dir"], env["root"])
-    assert main(sweep_args(env, study, *argv)) == 2
-    assert match in capsys.readouterr().err
-
-
 @pytest.mark.slow  # 2-process trials: make test
 def test_two_rank_trials_track_once_survive_a_killed_rank_and_prune_together(env) -> None:
     """A trial on a 2-process group, with kill -9 of rank 1 mid-trial: rank 0's next collective

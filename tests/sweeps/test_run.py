@@ -67,7 +67,7 @@ def test_two_trials_tracked_then_resumed_to_three(env, capsys) -> None:
     assert (env["dir"] / "runs" / "folds.csv").is_file()
 
     # Resume: --trials is the total; the parent run is found again, not duplicated. (The figures
-    # and the encoder file are checked above: the third trial goes without them, 4 s cheaper.)
+    # and the encoder file are checked above: the third trial goes without them, 2 s cheaper.)
     study.write_text(study.read_text().replace("log_checkpoint: true", "log_checkpoint: false")
                      .replace("log_plots: true", "log_plots: false"))
     assert main(sweep_args(env, study, "--trials", "3")) == 0
