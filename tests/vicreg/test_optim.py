@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vicreg.config import OptimConfig
-from vicreg.optim import LARS, build_optimizer, lr_at, param_groups, warmup_steps
+from vicreg.optim import LARS, build_optimizer, fused_for, lr_at, param_groups, warmup_steps
 
 
 def _model() -> nn.Module:
@@ -71,6 +71,16 @@ def test_build_optimizer_passes_the_config_on(name: str, cls: type) -> None:
             assert g["momentum"] == 0.8
         else:
             assert g["betas"] == (0.7, 0.95)
+        assert g.get("fused", True)  # torch's optimisers run their fused kernels on the CPU (LARS has none)
+
+
+def test_fused_kernels_only_where_torch_has_them() -> None:
+    """fused=True raises on a device without the kernels: those get torch's default (None)."""
+    cpu, meta = nn.Linear(2, 2), nn.Linear(2, 2, device="meta")
+    assert fused_for(cpu.parameters()) is True
+    assert fused_for([{"params": list(cpu.parameters())}]) is True
+    assert fused_for(meta.parameters()) is None and fused_for([]) is None
+    assert build_optimizer(meta, OptimConfig(name="adam")).param_groups[0]["fused"] is None
 
 
 def test_lars_trust_ratio_is_one_for_zero_weights() -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from ..augment import normalise
 from ..config import EvalConfig
 from ..data.rows import Rows
+from ..optim import fused_for
 from .features import column_stats
 from .metrics import curve_scores, scores
 from .report import FoldResult
@@ -144,13 +145,13 @@ def finetune(encoder: nn.Module, train: ImageSplit, val: ImageSplit, spec: FitSp
     with torch.no_grad():
         in_dim = encoder.eval()(normalise(train.x[:2].to(device), train.mean, train.std)).shape[1]
     head = make_head(in_dim, spec.n_classes, cfg, protocol).to(device)
-    groups = [{"params": head.parameters(), "lr": cfg.lr}]
+    groups = [{"params": list(head.parameters()), "lr": cfg.lr}]
     parts = stage_modules(encoder)
     for depth, name in enumerate(STAGES, start=1):
         if protocol == "full" or name == "layer4":
             groups.append({"params": [p for m in parts[name] for p in m.parameters()],
                            "lr": cfg.lr * cfg.lr_decay ** depth})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=fused_for(groups))
 
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
         x = normalise(x.to(device), train.mean, train.std)
