@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -103,6 +105,66 @@ def start_mlflow_server(folder: Path, backend: str, port: int) -> subprocess.Pop
             time.sleep(0.5)
     proc.terminate()
     raise AssertionError("mlflow server did not start")
+
+
+class Outage:
+    """A TCP relay on 127.0.0.1:`port` to a server on 127.0.0.1:`target` that can go away and come
+    back, as a server's graceful restart looks to its clients: `down()` stops listening (new
+    connections are refused), stops relaying requests, lets replies already under way through
+    for `drain_s`, then closes every connection; `up()` listens again. One server start where a
+    stop and a restart cost two (about 5 s of CPU each for MLflow's)."""
+
+    def __init__(self, port: int, target: int, drain_s: float = 0.5) -> None:
+        self.port, self.target, self.drain_s = port, target, drain_s
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._relaying = threading.Event()
+        self.up()
+
+    def up(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._relaying.set()
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+
+    def down(self) -> None:
+        self._relaying.clear()
+        self._listener.close()
+        time.sleep(self.drain_s)
+        with self._lock:
+            for conn in self._open:
+                conn.close()
+            self._open.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed by down()
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:  # the server itself is not there: so it looks to the client
+                client.close()
+                continue
+            with self._lock:
+                self._open |= {client, server}
+            threading.Thread(target=self._pipe, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, request: bool) -> None:
+        try:
+            while (data := src.recv(65536)) and (self._relaying.is_set() or not request):
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)  # the other side sees this side's end
+        except OSError:  # closed by down() or by the other end
+            pass
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the OS's choice)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def sweep_args(env: dict, study: Path, *extra: str) -> list[str]:

@@ -117,7 +117,9 @@ def _argv(command: str, subs: dict[str, str]) -> list[str]:
     if "vicreg-sweep" in command and not any(f in command for f in ("--best", "--dry-run", "--predict")):
         words += SMALL_SWEEP
     if "vicreg-sweep" in command and "--dry-run" in command:
-        words += ["--trials", "4"]
+        # In this process: 4 trials of milliseconds do not need 4 interpreters (2.5 s of CPU each
+        # for MLflow); workers sharing a dry-run study are tests/test_load.py's.
+        words += ["--trials", "4", "--workers", "1"]
     if command.startswith("vicreg pretrain"):
         words += SMALL_PRETRAIN
     if "make-synthetic" in command:

@@ -171,38 +171,38 @@ def _wait_for_epochs(env, proc: subprocess.Popen, n: int, timeout: float = 180) 
         time.sleep(0.05)
 
 
-def _six_epochs(env, name: str, **over) -> Path:
-    """A 1-trial study of 6 epochs (16 px): the test freezes the process before it checks that
+def _four_epochs(env, name: str, **over) -> Path:
+    """A 1-trial study of 4 epochs (16 px): the test freezes the process before it checks that
     the trial is still running and signals it (helpers.stop_mid_trial), so no epoch length
     is needed for the kill to land mid-trial; its polls read a mapped checkpoint every 50 ms."""
     study = write_study(env["dir"], env["root"], name=name, **{"budget": {"trials": 1}, **over})
     doc = yaml.safe_load(study.read_text())
-    doc["base"]["train"]["epochs"] = 6
+    doc["base"]["train"]["epochs"] = 4
     study.write_text(yaml.safe_dump(doc))
     return study
 
 
 @pytest.mark.slow
 def test_killed_and_terminated_trials_resume_where_they_stopped(env) -> None:
-    """kill -9 after epoch 3, restart; SIGTERM a few epochs later, restart: each retry resumes
-    from the last checkpoint, the pruner sees the stored probe values, MLflow holds epochs 1-6
+    """kill -9 after epoch 1, restart; SIGTERM an epoch or two later, restart: each retry resumes
+    from the last checkpoint, the pruner sees the stored probe values, MLflow holds epochs 1-4
     once in one run, and the scores equal an uninterrupted run's (bit-identical on CPU)."""
-    reference = _six_epochs(env, "ref")
+    reference = _four_epochs(env, "ref")
     assert main(sweep_args(env, reference, "--out", str(env["dir"] / "ref-runs"), "--no-tracking")) == 0
     storage = optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(env["dir"] / "ref-runs" / "optuna.journal")))
     straight = optuna.load_study(study_name="ref", storage=storage).trials[0]
 
-    study = _six_epochs(env, "tiny")
+    study = _four_epochs(env, "tiny")
     proc = _start(env, study)
-    _wait_for_epochs(env, proc, 3)
+    _wait_for_epochs(env, proc, 1)
     # Frozen first, so that the trial cannot finish between our look and the kill.
-    assert stop_mid_trial(proc.pid, lambda: _epochs_checkpointed(env) < 6), "the trial ended before the kill"
+    assert stop_mid_trial(proc.pid, lambda: _epochs_checkpointed(env) < 3), "the trial ended before the kill"
     proc.wait()
     killed_at = _epochs_checkpointed(env)
     proc = _start(env, study)  # the retry resumes, then a scheduler's SIGTERM arrives
     _wait_for_epochs(env, proc, killed_at + 1)
-    assert stop_mid_trial(proc.pid, lambda: _epochs_checkpointed(env) < 6, signal.SIGTERM), "ended before SIGTERM"
+    assert stop_mid_trial(proc.pid, lambda: _epochs_checkpointed(env) < 4, signal.SIGTERM), "ended before SIGTERM"
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, out
     assert f"trial 1: resumes trial 0 at epoch {killed_at + 1}" in out
@@ -217,7 +217,7 @@ def test_killed_and_terminated_trials_resume_where_they_stopped(env) -> None:
     assert trials[2].user_attrs["resumed_from_trial"] == 1 and trials[2].params == straight.params
     assert trials[2].value == straight.value and trials[2].user_attrs["scores"] == straight.user_attrs["scores"]
     # The pruner saw the whole probe history on the trial that finished.
-    assert sorted(trials[2].intermediate_values) == [1, 2, 3, 4, 5, 6]
+    assert sorted(trials[2].intermediate_values) == [1, 2, 3, 4]
     assert trials[2].intermediate_values == straight.intermediate_values
 
     client, _, runs = env_runs(env)
@@ -225,7 +225,7 @@ def test_killed_and_terminated_trials_resume_where_they_stopped(env) -> None:
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["state"] == "COMPLETE"
     assert run.data.tags["vicreg.trial"] == "2" and run.data.tags["resumed_from_trial"] == "1"
-    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2, 3, 4, 5, 6]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == [1, 2, 3, 4]
     assert not list((env["dir"] / "runs" / "checkpoints").glob("*/last.pt"))  # a completed trial's go
 
 
@@ -253,7 +253,7 @@ def test_max_time_stops_at_the_limit_and_loses_nothing(env, capsys) -> None:
 def test_scheduler_files_run_the_sweep(env) -> None:
     """scripts/sweep.sbatch runs as SLURM would run it (here as a --dry-run on a journal), and
     the Kubernetes Job's command is one our command line accepts, for a study that loads."""
-    from sweeps.gpu_share import gpu_list
+    from sweeps.gpu_share import gpu_list, worker_gpus
     from sweeps.run import parse_args
     from sweeps.study import load_study, study_path
 
@@ -273,17 +273,22 @@ def test_scheduler_files_run_the_sweep(env) -> None:
     # The demo study asks for Optuna's plots, but a dry run's values are made up: it draws none.
     client, parents, _ = study_runs(env["uri"], "demo-dryrun")
     assert len(parents) == 1 and "optuna" not in {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    # Its multi-GPU-per-trial variant: two 2-GPU groups (a dry run starts each group's rank 0 only).
+    # Its multi-GPU-per-trial variant: the command it runs makes two 2-GPU groups. A stand-in
+    # `python` first on the PATH writes its argv: the sweep above ran the script for real, and the
+    # launcher's groups on a CPU are tests/sweeps/test_group.py's.
+    stub = env["dir"] / "stub"
+    stub.mkdir()
+    (stub / "python").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {env['dir'] / 'argv.txt'}\n")
+    (stub / "python").chmod(0o755)
     run = subprocess.run(
-        ["bash", str(repo / "scripts" / "sweep.sbatch"), "--set", f"data.cache_dir={env['dir'] / 'cache'}"],
-        cwd=repo, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "DRY_RUN": "1", "STUDY": "demo",
-             "STORAGE": f"journal:{env['dir'] / 'j2.log'}", "SWEEP_OUT": str(env["dir"] / "runs2"),
-             "DATA_ROOT": str(env["root"]), "MLFLOW_TRACKING_URI": env["uri"], "GPUS": "4", "GPUS_PER_TRIAL": "2"})
+        ["bash", str(repo / "scripts" / "sweep.sbatch")], cwd=repo, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "STUDY": "demo", "STORAGE": "journal:j.log",
+             "GPUS": "4", "GPUS_PER_TRIAL": "2"})
     assert run.returncode == 0, run.stdout + run.stderr
-    trials = optuna.load_study(study_name="demo-dryrun", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(env["dir"] / "j2.log")))).trials
-    assert {t.user_attrs["cuda_visible_devices"] for t in trials} <= {"0,1", "2,3"}
+    script, *argv = (env["dir"] / "argv.txt").read_text().splitlines()
+    args = parse_args(argv)
+    assert script == "sweeps/run.py" and args.study == "demo" and args.storage == "journal:j.log"
+    assert worker_gpus(gpu_list(args.gpus), args.per_gpu, args.gpus_per_trial) == ["0,1", "2,3"]
     for name, gpus in (("sweep-job.yaml", 1), ("sweep-job-multigpu.yaml", 4)):
         job = yaml.safe_load((repo / "scripts" / name).read_text())
         # Kubernetes accepts backoffLimitPerIndex (each worker's pod retried on its own) only in an Indexed Job.
@@ -302,8 +307,9 @@ def test_scheduler_files_run_the_sweep(env) -> None:
 @pytest.mark.slow
 def test_two_workers_on_the_default_storage(env, capfd) -> None:
     # --gpus 0,1 is --workers 2 with CUDA_VISIBLE_DEVICES set per worker (checked on a CPU).
+    # Trials of one epoch: long enough that the second worker, still starting, is left some.
     study = write_study(env["dir"], env["root"], budget={"trials": 4})
-    assert main(sweep_args(env, study, "--gpus", "0,1")) == 0
+    assert main(sweep_args(env, study, "--gpus", "0,1", "--set", "train.epochs=1")) == 0
     out = capfd.readouterr()
     assert "database is locked" not in out.out + out.err
     trials = env_optuna(env).trials
