@@ -52,15 +52,17 @@ EXPECT = [
 ]
 
 # Appended to a sweep that trains (argparse: the last value wins): one trial of one epoch at 16 px
-# on the ResNet's ImageNet stem (tests/conftest.py's tiny_config says why), one confirm seed, in
+# on the ResNet's ImageNet stem (tests/conftest.py's tiny_config says why), 3 folds (the studies'
+# 5 cost two more fine-tuned heads per scoring, most of these sweeps' time), one confirm seed, in
 # one process (a second worker would start torch for no trial: tests/sweeps/test_run.py and
 # tests/test_postgres.py run several). The documented line runs whole; only its size shrinks.
 SMALL_SWEEP = ["--trials", "1", "--seeds", "1", "--workers", "1", "--set", "train.epochs=1",
                "--set", "data.image_size=16", "--set", "eval.epochs=1", "--set", "data.batch_size=16",
+               "--set", "data.folds=3",
                "--set", "model.init=random",
                "--set", "optim.name=adam", "--set", "optim.lr=0.001", "--set", "model.expander_hidden=64",
                "--set", "model.small_stem=false"]
-SMALL_PRETRAIN = ["--set", "train.epochs=1", "--set", "model.small_stem=false"]
+SMALL_PRETRAIN = ["--set", "train.epochs=1", "--set", "model.small_stem=false", "--set", "data.image_size=16"]
 
 
 def documented_commands() -> list[tuple[str, str]]:

@@ -21,10 +21,12 @@ NOTEBOOKS = REPO / "notebooks"
 pytestmark = pytest.mark.xdist_group("notebooks")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, synthetic_root, new_store):
     """A 3-trial study that varied the optimiser, in its own project-like folder, its study file
-    outside experiments/ (as a user's copy is) and without plots (log_plots: false)."""
+    outside experiments/ (as a user's copy is) and without plots (log_plots: false). Session-wide:
+    the worker that runs this file's group may run other files' tests between its tests, and a
+    module fixture would then be swept again (8 s of CPU)."""
     tmp = tmp_path_factory.mktemp("project")
     (tmp / "my-studies").mkdir()
     study = write_study(tmp / "my-studies", synthetic_root, log_plots=False, log_checkpoint=True,

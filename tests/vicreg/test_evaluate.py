@@ -8,8 +8,6 @@ import dataclasses
 import itertools
 import json
 import re
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -187,12 +185,8 @@ def test_submission_has_a_row_per_test_image_in_name_order(tmp_path) -> None:
         assert sum(float(x) for x in r[2:]) == pytest.approx(1.0, abs=1e-5)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vicreg", *args], capture_output=True, text=True)
-
-
-@pytest.mark.slow  # a subprocess end to end: make test, not make test-fast
-def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path) -> None:
+@pytest.mark.slow  # pretraining, then evaluation with both baselines: make test, not make test-fast
+def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path, capsys) -> None:
     ckpt_dir = tmp_path / "ckpt"
     sets = ["--set", "data.dataset=synthetic", "--set", f"data.root={synthetic_root}",
             "--set", f"data.cache_dir={tmp_path / 'cache'}", "--set", "data.image_size=32",
@@ -200,10 +194,10 @@ def test_cli_evaluate_and_predict_end_to_end(synthetic_root, tmp_path) -> None:
             "--set", "model.expander_out=64", "--set", "train.epochs=1", "--set", "train.progress=false",
             "--set", f"train.checkpoint_dir={ckpt_dir}", "--set", "optim.name=adam",
             "--set", "optim.lr=0.001", "--set", "eval.epochs=2", "--set", "data.folds=3"]
-    # pretrain and predict run in this process (the same argument parsing and exit codes, without
-    # a second torch import); evaluate runs as a user runs it, its stdout read back.
+    # In this process: the same argument parsing, exit codes and printed report, without a second
+    # torch import (the installed `vicreg` runs in tests/test_docs.py).
     assert cli_main(["pretrain", *sets]) == 0
-    r = _cli("evaluate", "--checkpoint", str(ckpt_dir / "last.pt"), "--out", str(tmp_path / "eval"))
+    r = vicreg_cli(capsys, "evaluate", "--checkpoint", str(ckpt_dir / "last.pt"), "--out", str(tmp_path / "eval"))
     assert r.returncode == 0, r.stderr
     for label in ("vicreg (linear)", "random-init (linear)", "raw-pixels (linear)"):
         assert label in r.stdout
