@@ -30,17 +30,17 @@ def test_gpus_split_into_one_group_per_trial() -> None:
 def test_two_rank_trials_track_once_survive_a_killed_rank_and_prune_together(env) -> None:
     """A trial on a 2-process group, with kill -9 of rank 1 mid-trial: rank 0's next collective
     fails, the trial is FAIL with a lost rank (not counted as a failure) and enqueued again, and
-    the worker group ends; the next start (a new group) resumes it from its checkpoint in the same
-    MLflow run. The finished trial has one report per epoch and its MLflow run one value per
-    epoch, before the kill and after the resume (rank 0's, not one per rank). Then a pruner that
-    stops every trial at its first report ends both ranks' training at that epoch, and the group
-    goes on to the next trial. (One test: each start of a group costs two interpreters with torch.)"""
+    the worker group ends. The next start (a new group) resumes it from its checkpoint in the same
+    MLflow run and finishes it: one report per epoch and one logged value per epoch, before the
+    kill and after the resume (rank 0's, not one per rank). That start's pruner stops every trial
+    at its first report: the next two trials end at epoch 1 on both ranks, and the group goes on
+    from one to the next. (Two starts: each costs two interpreters with torch.)"""
     import subprocess
     import sys
 
     from tests.helpers import RUN_PY
 
-    study = write_study(env["dir"], env["root"], budget={"trials": 1})  # 2 epochs: killed in the second
+    study = write_study(env["dir"], env["root"], budget={"trials": 3})  # 2 epochs: killed in the second
     proc = subprocess.Popen([sys.executable, RUN_PY, *sweep_args(env, study, *GROUP)], cwd=env["dir"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = env["dir"] / "runs" / "checkpoints"
@@ -55,23 +55,25 @@ def test_two_rank_trials_track_once_survive_a_killed_rank_and_prune_together(env
     first = env_optuna(env).trials[0]
     assert first.state.name == "FAIL" and "group is gone" in first.user_attrs["reason"], out
 
+    # A pruner that judges a trial at its first report only (Optuna's threshold pruner checks the
+    # first report at or past n_warmup_steps, then every interval_steps): a kappa is never 2, so
+    # new trials stop at epoch 1, while the resumed trial, whose epoch-1 report came before the
+    # kill, is never judged and finishes. Optuna keeps no pruner: each start uses its study file's.
+    write_study(env["dir"], env["root"], budget={"trials": 3},
+                pruner={"name": "threshold", "lower": 2.0, "n_warmup_steps": 1, "interval_steps": 10})
     assert main(sweep_args(env, study, *GROUP)) == 0
     trials = env_optuna(env).trials
-    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
-    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs.get("resumed_at_epoch", 1) > 1
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "PRUNED", "PRUNED"]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].user_attrs["resumed_at_epoch"] == 2
     assert sorted(trials[1].intermediate_values) == [1, 2]
+    assert [t.user_attrs["pruned_epoch"] for t in trials[2:]] == [1, 1]
     client, parents, runs = env_runs(env)
-    assert len(parents) == 1 and len(runs) == 1 and runs[0].info.status == "FINISHED"  # the killed trial's run
-    assert sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")) == [1, 2]
-
-    pruned = write_study(env["dir"], env["root"], name="pruned", budget={"trials": 2},
-                         pruner={"name": "threshold", "lower": 2.0})  # a kappa is never 2: pruned at epoch 1
-    assert main(sweep_args(env, pruned, *GROUP)) == 0
-    trials = env_optuna(env, "pruned").trials
-    assert [(t.state.name, t.user_attrs["pruned_epoch"]) for t in trials] == [("PRUNED", 1), ("PRUNED", 1)]
-    client, _, runs = env_runs(env, "pruned")
-    assert len(runs) == 2 and all(r.info.status == "KILLED" for r in runs)
-    assert all(sorted(m.step for m in client.get_metric_history(r.info.run_id, "loss")) == [1] for r in runs)
+    assert len(parents) == 1 and len(runs) == 3  # the killed trial's run, continued; two pruned ones
+    by_trial = {r.data.tags["vicreg.trial"]: r for r in runs}
+    assert by_trial["1"].info.status == "FINISHED" and by_trial["1"].data.tags["resumed_from_trial"] == "0"
+    assert all(by_trial[n].info.status == "KILLED" for n in ("2", "3"))
+    steps = {n: sorted(m.step for m in client.get_metric_history(r.info.run_id, "loss")) for n, r in by_trial.items()}
+    assert steps == {"1": [1, 2], "2": [1], "3": [1]}
 
 
 def _rank_pid(sweep_pid: int, rank: str) -> int:
