@@ -126,6 +126,7 @@ def test_a_killed_worker_and_a_database_restart_lose_no_trial(postgres, env) -> 
     costs three interpreters with torch.)"""
     url = postgres.createdb("restart")
     study = write_study(env["dir"], env["root"], budget={"trials": 4}, probe_every=1, log_checkpoint=False)
+    study.write_text(study.read_text().replace("  train:\n    epochs: 2", "  train:\n    epochs: 1"))
     proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--storage", url, "--workers", "2",
                              "--tracking-uri", env["uri"], "--out", str(env["dir"] / "runs")], cwd=env["dir"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
