@@ -85,6 +85,26 @@ def report(request: pytest.FixtureRequest):
     return lambda line: request.node.user_properties.append(("measured", line))
 
 
+_UNGROUPED = pytest.StashKey[str]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under --dist loadgroup, pytest-xdist sends the tests of one xdist_group to one worker by
+    suffixing their ids with @GROUP. When a pytest/xdist pair stops doing that, a group's costly
+    fixture is silently built on every worker: its tests then fail, saying so (an error raised
+    here would reach the controller as an xdist internal error without this message)."""
+    if config.getoption("loadgroup", False) and any(
+            i.get_closest_marker("xdist_group") and "@" not in i.nodeid for i in items):
+        config.stash[_UNGROUPED] = (f"--dist loadgroup is not grouping xdist_group tests: this pytest-xdist "
+                                    f"does not support pytest {pytest.__version__} (see pyproject.toml's dev extra)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("xdist_group") and _UNGROUPED in item.config.stash:
+        pytest.fail(item.config.stash[_UNGROUPED], pytrace=False)
+
+
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     lines = [value for key in ("passed", "failed") for rep in terminalreporter.stats.get(key, [])
              if getattr(rep, "when", "") == "call" for name, value in rep.user_properties if name == "measured"]

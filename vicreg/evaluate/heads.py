@@ -120,7 +120,8 @@ def fit_head(train: FeatureSplit, val: FeatureSplit, spec: FitSpec) -> FoldResul
     feat_mean = feat_mean.to(device)
     feat_std = torch.where(std > 0, std, torch.ones_like(std)).to(device)  # constant dims -> 0
     head = make_head(train.x.shape[1], spec.n_classes, cfg, spec.protocol).to(device)
-    opt = torch.optim.AdamW([{"params": head.parameters(), "lr": cfg.lr}], weight_decay=cfg.weight_decay)
+    params = list(head.parameters())
+    opt = torch.optim.AdamW([{"params": params, "lr": cfg.lr}], weight_decay=cfg.weight_decay, fused=fused_for(params))
 
     def forward(x: torch.Tensor, training: bool) -> torch.Tensor:
         return head((x.to(device) - feat_mean) / feat_std)
