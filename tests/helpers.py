@@ -11,7 +11,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -158,6 +159,41 @@ class Outage:
             dst.shutdown(socket.SHUT_WR)  # the other side sees this side's end
         except OSError:  # closed by down() or by the other end
             pass
+
+
+@contextmanager
+def beside(fn: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Run fn(stop) in a thread while the block runs: the block calls a sweep's main() in this
+    process (it needs the main thread, for its signal handlers, and its imports are paid), the
+    thread does to it what a test needs done (kill a worker, cut a server) and should give up when
+    `stop` is set (main returned). What fn raised is raised after the block."""
+    stop, raised = threading.Event(), []
+
+    def target() -> None:
+        try:
+            fn(stop)
+        except BaseException as e:  # noqa: BLE001 - handed to the test's thread below
+            raised.append(e)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    if raised:
+        raise raised[0]
+
+
+def wait_until(predicate: Callable[[], bool], stop: threading.Event, what: str, limit_s: float = 180,
+               every_s: float = 0.3) -> None:
+    """Poll `predicate` until it holds; AssertionError when `stop` is set first or after `limit_s`."""
+    t0 = time.time()
+    while not predicate():
+        assert not stop.is_set(), f"the sweep ended before {what}"
+        assert time.time() - t0 < limit_s, f"timed out waiting for {what}"
+        time.sleep(every_s)
 
 
 def free_port() -> int:

@@ -5,15 +5,13 @@ MLflow, with no lock errors; the sweep prints where each trial's time went."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.helpers import RUN_PY, study_runs, write_study
+from tests.helpers import study_runs, write_study
 
 pytestmark = pytest.mark.slow
 WORKERS, TRIALS = 8, 100
@@ -22,17 +20,24 @@ LOCK_ERRORS = re.compile(r"database is locked|deadlock|could not obtain lock|Loc
 
 @pytest.mark.parametrize("storage", ["journal", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_eight_workers_share_100_short_trials(storage: str, request, tmp_path: Path, synthetic_root: Path,
-                                        report, new_store) -> None:
+                                        report, new_store, capfd, monkeypatch) -> None:
+    """The launcher runs in this process (its imports are paid already); its 8 workers are
+    processes, whose output capfd reads with the launcher's."""
+    from sweeps.run import main
+
+    monkeypatch.chdir(tmp_path)
     url = request.getfixturevalue("postgres").createdb("load") if storage == "postgresql" else None
     study = write_study(tmp_path, synthetic_root, name="load", budget={"trials": TRIALS}, probe_every=1,
                         sampler={"name": "tpe", "seed": 0, "n_startup_trials": 10},
                         pruner={"name": "median", "n_startup_trials": 5, "n_warmup_steps": 1})
     uri = new_store(tmp_path)
-    cmd = [sys.executable, RUN_PY, "--config", str(study), "--dry-run", "--workers", str(WORKERS),
-           "--tracking-uri", uri, "--out", str(tmp_path / "runs")] + (["--storage", url] if url else [])
-    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-3000:]
+    args = ["--config", str(study), "--dry-run", "--workers", str(WORKERS),
+            "--tracking-uri", uri, "--out", str(tmp_path / "runs")] + (["--storage", url] if url else [])
+    capfd.readouterr()
+    code = main(args)
+    out = capfd.readouterr()
+    log = out.out + out.err
+    assert code == 0, log[-3000:]
     assert not LOCK_ERRORS.search(log), LOCK_ERRORS.search(log).group(0) + "\n" + log[-3000:]
 
     storage_obj = url or optuna.storages.JournalStorage(

@@ -7,6 +7,7 @@ import functools
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,7 +17,17 @@ import pytest
 from sweeps import optuna_compat
 from sweeps.run import main
 from sweeps.text import describe_url
-from tests.helpers import RUN_PY, Outage, free_port, start_mlflow_server, stop_mid_trial, study_runs, write_study
+from tests.helpers import (
+    RUN_PY,
+    Outage,
+    beside,
+    free_port,
+    start_mlflow_server,
+    stop_mid_trial,
+    study_runs,
+    wait_until,
+    write_study,
+)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -52,53 +63,46 @@ def _state(url: str, trial: optuna.trial.FrozenTrial) -> str:
     return optuna.load_study(study_name="tiny", storage=_storage(url)).trials[trial.number].state.name
 
 
-def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env) -> None:
+def test_mlflow_server_down_for_a_while_loses_no_epoch(postgres, env, capfd) -> None:
     """The tracking server goes away for 3 s while a trial trains (its connections cut, new ones
     refused: helpers.Outage), then comes back: the client retries, every epoch is logged once,
-    and the trial's run ends FINISHED after the outage."""
+    and the trial's run ends FINISHED after the outage. The sweep runs in this process, the
+    outage beside it."""
+    from mlflow.tracking import MlflowClient
+
     backend = postgres.createdb("mlflow")
     port = free_port()
     server = start_mlflow_server(env["dir"], backend, port)
     relay = Outage(free_port(), port)
-    uri = f"http://127.0.0.1:{relay.port}"
     study = _quick_study(env, trials=1, epochs=4)
-    proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--tracking-uri", uri,
-                             "--out", str(env["dir"] / "runs")], cwd=env["dir"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        from mlflow.tracking import MlflowClient
+    client = MlflowClient(f"http://127.0.0.1:{port}")  # the test's own reads go around the outage
+    down_at = []
 
-        client = MlflowClient(f"http://127.0.0.1:{port}")  # the test's own reads go around the outage
-        t0 = time.time()
-        while time.time() - t0 < 180:
-            assert proc.poll() is None, proc.stdout.read()
-            exp = client.get_experiment_by_name("tiny")
-            runs = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'trial'") if exp else []
-            if runs and "loss" in runs[0].data.metrics:
-                break
-            time.sleep(0.5)
-        down_at = time.time()
+    def trial_runs() -> list:
+        exp = client.get_experiment_by_name("tiny")
+        return client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'trial'") if exp else []
+
+    def outage(stop: threading.Event) -> None:
+        wait_until(lambda: any("loss" in r.data.metrics for r in trial_runs()), stop, "a logged epoch", every_s=0.5)
+        down_at.append(time.time())
         relay.down()
         time.sleep(3)  # epochs go on while the server is away; the client retries
         relay.up()
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out
-        run = client.search_runs([exp.experiment_id], "tags.`vicreg.role` = 'trial'")[0]
+
+    try:
+        with beside(outage):
+            code = main(["--config", str(study), "--tracking-uri", f"http://127.0.0.1:{relay.port}",
+                         "--out", str(env["dir"] / "runs")])
+        out = capfd.readouterr()
+        assert code == 0, out.out + out.err
+        (run,) = trial_runs()
         assert run.info.status == "FINISHED"
-        assert run.info.end_time / 1000 > down_at + 3  # the trial really ran through the outage
+        assert run.info.end_time / 1000 > down_at[0] + 3  # the trial really ran through the outage
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == list(range(1, 5))
     finally:
         relay.down()
         server.terminate()
         server.wait(timeout=30)
-
-
-def _wait_for(predicate, proc: subprocess.Popen, what: str, limit_s: float = 180) -> None:
-    t0 = time.time()
-    while not predicate():
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() - t0 < limit_s, f"timed out waiting for {what}"
-        time.sleep(0.3)
 
 
 @functools.cache
@@ -117,23 +121,19 @@ def _done(url: str) -> int:
     return sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
 
 
-def test_a_killed_worker_and_a_database_restart_lose_no_trial(postgres, env) -> None:
+def test_a_killed_worker_and_a_database_restart_lose_no_trial(postgres, env, capfd) -> None:
     """Two workers on one PostgreSQL study of 4 trials. One is killed (kill -9) mid-trial: the
     other finds its trial dead, fails it (its MLflow run FAILED) and runs its parameters again.
     Then the database goes away for a few seconds while the survivor is mid-trial (reporting
     probe values every epoch): it waits, reconnects, and the study ends at exactly its target,
-    no trial counted twice, none left RUNNING. (One sweep for both: each start of the workers
-    costs three interpreters with torch.)"""
+    no trial counted twice, none left RUNNING. (One sweep for both, its launcher in this process
+    and the kill and the outage beside it: each start of a worker costs an interpreter with torch.)"""
     url = postgres.createdb("restart")
     study = write_study(env["dir"], env["root"], budget={"trials": 4}, probe_every=1, log_checkpoint=False)
     study.write_text(study.read_text().replace("  train:\n    epochs: 2", "  train:\n    epochs: 1"))
-    proc = subprocess.Popen([sys.executable, RUN_PY, "--config", str(study), "--storage", url, "--workers", "2",
-                             "--tracking-uri", env["uri"], "--out", str(env["dir"] / "runs")], cwd=env["dir"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    victim = None
+    victim = []
 
     def killed_one() -> bool:
-        nonlocal victim
         try:
             running = optuna.load_study(study_name="tiny", storage=_storage(url)).get_trials(
                 states=(optuna.trial.TrialState.RUNNING,))
@@ -142,18 +142,26 @@ def test_a_killed_worker_and_a_database_restart_lose_no_trial(postgres, env) -> 
         found = next((t for t in running if "pid" in t.user_attrs and "mlflow_run_id" in t.user_attrs), None)
         # Frozen first: killed only if its trial is still running (a fast machine may finish it).
         if found is not None and stop_mid_trial(found.user_attrs["pid"], lambda: _state(url, found) == "RUNNING"):
-            victim = found
-        return victim is not None
+            victim.append(found)
+        return bool(victim)
 
-    _wait_for(killed_one, proc, "a trial to kill")
-    done_before = _done(url)
-    _wait_for(lambda: _done(url) > done_before, proc, "a finished trial")  # then the survivor is mid-trial
-    postgres.stop()  # fast shutdown: every open session is cut
-    time.sleep(4)
-    postgres.start()
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out
+    def chaos(stop: threading.Event) -> None:
+        wait_until(killed_one, stop, "a trial to kill")
+        done_before = _done(url)
+        wait_until(lambda: _done(url) > done_before, stop, "a finished trial")  # then the survivor is mid-trial
+        postgres.stop()  # fast shutdown: every open session is cut
+        time.sleep(4)
+        postgres.start()
+
+    _storage(url)  # Optuna's tables, made before the sweep's: two makers at once can collide in PostgreSQL
+    with beside(chaos):
+        code = main(["--config", str(study), "--storage", url, "--workers", "2", "--tracking-uri", env["uri"],
+                     "--out", str(env["dir"] / "runs")])
+    out = capfd.readouterr()
+    out = out.out + out.err
+    assert code == 0, out
     assert "storage: unreachable" in out and "reachable again" in out, out  # the outage was really met
+    (victim,) = victim
     trials = optuna.load_study(study_name="tiny", storage=url).trials
     done = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(done) == 4 and len({t.number for t in trials}) == len(trials)
