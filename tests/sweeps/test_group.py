@@ -3,15 +3,16 @@ checked on the CPU with gloo (--set train.device=cpu)."""
 
 from __future__ import annotations
 
+import os
 import signal
-import time
+import threading
 
 import pytest
 
 from sweeps.gpu_share import gpu_list, worker_gpus
 from sweeps.group import group_env
 from sweeps.run import main
-from tests.helpers import env_optuna, env_runs, stop_mid_trial, sweep_args, write_study
+from tests.helpers import beside, env_optuna, env_runs, stop_mid_trial, sweep_args, wait_until, write_study
 
 # Batches of 24 (12 a rank): 2 steps an epoch of the 48 pretraining images, each with its
 # gradient all-reduce, the cost of a step on 2 processes.
@@ -27,31 +28,26 @@ def test_gpus_split_into_one_group_per_trial() -> None:
 
 
 @pytest.mark.slow  # 2-process trials: make test
-def test_two_rank_trials_track_once_survive_a_killed_rank_and_prune_together(env) -> None:
+def test_two_rank_trials_track_once_survive_a_killed_rank_and_prune_together(env, capfd) -> None:
     """A trial on a 2-process group, with kill -9 of rank 1 mid-trial: rank 0's next collective
     fails, the trial is FAIL with a lost rank (not counted as a failure) and enqueued again, and
     the worker group ends. The next start (a new group) resumes it from its checkpoint in the same
     MLflow run and finishes it: one report per epoch and one logged value per epoch, before the
     kill and after the resume (rank 0's, not one per rank). That start's pruner stops every trial
     at its first report: the next two trials end at epoch 1 on both ranks, and the group goes on
-    from one to the next. (Two starts: each costs two interpreters with torch.)"""
-    import subprocess
-    import sys
-
-    from tests.helpers import RUN_PY
-
+    from one to the next. (Two starts, both in this process: each costs two interpreters with torch.)"""
     study = write_study(env["dir"], env["root"], budget={"trials": 3})  # 2 epochs: killed in the second
-    proc = subprocess.Popen([sys.executable, RUN_PY, *sweep_args(env, study, *GROUP)], cwd=env["dir"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ckpt = env["dir"] / "runs" / "checkpoints"
-    deadline = time.time() + 180
-    while not list(ckpt.glob("*/last.pt")):  # an epoch is checkpointed
-        assert proc.poll() is None and time.time() < deadline, proc.stdout.read() if proc.poll() is not None else ""
-        time.sleep(0.1)
-    follower = _rank_pid(proc.pid, "1")
-    assert stop_mid_trial(follower, lambda: proc.poll() is None, signal.SIGKILL), "the sweep ended before the kill"
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 1, out
+
+    def kill_rank_1(stop: threading.Event) -> None:
+        wait_until(lambda: bool(list(ckpt.glob("*/last.pt"))), stop, "an epoch's checkpoint", every_s=0.1)
+        follower = _rank_pid(os.getpid(), "1")  # the group's ranks are this process's children
+        assert stop_mid_trial(follower, lambda: not stop.is_set(), signal.SIGKILL), "the sweep ended before the kill"
+
+    with beside(kill_rank_1):  # the first start in this process, the kill beside it
+        code = main(sweep_args(env, study, *GROUP))
+    out = capfd.readouterr().out
+    assert code == 1, out
     first = env_optuna(env).trials[0]
     assert first.state.name == "FAIL" and "group is gone" in first.user_attrs["reason"], out
 
