@@ -26,6 +26,7 @@ from tests.helpers import (
 )
 
 
+@pytest.mark.slow  # 10 s (figures, an encoder file, a resume): make test; the fast set has other sweeps
 def test_two_trials_tracked_then_resumed_to_three(env, capsys) -> None:
     study = write_study(env["dir"], env["root"], log_checkpoint=True, log_plots=True, budget={"trials": 2})
     assert main(sweep_args(env, study)) == 0

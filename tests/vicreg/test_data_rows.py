@@ -73,6 +73,7 @@ def test_placement_follows_on_device_and_the_budget() -> None:
     assert placement("auto", 2**20, cpu, budget_mb=1).on_device
 
 
+@pytest.mark.slow  # 4 s: two pretrainings to compare: make test
 def test_a_set_over_the_device_budget_streams_with_the_on_device_losses(synthetic_root, tmp_path, capsys) -> None:
     """The same seed through both paths: the same batches, views and steps, so the same losses
     to the last bit on the CPU. The set (labelled CV + test images, two maps) is larger than

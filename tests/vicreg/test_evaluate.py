@@ -156,6 +156,7 @@ def test_gradual_unfreezing_schedule() -> None:
     assert _trainable_stages("head", 7, cfg) == []
 
 
+@pytest.mark.slow  # 4 s of pretraining and three scorings: make test
 def test_pretrained_encoder_is_compared_with_random_init_not_chance(tmp_path) -> None:
     # "beats chance" proved nothing: an untrained encoder beats chance here too. The floor is
     # the random-init baseline, scored by the same probe on the same folds.

@@ -215,7 +215,10 @@ def test_reports_pair_by_seed_and_fold_and_the_quote_has_its_interval() -> None:
 WORST = [(ORDINAL, 400, 3, 0.115), (ORDINAL, 1000, 3, 0.06), (UNIFORM, 1000, 3, 0.115)]
 
 
-@pytest.mark.parametrize("world, n, r, sd", WORST, ids=[f"{w.name}-{n}x{r}-sd{sd}" for w, n, r, sd in WORST])
+# The 1,000-image cells take 4 s each: make test runs them, make test-fast the 400-image one.
+@pytest.mark.parametrize("world, n, r, sd", [
+    pytest.param(w, n, r, sd, id=f"{w.name}-{n}x{r}-sd{sd}", marks=[pytest.mark.slow] if n >= 1000 else [])
+    for w, n, r, sd in WORST])
 def test_holdout_interval_covers_in_the_worst_cells(world, n: int, r: int, sd: float) -> None:
     """The cells where the retired two-way bootstrap covered 0.75-0.83 and a single t with
     Satterthwaite's df 0.92-0.93 (benchmarks/verdict_coverage.py). 1500 draws on a fresh seed:
