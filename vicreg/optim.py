@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 FUSED_DEVICES = frozenset({"cpu", "cuda"})
 
 
-def fused_for(params) -> bool | None:
+def fused_for(params: Iterable[torch.Tensor | dict]) -> bool | None:
     """True when every parameter in `params` (tensors, or groups of them) sits on a device
     with fused kernels and is floating point; None (torch's default choice) otherwise."""
     tensors = [p for item in params for p in (item["params"] if isinstance(item, dict) else [item])]
